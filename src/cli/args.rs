@@ -1,0 +1,102 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::plan::StageId;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shipit",
+    version,
+    about = "Build container images, push them to ECR or any OCI registry, deploy them to ECS, EKS or a Docker host: one resumable pipeline.",
+    after_help = "Exit codes: 0 ok, 1 a stage failed, 2 invalid input, 3 deploy rolled back, 4 deploy not healthy before its deadline, 130/143 interrupted."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The pipeline file.
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "shipit.yaml",
+        env = "SHIPIT_FILE"
+    )]
+    pub file: PathBuf,
+    /// Environment overrides to apply (a key of `environments:`).
+    #[arg(long = "env", global = true, value_name = "NAME")]
+    pub environment: Option<String>,
+    /// What stdout carries: `json` prints the machine-readable result there.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Also write the JSON result to this file.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub result_file: Option<PathBuf>,
+    /// Print only failures.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print build logs, outputs and daemon details.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Plain lines instead of live progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// Where runs are journaled.
+    #[arg(
+        long,
+        global = true,
+        default_value = ".shipit",
+        env = "SHIPIT_STATE_DIR",
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the pipeline file without running anything.
+    Validate,
+    /// Show each stage, whether it will run or be skipped, and why.
+    Plan(SelectArgs),
+    /// Run the pipeline: stages whose inputs are unchanged are skipped.
+    Run(SelectArgs),
+    /// Continue an interrupted or failed run from its first unfinished stage.
+    Resume {
+        /// The run to resume; the latest run when absent.
+        run_id: Option<String>,
+    },
+    /// List recorded runs.
+    Runs,
+    /// Show one run's stages, outputs and errors.
+    Show { run_id: String },
+    /// Print the JSON Schema of the pipeline file (for editor completion).
+    Schema,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Run only this stage (repeatable), e.g. --only build:web. Stages it needs are reused from
+    /// earlier runs.
+    #[arg(long, value_name = "STAGE")]
+    pub only: Vec<StageId>,
+    /// Run this stage and every stage after it, even if unchanged.
+    #[arg(long, value_name = "STAGE", conflicts_with = "only")]
+    pub from: Option<StageId>,
+    /// Run every selected stage, even if unchanged.
+    #[arg(long)]
+    pub force: bool,
+}

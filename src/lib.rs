@@ -1,0 +1,17 @@
+//! shipit: a CI/CD pipeline runner. It reads a declarative pipeline file, builds container images
+//! through the Docker daemon, pushes them to ECR or any OCI registry, and deploys them to ECS,
+//! EKS or a Docker host, with stages that resume where they stopped.
+//!
+//! The folders follow the pipeline: `pipeline` (the file), `plan` (what runs and why), `runner`
+//! (running it), `journal` (what happened), `stages` (what each stage does), the adapters
+//! (`git`, `docker`, `registry`, …), `report` (output) and `cli`.
+
+pub mod cli;
+pub mod exit;
+pub mod git;
+pub mod journal;
+pub mod pipeline;
+pub mod plan;
+pub mod report;
+pub mod runner;
+pub mod stages;

@@ -1,0 +1,358 @@
+//! The checks `shipit validate` runs: everything that can be known wrong before anything runs.
+//! Each problem is reported at the key or value it is about; all problems are listed at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::Pipeline;
+use super::interpolate::{Scope, check_reference, references_in};
+use super::path::DocPath;
+use super::source::Diagnostic;
+
+pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let file = &pipeline.file;
+    let root = DocPath::root();
+    let at = |path: &DocPath, message: String| pipeline.diagnostic_at(path, message);
+
+    if file.version != 1 {
+        problems.push(
+            at(
+                &root.key("version"),
+                format!("unsupported pipeline format version {}", file.version),
+            )
+            .with_hint("this shipit reads `version: 1`"),
+        );
+    }
+    if !is_name(&file.name) {
+        problems.push(at(
+            &root.key("name"),
+            format!(
+                "pipeline name `{}` must be letters, digits, `-`, `_` or `.`",
+                file.name
+            ),
+        ));
+    }
+    if let Some(env) = &pipeline.environment {
+        if !file.environments.contains_key(env) {
+            let known: Vec<_> = file.environments.keys().cloned().collect();
+            problems.push(
+                pipeline
+                    .source
+                    .diagnostic(
+                        None,
+                        format!("--env {env}: the pipeline defines no such environment"),
+                    )
+                    .with_hint(if known.is_empty() {
+                        "add it under `environments:`".to_owned()
+                    } else {
+                        format!("choose one of: {}", known.join(", "))
+                    }),
+            );
+        }
+    }
+
+    for name in file.images.keys() {
+        if !is_name(name) {
+            problems.push(at(
+                &root.key("images").key(name.clone()),
+                format!("image name `{name}` must be letters, digits, `-`, `_` or `.`"),
+            ));
+        }
+    }
+    for (name, image) in &file.images {
+        let path = root.key("images").key(name.clone());
+        if !has_expression(&image.context) {
+            let context = pipeline.resolve_path(&image.context);
+            if !context.is_dir() {
+                problems.push(
+                    at(
+                        &path.key("context"),
+                        format!("build context `{}` is not a folder", context.display()),
+                    )
+                    .with_hint("context paths are relative to the pipeline file"),
+                );
+            } else if !has_expression(&image.dockerfile)
+                && !context.join(&image.dockerfile).is_file()
+            {
+                problems.push(
+                    at(
+                        &path.key("dockerfile"),
+                        format!(
+                            "Dockerfile `{}` does not exist",
+                            context.join(&image.dockerfile).display()
+                        ),
+                    )
+                    .with_hint("the dockerfile path is relative to the context"),
+                );
+            }
+        }
+        if let Some(push) = &image.push {
+            if push.registry.trim().is_empty() {
+                problems.push(at(
+                    &path.key("push").key("registry"),
+                    "registry is empty: write `ecr` or a registry host".into(),
+                ));
+            }
+            if !has_expression(&push.repository) && !is_repository(&push.repository) {
+                problems.push(at(
+                    &path.key("push").key("repository"),
+                    format!("`{}` is not a valid repository name", push.repository),
+                ).with_hint("lowercase letters, digits and separators (`.`, `_`, `-`, `/`), e.g. shop/web"));
+            }
+            for (i, tag) in push.tags.iter().enumerate() {
+                if !has_expression(tag) && !is_tag(tag) {
+                    problems.push(at(
+                        &path.key("push").key("tags").index(i),
+                        format!("`{tag}` is not a valid tag: up to 128 letters, digits, `_`, `.` or `-`, not starting with `.` or `-`"),
+                    ));
+                }
+            }
+        }
+    }
+
+    for (name, target) in &file.deploy {
+        let path = root.key("deploy").key(name.clone());
+        if !is_name(name) {
+            problems.push(at(
+                &path,
+                format!("deploy target name `{name}` must be letters, digits, `-`, `_` or `.`"),
+            ));
+        }
+        match file.images.get(&target.image) {
+            None => problems.push(at(
+                &path.key("image"),
+                format!(
+                    "deploy target `{name}` names image `{}`, which is not defined under `images`",
+                    target.image
+                ),
+            )),
+            Some(image)
+                if image.push.is_none() && (target.ecs.is_some() || target.eks.is_some()) =>
+            {
+                problems.push(
+                    at(
+                        &path.key("image"),
+                        format!(
+                            "image `{}` is not pushed, so a cluster cannot pull it",
+                            target.image
+                        ),
+                    )
+                    .with_hint(format!("add a `push:` block to images.{}", target.image)),
+                )
+            }
+            Some(_) => {}
+        }
+        match target.kinds().len() {
+            1 => {}
+            0 => problems.push(at(
+                &path,
+                format!("deploy target `{name}` needs one of `ecs`, `eks` or `docker`"),
+            )),
+            _ => problems.push(at(
+                &path,
+                format!(
+                    "deploy target `{name}` has {}; choose one",
+                    target.kinds().join(" and ")
+                ),
+            )),
+        }
+        for (i, need) in target.needs.iter().enumerate() {
+            if !file.deploy.contains_key(need) {
+                problems.push(at(
+                    &path.key("needs").index(i),
+                    format!("`{need}` is not a deploy target"),
+                ));
+            } else if need == name {
+                problems.push(at(
+                    &path.key("needs").index(i),
+                    format!("deploy target `{name}` needs itself"),
+                ));
+            }
+        }
+        let files = [
+            target.ecs.as_ref().map(|e| {
+                (
+                    e.task_definition.as_str(),
+                    path.key("ecs").key("task_definition"),
+                )
+            }),
+            target.eks.as_ref().and_then(|e| {
+                e.manifest
+                    .as_deref()
+                    .map(|m| (m, path.key("eks").key("manifest")))
+            }),
+        ];
+        for (relative, file_path) in files.into_iter().flatten() {
+            if !has_expression(relative) && !pipeline.resolve_path(relative).is_file() {
+                problems.push(at(
+                    &file_path,
+                    format!(
+                        "file `{}` does not exist",
+                        pipeline.resolve_path(relative).display()
+                    ),
+                ));
+            }
+        }
+    }
+    problems.extend(find_cycle(pipeline));
+    problems.extend(check_expressions(pipeline));
+    problems.sort_by_key(|d| d.location);
+    problems
+}
+
+fn check_expressions(pipeline: &Pipeline) -> Vec<Diagnostic> {
+    let vars: BTreeSet<String> = pipeline
+        .file
+        .vars
+        .keys()
+        .chain(
+            pipeline
+                .file
+                .environments
+                .values()
+                .flat_map(|e| e.vars.keys()),
+        )
+        .cloned()
+        .collect();
+    let has_var = |n: &str| vars.contains(n);
+    let has_image = |n: &str| pipeline.file.images.contains_key(n);
+    let root = DocPath::root();
+    let sections = [
+        ("vars", Scope::Vars),
+        ("environments", Scope::Vars),
+        ("images", Scope::Image),
+        ("deploy", Scope::Deploy),
+    ];
+    let mut problems = Vec::new();
+    for (section, scope) in sections {
+        let Some(value) = pipeline.document.value.get(section) else {
+            continue;
+        };
+        let mut found = Vec::new();
+        references_in(value, &root.key(section), &mut found);
+        for (path, reference) in found {
+            let result = reference
+                .map_err(|e| e.message)
+                .and_then(|r| check_reference(&r, scope, &has_var, &has_image));
+            if let Err(message) = result {
+                problems.push(pipeline.diagnostic_at(&path, message));
+            }
+        }
+    }
+    for section in ["name", "version"] {
+        if let Some(serde_json::Value::String(s)) = pipeline.document.value.get(section) {
+            if has_expression(s) {
+                problems.push(pipeline.diagnostic_at(
+                    &root.key(section),
+                    format!("`{section}` cannot use ${{{{ … }}}} expressions"),
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Finds one cycle among deploy targets' `needs`, reported at the `needs` entry that closes it.
+fn find_cycle(pipeline: &Pipeline) -> Option<Diagnostic> {
+    let deploy = &pipeline.file.deploy;
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    let mut marks: BTreeMap<&str, Mark> = BTreeMap::new();
+    for start in deploy.keys() {
+        if marks.contains_key(start.as_str()) {
+            continue;
+        }
+        // Iterative depth-first search: (node, index of the next need to follow), plus the path.
+        let mut stack: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
+        marks.insert(start, Mark::Visiting);
+        while let Some((node, next)) = stack.last().copied() {
+            let needs = deploy.get(node).map(|t| &t.needs[..]).unwrap_or(&[]);
+            if next >= needs.len() {
+                marks.insert(node, Mark::Done);
+                stack.pop();
+                continue;
+            }
+            stack.last_mut().map(|top| top.1 += 1);
+            let need = needs[next].as_str();
+            if !deploy.contains_key(need) || need == node {
+                continue; // reported elsewhere
+            }
+            match marks.get(need) {
+                Some(Mark::Visiting) => {
+                    let mut cycle: Vec<&str> = stack
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .skip_while(|n| *n != need)
+                        .collect();
+                    cycle.push(need);
+                    let path = DocPath::root()
+                        .key("deploy")
+                        .key(node)
+                        .key("needs")
+                        .index(next);
+                    return Some(pipeline.diagnostic_at(
+                        &path,
+                        format!(
+                            "deploy targets need each other in a cycle: {}",
+                            cycle.join(" → ")
+                        ),
+                    ));
+                }
+                Some(Mark::Done) => {}
+                None => {
+                    marks.insert(need, Mark::Visiting);
+                    stack.push((need, 0));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn has_expression(text: &str) -> bool {
+    text.contains("${{")
+}
+
+pub(crate) fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// Repository names as the OCI distribution spec defines them.
+fn is_repository(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|component| {
+            !component.is_empty()
+                && component.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                })
+                && component
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric())
+                && component
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_ascii_alphanumeric())
+        })
+}
+
+fn is_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !tag.starts_with(['.', '-'])
+}

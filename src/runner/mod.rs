@@ -1,0 +1,389 @@
+//! Runs a pipeline's stages: in dependency order, independent stages at the same time, each one
+//! skipped when its inputs are unchanged and its outputs still exist, every step journaled the
+//! moment it happens so that an interrupted run can be resumed.
+
+mod history;
+mod sink;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::{JournalStore, RunRecord, RunStatus, StageError, StageStatus};
+use crate::pipeline::interpolate::{Values, interpolate_value};
+use crate::pipeline::{DocPath, Pipeline};
+use crate::plan::{Decision, Participation, StageGraph, StageHistory, StageId, StageKind, decide};
+use crate::report::{Event, Reporter};
+use crate::stages::{Executors, Outputs, StageContext, StageFailure, StageInput};
+
+pub use history::History;
+use sink::JournalSink;
+
+/// How long a stage may take to wind down after Ctrl-C before it is abandoned (its journal
+/// entry then says interrupted, and `shipit resume` picks it up).
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+pub struct Runner<'a> {
+    pub pipeline: &'a Pipeline,
+    pub graph: &'a StageGraph,
+    pub store: &'a dyn JournalStore,
+    pub executors: &'a Executors,
+    pub reporter: &'a dyn Reporter,
+    /// env, vars, git and run.id; image outputs are added from the journal as stages finish.
+    pub values: Values,
+    pub history: History,
+    pub participation: BTreeMap<StageId, Participation>,
+    pub cancel: CancellationToken,
+}
+
+/// A stage ready to run or be skipped: its resolved configuration, inputs and decision.
+pub struct PreparedStage {
+    pub id: StageId,
+    pub config: Value,
+    pub upstream: BTreeMap<StageId, Outputs>,
+    pub input_digest: String,
+    pub decision: Decision,
+    /// For a skip: the outputs being reused.
+    pub reused_outputs: Outputs,
+}
+
+/// The raw configuration a stage reads: `images.<name>` or `deploy.<name>`.
+pub fn config_path(id: &StageId) -> DocPath {
+    match id.kind {
+        StageKind::Build | StageKind::Push => DocPath::root().key("images").key(id.name.clone()),
+        StageKind::Deploy => DocPath::root().key("deploy").key(id.name.clone()),
+    }
+}
+
+/// `images.<name>.*` values from the stages of `record` that have finished.
+pub fn image_values(record: &RunRecord) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut images: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let text =
+        |outputs: &Outputs, key: &str| outputs.get(key).and_then(Value::as_str).map(str::to_owned);
+    for stage in record.stages.iter().filter(|s| s.status.is_success()) {
+        let entry = images.entry(stage.stage.name.clone());
+        match stage.stage.kind {
+            StageKind::Build => {
+                let values = entry.or_default();
+                if let Some(id) = text(&stage.outputs, "image_id") {
+                    values.entry("digest".into()).or_insert_with(|| id.clone());
+                    values.insert("id".into(), id);
+                }
+                if let Some(reference) = text(&stage.outputs, "local_ref") {
+                    values.entry("ref".into()).or_insert(reference);
+                }
+            }
+            StageKind::Push => {
+                let values = entry.or_default();
+                if let Some(digest) = text(&stage.outputs, "digest") {
+                    values.insert("digest".into(), digest);
+                }
+                if let Some(reference) = text(&stage.outputs, "ref") {
+                    values.insert("ref".into(), reference);
+                }
+            }
+            StageKind::Deploy => {}
+        }
+    }
+    images
+}
+
+/// The input digest: a hash of the resolved configuration, the executor's fingerprint and the
+/// upstream outputs. Equal digests mean the stage would do the same work.
+pub fn input_digest(
+    id: &StageId,
+    config: &Value,
+    fingerprint: &Value,
+    upstream: &BTreeMap<StageId, Outputs>,
+) -> String {
+    let upstream: BTreeMap<String, &Outputs> =
+        upstream.iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let material = json!({ "stage": id.to_string(), "config": config, "fingerprint": fingerprint, "upstream": upstream });
+    let bytes = serde_json::to_vec(&material).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl Runner<'_> {
+    /// Resolves a stage's configuration and inputs and decides whether it runs.
+    pub async fn prepare(
+        &self,
+        id: &StageId,
+        record: &RunRecord,
+    ) -> Result<PreparedStage, StageFailure> {
+        let node = self
+            .graph
+            .get(id)
+            .ok_or_else(|| StageFailure::failed(format!("{id} is not in the graph")))?;
+        let mut upstream = BTreeMap::new();
+        for need in &node.needs {
+            let outputs = record
+                .stage(need)
+                .filter(|s| s.status.is_success())
+                .map(|s| s.outputs.clone());
+            let Some(outputs) = outputs else {
+                return Err(StageFailure::failed(format!(
+                    "{id} needs {need}, which has not succeeded"
+                )));
+            };
+            upstream.insert(need.clone(), outputs);
+        }
+        let mut values = self.values.clone();
+        values.images = image_values(record);
+        let path = config_path(id);
+        let raw = self.pipeline.raw(&path).cloned().unwrap_or(Value::Null);
+        let config = interpolate_value(&raw, &values, &path).map_err(|(at, message)| {
+            StageFailure::failed(self.pipeline.diagnostic_at(&at, message).to_string())
+        })?;
+        let executor = self.executors.for_stage(id, self.pipeline);
+        let input = StageInput {
+            id,
+            pipeline: self.pipeline,
+            run_id: &record.run_id,
+            config: &config,
+            upstream: &upstream,
+        };
+        let fingerprint = executor.fingerprint(&input).await?;
+        let digest = input_digest(id, &config, &fingerprint, &upstream);
+
+        let participation = self
+            .participation
+            .get(id)
+            .copied()
+            .unwrap_or(Participation::Selected);
+        let own = record
+            .stage(id)
+            .filter(|s| s.status.is_success() && s.input_digest.as_deref() == Some(&digest));
+        let prior = match own {
+            Some(s) => Some(history::Candidate {
+                run_id: s
+                    .reused_from
+                    .clone()
+                    .unwrap_or_else(|| record.run_id.clone()),
+                outputs: s.outputs.clone(),
+            }),
+            None => self.history.same_inputs(id, &digest),
+        };
+        let outputs_exist = match &prior {
+            Some(candidate) => executor.outputs_exist(&input, &candidate.outputs).await?,
+            None => false,
+        };
+        let history = StageHistory {
+            done_in_this_run: own.is_some(),
+            same_inputs: prior.as_ref().map(|c| crate::plan::decide::PriorSuccess {
+                run_id: c.run_id.clone(),
+                outputs_exist,
+            }),
+            latest_success_run: self.history.latest_success(id),
+        };
+        let decision = match participation {
+            Participation::NotSelected => match (&prior, outputs_exist) {
+                (Some(c), true) => Decision::Skip {
+                    reason: format!("not selected; reusing run {}", c.run_id),
+                    reused_from: c.run_id.clone(),
+                },
+                (Some(c), false) => {
+                    return Err(StageFailure::failed(format!(
+                        "{id} is not selected, and the outputs of its last success (run {}) are gone", c.run_id
+                    ))
+                    .with_hint(format!("run it as well: add --only {id}, or drop --only")));
+                }
+                (None, _) => {
+                    let why = match self.history.latest_success(id) {
+                        Some(run) => {
+                            format!("its inputs changed since its last success (run {run})")
+                        }
+                        None => "it has never succeeded".to_owned(),
+                    };
+                    return Err(
+                        StageFailure::failed(format!("{id} is not selected, but {why}"))
+                            .with_hint(format!("run it as well: add --only {id}, or drop --only")),
+                    );
+                }
+            },
+            Participation::Forced => decide(&history, true, &record.run_id),
+            Participation::Selected => decide(&history, false, &record.run_id),
+        };
+        let reused_outputs = match (&decision, prior) {
+            (Decision::Skip { .. }, Some(candidate)) => candidate.outputs,
+            _ => Outputs::new(),
+        };
+        Ok(PreparedStage {
+            id: id.clone(),
+            config,
+            upstream,
+            input_digest: digest,
+            decision,
+            reused_outputs,
+        })
+    }
+
+    /// Runs (or resumes) `record` to its end and returns it as journaled.
+    pub async fn execute(&self, record: RunRecord, resumed: bool) -> RunRecord {
+        let started = Instant::now();
+        let run_id = record.run_id.clone();
+        self.reporter.report(&Event::RunStarted {
+            run_id: run_id.clone(),
+            pipeline: record.pipeline.clone(),
+            resumed,
+            stages: self.graph.stages.iter().map(|s| s.id.clone()).collect(),
+        });
+        let shared = Mutex::new(record);
+        self.save(&shared);
+
+        let mut started_stages: BTreeSet<StageId> = BTreeSet::new();
+        let mut succeeded: BTreeSet<StageId> = BTreeSet::new();
+        let mut unsuccessful = false;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            if !unsuccessful && !self.cancel.is_cancelled() {
+                for node in &self.graph.stages {
+                    if !started_stages.contains(&node.id)
+                        && node.needs.iter().all(|n| succeeded.contains(n))
+                    {
+                        started_stages.insert(node.id.clone());
+                        in_flight.push(self.run_stage(node.id.clone(), &shared));
+                    }
+                }
+            }
+            let Some((id, status)) = in_flight.next().await else {
+                break;
+            };
+            if status.is_success() {
+                succeeded.insert(id);
+            } else {
+                // Stop starting stages; the ones already running finish (a deploy is never
+                // abandoned half-way because another stage failed).
+                unsuccessful = true;
+            }
+        }
+
+        drop(in_flight);
+        let mut record = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+        self.block_downstream_of_failures(&mut record);
+        record.status = if self.cancel.is_cancelled() {
+            RunStatus::Interrupted
+        } else {
+            record.derive_status()
+        };
+        record.finished_at = Some(chrono::Utc::now());
+        if let Err(err) = self.store.save(&record) {
+            self.reporter.report(&Event::StageLog {
+                stage: StageId::build("-"),
+                line: format!("warning: {err}"),
+            });
+        }
+        self.reporter.report(&Event::RunFinished {
+            run_id,
+            status: record.status,
+            elapsed: started.elapsed(),
+        });
+        record
+    }
+
+    fn block_downstream_of_failures(&self, record: &mut RunRecord) {
+        let failed: Vec<StageId> = record
+            .stages
+            .iter()
+            .filter(|s| s.status.is_failure() || s.status == StageStatus::Interrupted)
+            .map(|s| s.stage.clone())
+            .collect();
+        for upstream in failed {
+            for downstream in self.graph.downstream_of(&upstream) {
+                if let Some(stage) = record.stage_mut(&downstream) {
+                    if stage.status == StageStatus::Pending {
+                        let _ = stage.block(&upstream);
+                    }
+                }
+            }
+        }
+    }
+
+    fn save(&self, shared: &Mutex<RunRecord>) {
+        let record = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(err) = self.store.save(&record) {
+            self.reporter.report(&Event::StageLog {
+                stage: StageId::build("-"),
+                line: format!("warning: {err}"),
+            });
+        }
+    }
+
+    async fn run_stage(&self, id: StageId, shared: &Mutex<RunRecord>) -> (StageId, StageStatus) {
+        let snapshot = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let prepared = self.prepare(&id, &snapshot).await;
+        let sink = JournalSink {
+            id: &id,
+            shared,
+            store: self.store,
+            reporter: self.reporter,
+        };
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(failure) => {
+                let started = Instant::now();
+                sink.start(String::new(), "preparing the stage failed".into(), false);
+                return (id.clone(), sink.finish(Err(failure), started.elapsed()));
+            }
+        };
+        if let Decision::Skip {
+            reason,
+            reused_from,
+        } = &prepared.decision
+        {
+            sink.skip(&prepared, reason, reused_from);
+            return (id, StageStatus::Skipped);
+        }
+        let started = Instant::now();
+        let previous_attempt = sink.start(
+            prepared.input_digest.clone(),
+            prepared.decision.reason().to_owned(),
+            true,
+        );
+        let executor = self.executors.for_stage(&id, self.pipeline);
+        let run_id = snapshot.run_id.clone();
+        let input = StageInput {
+            id: &id,
+            pipeline: self.pipeline,
+            run_id: &run_id,
+            config: &prepared.config,
+            upstream: &prepared.upstream,
+        };
+        let context = StageContext {
+            sink: &sink,
+            cancel: self.cancel.child_token(),
+            previous_attempt,
+        };
+        let outcome = tokio::select! {
+            outcome = executor.run(&input, &context) => outcome,
+            _ = async { self.cancel.cancelled().await; tokio::time::sleep(CANCEL_GRACE).await } => Err(StageFailure::interrupted()),
+        };
+        let outcome = match outcome {
+            Err(failure)
+                if self.cancel.is_cancelled()
+                    && failure.kind != crate::stages::FailureKind::RolledBack =>
+            {
+                Err(StageFailure {
+                    kind: crate::stages::FailureKind::Interrupted,
+                    ..failure
+                })
+            }
+            other => other,
+        };
+        (id.clone(), sink.finish(outcome, started.elapsed()))
+    }
+}
+
+impl From<&StageFailure> for StageError {
+    fn from(failure: &StageFailure) -> Self {
+        StageError {
+            message: failure.message.clone(),
+            hint: failure.hint.clone(),
+        }
+    }
+}

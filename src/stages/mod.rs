@@ -1,0 +1,168 @@
+//! The stages: what `build:`, `push:` and `deploy:` do. Each kind implements [`StageExecutor`];
+//! the runner decides when each runs and records what happened.
+
+mod not_implemented;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::StageStatus;
+use crate::pipeline::Pipeline;
+use crate::plan::{StageId, StageKind};
+
+pub use not_implemented::NotImplemented;
+
+/// Outputs a stage recorded: image id, digest, deployment id…
+pub type Outputs = BTreeMap<String, serde_json::Value>;
+
+/// Everything a stage executor is given about the stage it runs.
+pub struct StageInput<'a> {
+    pub id: &'a StageId,
+    pub pipeline: &'a Pipeline,
+    pub run_id: &'a str,
+    /// The stage's configuration with every `${{ … }}` resolved: `images.<name>` for build and
+    /// push, `deploy.<name>` for deploy.
+    pub config: &'a serde_json::Value,
+    /// The outputs of the stages this one needs.
+    pub upstream: &'a BTreeMap<StageId, Outputs>,
+}
+
+/// How a stage failed. The kind decides the stage's status and the run's exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    Failed,
+    RolledBack,
+    TimedOut,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageFailure {
+    pub kind: FailureKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl StageFailure {
+    pub fn failed(message: impl Into<String>) -> Self {
+        StageFailure {
+            kind: FailureKind::Failed,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn interrupted() -> Self {
+        StageFailure {
+            kind: FailureKind::Interrupted,
+            message: "interrupted".into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn status(&self) -> StageStatus {
+        match self.kind {
+            FailureKind::Failed => StageStatus::Failed,
+            FailureKind::RolledBack => StageStatus::RolledBack,
+            FailureKind::TimedOut => StageStatus::TimedOut,
+            FailureKind::Interrupted => StageStatus::Interrupted,
+        }
+    }
+}
+
+/// What a running stage can do besides its own work: report progress, stream its log, record
+/// outputs (journaled at once), watch for cancellation, and see what an earlier attempt of the
+/// same work recorded (a deploy re-attaches to the deployment it started).
+pub trait StageSink: Send + Sync {
+    fn progress(&self, message: &str);
+    fn log(&self, line: &str);
+    /// Records an output in the journal before returning.
+    fn output(&self, key: &str, value: serde_json::Value) -> Result<(), StageFailure>;
+}
+
+pub struct StageContext<'a> {
+    pub sink: &'a dyn StageSink,
+    pub cancel: CancellationToken,
+    /// Outputs an earlier, unfinished attempt of this stage with the same inputs recorded.
+    pub previous_attempt: Outputs,
+}
+
+#[async_trait]
+pub trait StageExecutor: Send + Sync {
+    /// What the stage's result depends on beyond its resolved configuration and its upstream
+    /// outputs (a build's context content digest, a task definition file's text). Folded into
+    /// the input digest.
+    async fn fingerprint(&self, input: &StageInput<'_>) -> Result<serde_json::Value, StageFailure>;
+
+    /// Whether the outputs of an earlier success still exist where they were made (image in
+    /// the daemon, manifest in the registry). A stage is skipped only if they do.
+    async fn outputs_exist(
+        &self,
+        input: &StageInput<'_>,
+        outputs: &Outputs,
+    ) -> Result<bool, StageFailure>;
+
+    async fn run(
+        &self,
+        input: &StageInput<'_>,
+        context: &StageContext<'_>,
+    ) -> Result<(), StageFailure>;
+}
+
+/// The executor for each kind of stage.
+#[derive(Clone)]
+pub struct Executors {
+    pub build: Arc<dyn StageExecutor>,
+    pub push: Arc<dyn StageExecutor>,
+    pub deploy_docker: Arc<dyn StageExecutor>,
+    pub deploy_ecs: Arc<dyn StageExecutor>,
+    pub deploy_eks: Arc<dyn StageExecutor>,
+}
+
+impl Executors {
+    pub fn for_stage(&self, id: &StageId, pipeline: &Pipeline) -> Arc<dyn StageExecutor> {
+        match id.kind {
+            StageKind::Build => self.build.clone(),
+            StageKind::Push => self.push.clone(),
+            StageKind::Deploy => {
+                let target = pipeline.file.deploy.get(&id.name);
+                match target {
+                    Some(t) if t.ecs.is_some() => self.deploy_ecs.clone(),
+                    Some(t) if t.eks.is_some() => self.deploy_eks.clone(),
+                    _ => self.deploy_docker.clone(),
+                }
+            }
+        }
+    }
+}
+
+impl Executors {
+    /// The executors of this build of shipit.
+    pub fn default_set() -> Self {
+        Executors {
+            build: Arc::new(NotImplemented {
+                what: "the build stage",
+            }),
+            push: Arc::new(NotImplemented {
+                what: "the push stage",
+            }),
+            deploy_docker: Arc::new(NotImplemented {
+                what: "the docker deploy target",
+            }),
+            deploy_ecs: Arc::new(NotImplemented {
+                what: "the ECS deploy target",
+            }),
+            deploy_eks: Arc::new(NotImplemented {
+                what: "the EKS deploy target",
+            }),
+        }
+    }
+}

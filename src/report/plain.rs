@@ -257,7 +257,8 @@ impl Reporter for PlainReporter {
                 }
                 match error {
                     Some(message) => {
-                        self.line(&format!("{stage}: {word} after {took}: {message}"));
+                        let message_text = message.replace('\n', "\n    ");
+                        self.line(&format!("{stage}: {word} after {took}: {message_text}"));
                         if let Some(hint) = hint {
                             self.raw(&format!("  hint: {hint}"));
                         }

@@ -279,3 +279,44 @@ fn show_refuses_path_like_run_ids() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("no run `../../etc`"), "{run:?}");
 }
+
+#[test]
+fn under_github_actions_the_run_appends_step_outputs_and_a_summary_and_writes_junit() {
+    let project = Project::new();
+    project
+        .file(
+            "shipit.yaml",
+            "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { deployment: web, container: web }\n",
+        )
+        .file("web/Dockerfile", "FROM scratch\n")
+        .file("gh/output", "earlier=1\n");
+    let project = project
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", "gh/output")
+        .env("GITHUB_STEP_SUMMARY", "gh/summary.md");
+    let run = project.shipit(&[
+        "run",
+        "--only",
+        "deploy:web",
+        "--junit-file",
+        "reports/junit.xml",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let outputs = std::fs::read_to_string(project.path().join("gh/output")).unwrap();
+    assert!(
+        outputs.starts_with("earlier=1\nrun-id="),
+        "appended, not overwritten: {outputs}"
+    );
+    assert!(outputs.contains("status=failed"), "{outputs}");
+    let summary = std::fs::read_to_string(project.path().join("gh/summary.md")).unwrap();
+    assert!(summary.contains("| `deploy:web` | failed |"), "{summary}");
+    let junit = std::fs::read_to_string(project.path().join("reports/junit.xml")).unwrap();
+    assert!(
+        junit.contains("<testcase classname=\"app.deploy\" name=\"deploy:web\""),
+        "{junit}"
+    );
+    assert!(
+        run.stderr.contains("::error title=deploy%3Aweb failed::"),
+        "{run:?}"
+    );
+}

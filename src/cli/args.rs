@@ -40,6 +40,10 @@ pub struct GlobalArgs {
     /// Also write the JSON result to this file.
     #[arg(long, global = true, value_name = "PATH")]
     pub result_file: Option<PathBuf>,
+    /// Also write a JUnit XML report (one test case per stage) to this file, for Jenkins and
+    /// other CI test-report views.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub junit_file: Option<PathBuf>,
     /// Print only failures.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,

@@ -17,6 +17,7 @@ use crate::journal::{
 use crate::pipeline::interpolate::{Values, interpolate_str, interpolate_value};
 use crate::pipeline::{Diagnostic, LoadError, Pipeline, PipelineFile};
 use crate::plan::{Decision, Participation, Selection, StageGraph, StageId};
+use crate::report::ci_files;
 use crate::report::result::RunResult;
 use crate::runner::{History, Runner, config_path};
 use crate::stages::Executors;
@@ -553,23 +554,45 @@ fn emit_result(global: &GlobalArgs, record: &RunRecord, code: i32) -> i32 {
     if global.output == OutputFormat::Json {
         println!("{json}");
     }
+    let mut files: Vec<(std::path::PathBuf, String, bool)> = Vec::new();
     if let Some(path) = &global.result_file {
-        if let Err(err) = write_file(path, &json) {
-            print_error(&format!(
-                "failed to write the result file {}: {err}",
-                path.display()
-            ));
+        files.push((path.clone(), json, false));
+    }
+    if let Some(path) = &global.junit_file {
+        files.push((path.clone(), ci_files::junit(record), false));
+    }
+    // GitHub Actions hands every step these two files to append to.
+    if std::env::var_os("GITHUB_ACTIONS").is_some() {
+        if let Some(path) = std::env::var_os("GITHUB_OUTPUT") {
+            files.push((path.into(), ci_files::github_outputs(record), true));
+        }
+        if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
+            files.push((path.into(), ci_files::github_summary(record), true));
+        }
+    }
+    for (path, text, append) in files {
+        if let Err(err) = write_file(&path, &text, append) {
+            print_error(&format!("failed to write {}: {err}", path.display()));
             return code.max(exit::STAGE_FAILED);
         }
     }
     code
 }
 
-fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+fn write_file(path: &Path, text: &str, append: bool) -> std::io::Result<()> {
+    use std::io::Write;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(path, text)
+    if append {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+            .write_all(text.as_bytes())
+    } else {
+        std::fs::write(path, text)
+    }
 }
 
 fn runs(global: &GlobalArgs) -> i32 {

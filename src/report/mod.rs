@@ -1,6 +1,7 @@
 //! Output: typed events (`event`), the choice of how to show them (`mode`), the renderers
 //! (`terminal` for people, `plain` for logs and CI) and the JSON result (`result`).
 
+pub mod ci_files;
 pub mod event;
 pub mod mode;
 pub mod plain;

@@ -309,7 +309,9 @@ fn under_github_actions_the_run_appends_step_outputs_and_a_summary_and_writes_ju
     );
     assert!(outputs.contains("status=failed"), "{outputs}");
     let summary = std::fs::read_to_string(project.path().join("gh/summary.md")).unwrap();
-    assert!(summary.contains("| `deploy:web` | failed |"), "{summary}");
+    // deploy:web needs build:web, which never ran: that is the failure, the rest is blocked.
+    assert!(summary.contains("| `build:web` | failed | 0.0s | build:web is not selected, but it has never succeeded |"), "{summary}");
+    assert!(summary.contains("| `deploy:web` | blocked |"), "{summary}");
     let junit = std::fs::read_to_string(project.path().join("reports/junit.xml")).unwrap();
     assert!(
         junit.contains("<testcase classname=\"app.deploy\" name=\"deploy:web\""),

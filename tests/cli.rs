@@ -314,11 +314,15 @@ fn under_github_actions_the_run_appends_step_outputs_and_a_summary_and_writes_ju
     assert!(summary.contains("| `deploy:web` | blocked |"), "{summary}");
     let junit = std::fs::read_to_string(project.path().join("reports/junit.xml")).unwrap();
     assert!(
-        junit.contains("<testcase classname=\"app.deploy\" name=\"deploy:web\""),
+        junit.contains("<testcase classname=\"app.build\" name=\"build:web\""),
         "{junit}"
     );
     assert!(
-        run.stderr.contains("::error title=deploy%3Aweb failed::"),
+        junit.contains("<failure message=\"build:web is not selected"),
+        "{junit}"
+    );
+    assert!(
+        run.stderr.contains("::error title=build%3Aweb failed::"),
         "{run:?}"
     );
 }

@@ -49,6 +49,11 @@ pub enum Event {
         status: RunStatus,
         elapsed: Duration,
     },
+    /// Something the user should know that does not fail the run (a journal write that failed
+    /// after the stage finished).
+    Warning {
+        message: String,
+    },
 }
 
 /// Receives events. Implementations must be cheap: they are called from the stages' tasks.

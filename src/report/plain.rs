@@ -273,6 +273,13 @@ impl Reporter for PlainReporter {
                     None => self.line(&format!("{stage}: {word} in {took}")),
                 }
             }
+            Event::Warning { message } => {
+                self.line(&format!(
+                    "{} {message}",
+                    self.style(Style::new().yellow().bold())
+                        .apply_to("warning:")
+                ));
+            }
             Event::RunFinished {
                 run_id,
                 status,

@@ -138,6 +138,13 @@ impl Reporter for TerminalReporter {
                 }
                 self.print(line);
             }
+            Event::Warning { message } => {
+                self.print(format!(
+                    "{} {message}",
+                    self.style(Style::new().yellow().bold())
+                        .apply_to("warning:")
+                ));
+            }
             Event::RunFinished {
                 run_id,
                 status,

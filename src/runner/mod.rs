@@ -273,9 +273,8 @@ impl Runner<'_> {
         };
         record.finished_at = Some(chrono::Utc::now());
         if let Err(err) = self.store.save(&record) {
-            self.reporter.report(&Event::StageLog {
-                stage: StageId::build("-"),
-                line: format!("warning: {err}"),
+            self.reporter.report(&Event::Warning {
+                message: err.to_string(),
             });
         }
         self.reporter.report(&Event::RunFinished {
@@ -307,9 +306,8 @@ impl Runner<'_> {
     fn save(&self, shared: &Mutex<RunRecord>) {
         let record = shared.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(err) = self.store.save(&record) {
-            self.reporter.report(&Event::StageLog {
-                stage: StageId::build("-"),
-                line: format!("warning: {err}"),
+            self.reporter.report(&Event::Warning {
+                message: err.to_string(),
             });
         }
     }

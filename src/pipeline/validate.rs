@@ -275,7 +275,9 @@ fn find_cycle(pipeline: &Pipeline) -> Option<Diagnostic> {
                 stack.pop();
                 continue;
             }
-            stack.last_mut().map(|top| top.1 += 1);
+            if let Some(top) = stack.last_mut() {
+                top.1 += 1;
+            }
             let need = needs[next].as_str();
             if !deploy.contains_key(need) || need == node {
                 continue; // reported elsewhere

@@ -609,7 +609,7 @@ impl DockerTargetConfig {
         let mut mappings = Vec::new();
         for (index, text) in self.ports.iter().enumerate() {
             match PortMapping::parse(text) {
-                Ok(mapping) => mappings.push(mapping),
+                Ok(mapping) => mappings.push((index, mapping)),
                 Err(message) => problems.push(problem(format!("ports[{index}]"), message)),
             }
         }
@@ -632,7 +632,7 @@ impl DockerTargetConfig {
         }
         // Versions alternate between offsets, so a replica's ports can reach
         // `base + 2 * replicas - 1`: the whole range must be valid ports.
-        let span = u32::from(self.replicas.clamp(1, MAX_REPLICAS)) * 2 - 1;
+        let span = self.replicas.clamp(1, MAX_REPLICAS) * 2 - 1;
         let mut check_span = |path: String, base: u16| {
             if u32::from(base) + span > u32::from(u16::MAX) {
                 problems.push(problem(
@@ -656,11 +656,11 @@ impl DockerTargetConfig {
             };
             check_span(path.to_owned(), port);
         }
-        for (index, mapping) in mappings.iter().enumerate() {
+        for (index, mapping) in &mappings {
             check_span(format!("ports[{index}]"), mapping.host_port);
         }
-        for (first, a) in mappings.iter().enumerate() {
-            for (second, b) in mappings.iter().enumerate().skip(first + 1) {
+        for (position, (_, a)) in mappings.iter().enumerate() {
+            for (second, b) in mappings.iter().skip(position + 1) {
                 let overlap = a.protocol == b.protocol
                     && u32::from(a.host_port).abs_diff(u32::from(b.host_port)) <= span;
                 if overlap {
@@ -675,7 +675,6 @@ impl DockerTargetConfig {
                             self.replicas
                         ),
                     ));
-                    let _ = first;
                 }
             }
         }

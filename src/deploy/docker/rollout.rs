@@ -171,21 +171,36 @@ pub(crate) async fn run(
 
     // Every new replica passed: the deploy is committed. Retiring the previous version is
     // not interrupted by cancellation, since stopping half-way would leave both serving.
-    let mut replaced = Vec::new();
+    // The previous containers stop in parallel: each may use its whole grace period.
     for old in &rollout.previous {
         observer.on_progress(&format!("stopping previous container {}", old.name));
-        containers::retire(docker, &old.id)
-            .await
-            .map_err(|source| DockerDeployError::Daemon {
-                action: format!(
-                    "remove previous container {} (the new version is live; `shipit resume` \
-                     finishes the removal)",
-                    old.name
-                ),
-                left_behind: Vec::new(),
-                source,
-            })?;
-        replaced.push(old.id.clone());
+    }
+    let retired = join_all(
+        rollout
+            .previous
+            .iter()
+            .map(|old| async move { (old, containers::retire(docker, &old.id).await) }),
+    )
+    .await;
+    let mut replaced = Vec::new();
+    let mut first_failure = None;
+    for (old, result) in retired {
+        match result {
+            Ok(()) => replaced.push(old.id.clone()),
+            Err(source) => {
+                first_failure.get_or_insert((old.name.clone(), source));
+            }
+        }
+    }
+    if let Some((name, source)) = first_failure {
+        return Err(DockerDeployError::Daemon {
+            action: format!(
+                "remove previous container {name} (the new version is live; `shipit resume` \
+                 finishes the removal)"
+            ),
+            left_behind: Vec::new(),
+            source,
+        });
     }
 
     news.sort_by_key(|new| new.replica.index);

@@ -437,6 +437,7 @@ async fn a_healthy_deploy_of_two_replicas_replaces_the_previous_version() {
             .await
             .unwrap_or_else(|error| panic!("second deploy failed: {error}"));
     eprintln!("replacing 2 replicas took {:?}", started.elapsed());
+    eprintln!("progress:\n  {}", recorder.lines().join("\n  "));
 
     // The new version listens beside the old one's ports, and answers on loopback.
     let second_ports: Vec<u16> = second
@@ -1076,4 +1077,77 @@ async fn a_daemon_lost_mid_deploy_is_a_clear_error_and_resume_cleans_up() {
         .into_iter()
         .collect();
     assert_eq!(remaining, ids, "orphans remain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_healthcheck_and_a_command_probe_gate_a_deploy() {
+    let docker = daemon().await;
+    images(&docker).await;
+    let pipeline = pipeline_name("gates");
+    let _sweep = Sweep {
+        pipeline: pipeline.clone(),
+    };
+    let base = free_port_range(2);
+
+    // The demo Dockerfile's own HEALTHCHECK (wget on /health every 2s).
+    let image_gate = config(json!({
+        "port": base,
+        "health": { "image": true, "interval": "300ms" },
+        "timeout": "30s"
+    }));
+    let first = deploy_ok(
+        &docker,
+        &spec(&docker, &pipeline, "run-1", WEB_IMAGE, image_gate).await,
+    )
+    .await;
+    assert_eq!(first.containers[0].ports, vec![base]);
+
+    // A command run inside the container, reading the port shipit gave it.
+    let command_gate = config(json!({
+        "port": base,
+        "health": {
+            "command": ["sh", "-c", "wget -q -O /dev/null http://127.0.0.1:$PORT/health"],
+            "interval": "300ms",
+            "start_period": "2s"
+        },
+        "timeout": "30s"
+    }));
+    let second = deploy_ok(
+        &docker,
+        &spec(&docker, &pipeline, "run-2", WEB_IMAGE, command_gate).await,
+    )
+    .await;
+    assert_eq!(second.containers[0].ports, vec![base + 1]);
+    assert_eq!(second.replaced, vec![first.containers[0].id.clone()]);
+
+    // A command probe that fails reports its exit code and output.
+    let failing_gate = config(json!({
+        "port": base,
+        "health": {
+            "command": ["sh", "-c", "echo migrations pending; exit 4"],
+            "interval": "300ms",
+            "retries": 2,
+            "start_period": "0s"
+        },
+        "timeout": "30s"
+    }));
+    let error = shipit::deploy::docker::deploy(
+        &docker,
+        &spec(&docker, &pipeline, "run-3", WEB_IMAGE, failing_gate).await,
+        &Recorder::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("a failing command probe must not deploy");
+    match &error {
+        DockerDeployError::RolledBack {
+            reason: GateFailure::Unhealthy { detail },
+            ..
+        } => assert!(
+            detail.contains("exited with 4: migrations pending"),
+            "{detail}"
+        ),
+        other => panic!("expected an unhealthy rollback, got {other:?}"),
+    }
+    assert!(is_running(&docker, &second.containers[0].id).await);
 }

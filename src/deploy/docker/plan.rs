@@ -613,4 +613,33 @@ mod tests {
             .is_none()
         );
     }
+
+    proptest::proptest! {
+        /// Whatever the previous version holds, a fresh rollout creates exactly `replicas`
+        /// containers, each with its own offset, none shared with a live container.
+        #[test]
+        fn new_offsets_are_distinct_and_never_shared_with_the_previous_version(
+            previous_offsets in proptest::collection::vec(0u32..40, 0..20),
+            replicas in 1u32..20,
+        ) {
+            let previous: Vec<ExistingContainer> = previous_offsets
+                .iter()
+                .enumerate()
+                .map(|(index, offset)| {
+                    container("run-1", u32::try_from(index).unwrap_or(0), *offset, "running")
+                })
+                .collect();
+            let plan = plan_rollout(&input(Attempt::Fresh, replicas), &previous);
+            let created = offsets(&plan);
+            proptest::prop_assert_eq!(created.len(), replicas as usize);
+            let unique: BTreeSet<u32> = created.iter().copied().collect();
+            proptest::prop_assert_eq!(unique.len(), created.len());
+            for offset in &created {
+                proptest::prop_assert!(!previous_offsets.contains(offset));
+            }
+            // Offsets stay compact: never past what the previous ones and the new ones need.
+            let bound = u32::try_from(previous_offsets.len()).unwrap_or(u32::MAX) + replicas;
+            proptest::prop_assert!(created.iter().all(|offset| *offset < bound));
+        }
+    }
 }

@@ -232,7 +232,8 @@ fn report_previous(observer: &dyn DeployObserver, previous_running: &[ExistingCo
     if previous_running.is_empty() {
         observer.on_progress("no previous version is running");
     } else {
-        let names: Vec<&str> = previous_running.iter().map(|c| c.name.as_str()).collect();
+        let mut names: Vec<&str> = previous_running.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
         observer.on_progress(&format!("previous version: {}", names.join(", ")));
     }
 }
@@ -462,11 +463,9 @@ async fn run_gate(
                 GateDecision::Healthy => {
                     new.healthy = true;
                     observer.on_progress(&format!(
-                        "{} is healthy after {}",
+                        "{} is healthy after {:.1}s",
                         new.replica.name,
-                        humantime::format_duration(Duration::from_secs(
-                            new.gate_started.elapsed().as_secs()
-                        ))
+                        new.gate_started.elapsed().as_secs_f64()
                     ));
                 }
                 GateDecision::Failed(reason) => return Err(Abort::Gate { index, reason }),

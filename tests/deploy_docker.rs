@@ -1151,3 +1151,45 @@ async fn the_image_healthcheck_and_a_command_probe_gate_a_deploy() {
     }
     assert!(is_running(&docker, &second.containers[0].id).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_past_its_deadline_rolls_back_and_says_it_timed_out() {
+    let docker = daemon().await;
+    images(&docker).await;
+    let pipeline = pipeline_name("deadline");
+    let _sweep = Sweep {
+        pipeline: pipeline.clone(),
+    };
+    let base = free_port_range(2);
+    let never_enough_failures = config(json!({
+        "port": base,
+        "health": {
+            "http": { "path": "/cgi-bin/health" },
+            "interval": "300ms",
+            "retries": 1000,
+            "start_period": "0s"
+        },
+        "timeout": "2s"
+    }));
+    let started = Instant::now();
+    let error = shipit::deploy::docker::deploy(
+        &docker,
+        &spec(
+            &docker,
+            &pipeline,
+            "run-1",
+            BROKEN_IMAGE,
+            never_enough_failures,
+        )
+        .await,
+        &Recorder::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("a gate that never passes must not deploy");
+    assert!(error.timed_out(), "{error:?}");
+    assert!(error.is_rolled_back());
+    assert!(error.to_string().contains("raise `timeout`"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(containers_of(&docker, &pipeline, None).await.is_empty());
+}

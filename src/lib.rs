@@ -4,9 +4,11 @@
 //!
 //! The folders follow the pipeline: `pipeline` (the file), `plan` (what runs and why), `runner`
 //! (running it), `journal` (what happened), `stages` (what each stage does), the adapters
-//! (`git`, `docker`, `registry`, …), `report` (output) and `cli`.
+//! (`git`, `docker`, `registry`), the deploy targets (`deploy`), `report` (output) and `cli`.
 
 pub mod cli;
+pub mod deploy;
+pub mod duration;
 pub mod exit;
 pub mod git;
 pub mod journal;

@@ -4,12 +4,12 @@
 //! String values may hold `${{ … }}` expressions; they are checked by `validate` and resolved by
 //! `interpolate` when the stage that uses them is about to run.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use crate::deploy::docker::DockerTargetConfig;
+pub use crate::duration::HumanDuration;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -137,7 +137,7 @@ pub struct DeployTarget {
     pub eks: Option<EksTarget>,
     /// Run the image as containers on the Docker daemon shipit talks to.
     #[serde(default)]
-    pub docker: Option<DockerTarget>,
+    pub docker: Option<DockerTargetConfig>,
 }
 
 impl DeployTarget {
@@ -215,65 +215,4 @@ pub struct EksTarget {
 
 fn default_namespace() -> String {
     "default".to_owned()
-}
-
-/// Containers on the Docker daemon shipit talks to.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DockerTarget {
-    /// Container name prefix; `<pipeline>-<target>` by default.
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default = "default_replicas")]
-    pub replicas: u32,
-    /// Deadline for the new containers to pass their health gate.
-    #[serde(default)]
-    pub timeout: Option<HumanDuration>,
-}
-
-fn default_replicas() -> u32 {
-    1
-}
-
-/// A duration written the human way: `90s`, `15m`, `1h 30m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|err| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration ({err}); write e.g. 90s, 15m or 1h"
-                ))
-            })
-    }
-}
-
-impl JsonSchema for HumanDuration {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Duration".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "description": "A duration such as 90s, 15m or 1h 30m.",
-            "pattern": "^\\s*[0-9]+\\s*[a-zA-Z]+(\\s*[0-9]+\\s*[a-zA-Z]+)*\\s*$"
-        })
-    }
 }

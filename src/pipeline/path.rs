@@ -38,6 +38,29 @@ impl DocPath {
         Some(DocPath(self.0[..self.0.len() - 1].to_vec()))
     }
 
+    /// Appends a path written relative to this one, as adapters report them
+    /// (`health.http.port`, `ports[1]`).
+    pub fn join_relative(&self, relative: &str) -> Self {
+        let mut path = self.clone();
+        for part in relative.split('.').filter(|p| !p.is_empty()) {
+            let (key, mut rest) = match part.find('[') {
+                Some(at) => (&part[..at], &part[at..]),
+                None => (part, ""),
+            };
+            if !key.is_empty() {
+                path = path.key(key);
+            }
+            while let Some(close) = rest.find(']') {
+                match rest[1..close].parse::<usize>() {
+                    Ok(index) => path = path.index(index),
+                    Err(_) => path = path.key(&rest[1..close]),
+                }
+                rest = &rest[close + 1..];
+            }
+        }
+        path
+    }
+
     /// Converts the path a serde error was found at.
     pub fn from_serde(path: &serde_path_to_error::Path) -> Self {
         use serde_path_to_error::Segment as S;
@@ -67,5 +90,24 @@ impl fmt::Display for DocPath {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_join_with_keys_and_indexes() {
+        let base = DocPath::root().key("deploy").key("web").key("docker");
+        assert_eq!(
+            base.join_relative("health.http.port").to_string(),
+            "deploy.web.docker.health.http.port"
+        );
+        assert_eq!(
+            base.join_relative("ports[1]").to_string(),
+            "deploy.web.docker.ports[1]"
+        );
+        assert_eq!(base.join_relative("").to_string(), "deploy.web.docker");
     }
 }

@@ -156,6 +156,15 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                 ),
             )),
         }
+        if let Some(docker) = &target.docker {
+            let base = path.key("docker");
+            for problem in docker.validate() {
+                problems.push(at(
+                    &base.join_relative(&problem.path),
+                    format!("docker.{problem}"),
+                ));
+            }
+        }
         for (i, need) in target.needs.iter().enumerate() {
             if !file.deploy.contains_key(need) {
                 problems.push(at(

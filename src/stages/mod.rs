@@ -1,6 +1,8 @@
 //! The stages: what `build:`, `push:` and `deploy:` do. Each kind implements [`StageExecutor`];
 //! the runner decides when each runs and records what happened.
 
+mod deploy_docker;
+mod docker_daemon;
 mod not_implemented;
 
 use std::collections::BTreeMap;
@@ -147,6 +149,7 @@ impl Executors {
 impl Executors {
     /// The executors of this build of shipit.
     pub fn default_set() -> Self {
+        let daemon = Arc::new(docker_daemon::DaemonConnection::default());
         Executors {
             build: Arc::new(NotImplemented {
                 what: "the build stage",
@@ -154,8 +157,8 @@ impl Executors {
             push: Arc::new(NotImplemented {
                 what: "the push stage",
             }),
-            deploy_docker: Arc::new(NotImplemented {
-                what: "the docker deploy target",
+            deploy_docker: Arc::new(deploy_docker::DockerDeployStage {
+                daemon: daemon.clone(),
             }),
             deploy_ecs: Arc::new(NotImplemented {
                 what: "the ECS deploy target",

@@ -12,6 +12,9 @@ pub struct GitInfo {
     pub branch: Option<String>,
     pub tag: Option<String>,
     pub dirty: bool,
+    /// The `origin` remote's URL without any credentials in it, for the image's
+    /// `org.opencontainers.image.source` label.
+    pub remote_url: Option<String>,
 }
 
 impl GitInfo {
@@ -27,7 +30,29 @@ impl GitInfo {
         if let Some(tag) = &self.tag {
             values.insert("tag".into(), tag.clone());
         }
+        // Not a `${{ git.* }}` reference (validation refuses it); stages read it from here.
+        if let Some(url) = &self.remote_url {
+            values.insert(REMOTE_URL.into(), url.clone());
+        }
         values
+    }
+}
+
+/// The key of the remote URL in [`GitInfo::values`].
+pub const REMOTE_URL: &str = "remote_url";
+
+/// Removes `user:password@` from a URL: remotes often carry a CI token that must never reach
+/// an image label.
+pub fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_start = rest.find('/').unwrap_or(rest.len());
+            match rest[..host_start].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -106,11 +131,37 @@ pub fn read(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<G
                 })
         })
         .unwrap_or(false);
+    let remote_url = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|remote| remote.url().map(without_credentials));
     Ok(Some(GitInfo {
         short_sha: sha[..7].to_owned(),
         sha,
         branch,
         tag,
         dirty,
+        remote_url,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_stripped_from_remote_urls() {
+        assert_eq!(
+            without_credentials("https://ci:s3cret@git.example.com/shop.git"),
+            "https://git.example.com/shop.git"
+        );
+        assert_eq!(
+            without_credentials("https://git.example.com/a@b.git"),
+            "https://git.example.com/a@b.git"
+        );
+        assert_eq!(
+            without_credentials("git@github.com:shop/web.git"),
+            "git@github.com:shop/web.git"
+        );
+    }
 }

@@ -147,6 +147,7 @@ impl Runner<'_> {
             run_id: &record.run_id,
             config: &config,
             upstream: &upstream,
+            values: &self.values,
         };
         let fingerprint = executor.fingerprint(&input).await?;
         let digest = input_digest(id, &config, &fingerprint, &upstream);
@@ -351,6 +352,7 @@ impl Runner<'_> {
             run_id: &run_id,
             config: &prepared.config,
             upstream: &prepared.upstream,
+            values: &self.values,
         };
         let context = StageContext {
             sink: &sink,

@@ -30,6 +30,8 @@ pub struct StageInput<'a> {
     pub config: &'a serde_json::Value,
     /// The outputs of the stages this one needs.
     pub upstream: &'a BTreeMap<StageId, Outputs>,
+    /// The run's environment, git facts and vars (build secrets come from `env`).
+    pub values: &'a crate::pipeline::interpolate::Values,
 }
 
 /// How a stage failed. The kind decides the stage's status and the run's exit code.

@@ -200,7 +200,7 @@ pub async fn connect_to(endpoint: DaemonEndpoint) -> Result<DockerClient, Docker
 /// TLS through bollard needs a process-wide rustls crypto provider; when several
 /// are compiled in (other crates may bring aws-lc-rs) none is chosen
 /// automatically, so pick ring unless someone already chose.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }

@@ -259,6 +259,14 @@ pub async fn build_image(
         BuilderKind::BuildKit => Selection::BuildKit,
         _ => Selection::Classic,
     };
+    if selection == Selection::BuildKit && context.dockerfile_is_ignored() {
+        // BuildKit applies no .dockerignore to a tar context and reads the
+        // Dockerfile from it, so the file cannot be hidden from `COPY .` the way
+        // the docker CLI's file-sync session hides it.
+        observer.on_output_line(
+            "warning: .dockerignore excludes the Dockerfile, but BuildKit reads it from the streamed context, so a COPY of the whole context includes it",
+        );
+    }
     let tar = start_context_tar(&context, selection);
     let options = build_options(request, &tar.dockerfile_name);
     let redactor = Redactor::new(request.secrets.values().map(|value| value.0.as_slice()));

@@ -248,6 +248,20 @@ impl BuildContext {
         &self.dockerfile
     }
 
+    /// Whether `.dockerignore` excludes the Dockerfile itself (which is still
+    /// sent, because the builder reads it from the context).
+    pub(crate) fn dockerfile_is_ignored(&self) -> bool {
+        let DockerfileLocation::InContext(relative) = &self.dockerfile else {
+            return false;
+        };
+        let patterns: Vec<&str> = self
+            .ignore_lines
+            .iter()
+            .map(|line| line.pattern.as_str())
+            .collect();
+        PatternMatcher::new(&patterns).is_ok_and(|matcher| is_excluded(&matcher, relative))
+    }
+
     pub(crate) fn dockerignore_bytes(&self) -> Option<&[u8]> {
         self.dockerignore.as_deref()
     }
@@ -374,6 +388,7 @@ mod tests {
         assert!(!classic.matches(b"Dockerfile"));
         assert!(!classic.matches(b".dockerignore"));
         assert!(classic.matches(b"other"));
+        assert!(context.dockerfile_is_ignored());
         let buildkit = context.matcher(Selection::BuildKit);
         assert!(!buildkit.matches(b"Dockerfile"));
         assert!(buildkit.matches(b".dockerignore"));

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod deploy;
+pub mod docker;
 pub mod duration;
 pub mod exit;
 pub mod git;

@@ -231,7 +231,7 @@ async fn plan(global: &GlobalArgs, select: &SelectArgs) -> i32 {
             return exit::INVALID_INPUT;
         }
     };
-    let executors = Executors::default_set();
+    let executors = Executors::default_set(&global.state_dir);
     let reporter = crate::report::FanOut(Vec::new());
     let runner = Runner {
         pipeline: &pipeline,
@@ -496,7 +496,7 @@ async fn execute(
     let signal_exit = Arc::new(AtomicI32::new(exit::INTERRUPTED_SIGINT));
     spawn_signal_handler(cancel.clone(), signal_exit.clone());
     let reporter = crate::report::reporter_for(output_mode(global));
-    let executors = Executors::default_set();
+    let executors = Executors::default_set(&global.state_dir);
     let runner = Runner {
         pipeline,
         graph,

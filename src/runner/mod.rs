@@ -356,6 +356,7 @@ impl Runner<'_> {
         };
         let context = StageContext {
             sink: &sink,
+            input_digest: prepared.input_digest.clone(),
             cancel: self.cancel.child_token(),
             previous_attempt,
         };

@@ -132,7 +132,7 @@ impl StageExecutor for DockerDeployStage {
         _: &StageInput<'_>,
         outputs: &Outputs,
     ) -> Result<bool, StageFailure> {
-        let docker = self.daemon.get().await?;
+        let docker = self.daemon.get().await?.bollard();
         let Some(containers) = outputs.get("containers").and_then(Value::as_array) else {
             return Ok(false);
         };
@@ -160,7 +160,7 @@ impl StageExecutor for DockerDeployStage {
         context: &StageContext<'_>,
     ) -> Result<(), StageFailure> {
         let spec = spec(input)?;
-        let docker = self.daemon.get().await?;
+        let docker = self.daemon.get().await?.bollard();
         let observer = Progress(context.sink);
         // Journaled before any container exists: if this process dies from here on, the
         // resumed stage re-attaches to this run's containers instead of starting afresh.

@@ -1,6 +1,7 @@
 //! The stages: what `build:`, `push:` and `deploy:` do. Each kind implements [`StageExecutor`];
 //! the runner decides when each runs and records what happened.
 
+mod build;
 mod deploy_docker;
 mod docker_daemon;
 mod not_implemented;
@@ -94,6 +95,8 @@ pub trait StageSink: Send + Sync {
 
 pub struct StageContext<'a> {
     pub sink: &'a dyn StageSink,
+    /// The stage's input digest (a build tags its image with a prefix of it).
+    pub input_digest: String,
     pub cancel: CancellationToken,
     /// Outputs an earlier, unfinished attempt of this stage with the same inputs recorded.
     pub previous_attempt: Outputs,
@@ -150,11 +153,12 @@ impl Executors {
 
 impl Executors {
     /// The executors of this build of shipit.
-    pub fn default_set() -> Self {
+    pub fn default_set(state_dir: &std::path::Path) -> Self {
         let daemon = Arc::new(docker_daemon::DaemonConnection::default());
         Executors {
-            build: Arc::new(NotImplemented {
-                what: "the build stage",
+            build: Arc::new(build::BuildStage {
+                daemon: daemon.clone(),
+                state_dir: state_dir.to_path_buf(),
             }),
             push: Arc::new(NotImplemented {
                 what: "the push stage",

@@ -1,0 +1,18 @@
+//! The Docker adapter: connecting to the daemon, the build context, image builds.
+//!
+//! - [`connect`]: find the daemon like the docker CLI, ping it, negotiate the API.
+//! - [`context`]: what is sent (`.dockerignore`), how (a streamed tar) and its digest.
+//! - [`build`]: one image build with either builder, progress to an observer.
+
+pub mod build;
+mod build_output;
+pub mod connect;
+pub mod context;
+mod session;
+
+pub use build::{
+    BuildError, BuildObserver, BuildRequest, BuilderKind, BuiltImage, SecretValue, build_image,
+};
+pub use connect::{DaemonEndpoint, DockerClient, DockerError, connect, connect_to};
+pub use context::{BuildContext, ContextDigest, ContextError, digest_context};
+pub use session::SessionError;

@@ -1,0 +1,297 @@
+//! The BuildKit session a BuildKit build attaches to, serving build secrets.
+//!
+//! A BuildKit build (`/build?version=2&session=ID`) asks the client for secrets
+//! over a gRPC session that the client opens by upgrading a `POST /session`
+//! request (`Upgrade: h2c`); after the upgrade the daemon is the HTTP/2 client and
+//! we are the server. bollard keeps its session code crate-private and its public
+//! build call only offers registry auth there, so this module opens the session
+//! itself, on a connection of its own to the same endpoint, and serves the gRPC
+//! health service (the daemon drops sessions that fail it) and the secrets
+//! service with values held in memory: secrets never touch the disk, the
+//! environment, the build arguments or the image.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bollard::health::health_check_response::ServingStatus;
+use bollard::health::health_server::{Health, HealthServer};
+use bollard::health::{
+    HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
+};
+use bollard::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
+use bollard::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::JoinHandle;
+use tonic::transport::server::Connected;
+use tonic::{Request, Response, Status};
+
+use super::connect::{DaemonEndpoint, TlsFiles, install_crypto_provider};
+
+/// gRPC methods the daemon may call on the session, announced when opening it.
+const SESSION_METHODS: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+];
+
+/// Why the session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("failed to connect to the daemon for the BuildKit session")]
+    Connect(#[source] io::Error),
+    #[error("failed to set up TLS for the BuildKit session: {0}")]
+    Tls(String),
+    #[error("failed to open the BuildKit session")]
+    Http(#[source] hyper::Error),
+    #[error("the daemon refused the BuildKit session (HTTP {status}): {message}")]
+    Refused { status: u16, message: String },
+}
+
+/// An open session; dropping it closes the connection and ends the session.
+pub(crate) struct BuildSession {
+    id: String,
+    server: JoinHandle<()>,
+}
+
+impl BuildSession {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Drop for BuildSession {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Opens a session on `endpoint` that hands out `secrets` by id.
+pub(crate) async fn open_session(
+    endpoint: &DaemonEndpoint,
+    api_version: &str,
+    secrets: HashMap<String, Vec<u8>>,
+) -> Result<BuildSession, SessionError> {
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let stream = dial(endpoint).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(SessionError::Http)?;
+    // The connection task must keep running until the upgrade hands the socket over.
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+
+    let mut request = http::Request::post(format!("/v{api_version}/session"))
+        .header(http::header::HOST, "docker")
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "h2c")
+        .header("X-Docker-Expose-Session-Uuid", &id)
+        .header("X-Docker-Expose-Session-Name", "shipit")
+        .header("X-Docker-Expose-Session-Sharedkey", &id);
+    for method in SESSION_METHODS {
+        request = request.header("X-Docker-Expose-Session-Grpc-Method", *method);
+    }
+    let request = request
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|err| SessionError::Refused {
+            status: 0,
+            message: err.to_string(),
+        })?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(SessionError::Http)?;
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|body| String::from_utf8_lossy(&body.to_bytes()).into_owned())
+            .unwrap_or_default();
+        return Err(SessionError::Refused {
+            status,
+            message: body.trim().to_string(),
+        });
+    }
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .map_err(SessionError::Http)?;
+    let io = SessionIo(TokioIo::new(upgraded));
+
+    let store = SecretStore {
+        values: Arc::new(secrets),
+    };
+    let server = tokio::spawn(async move {
+        let incoming = futures::stream::iter(vec![Ok::<_, io::Error>(io)]);
+        // The session ends when the daemon closes it or the build drops it; an
+        // error here only means the connection went away.
+        let _ = tonic::transport::Server::builder()
+            .add_service(HealthServer::new(AlwaysServing))
+            .add_service(SecretsServer::new(store))
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    Ok(BuildSession { id, server })
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Opens a raw connection to the daemon, TLS included, like bollard's transports.
+async fn dial(endpoint: &DaemonEndpoint) -> Result<Box<dyn Stream>, SessionError> {
+    match endpoint {
+        DaemonEndpoint::Unix { path } => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(SessionError::Connect)?;
+            Ok(Box::new(stream))
+        }
+        DaemonEndpoint::Tcp { host, port, tls } => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(SessionError::Connect)?;
+            match tls {
+                None => Ok(Box::new(stream)),
+                Some(files) => Ok(Box::new(tls_connect(host, files, stream).await?)),
+            }
+        }
+    }
+}
+
+async fn tls_connect(
+    host: &str,
+    files: &TlsFiles,
+    stream: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, SessionError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    install_crypto_provider();
+    let fail =
+        |what: &str, err: &dyn std::fmt::Display| SessionError::Tls(format!("{what}: {err}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&files.ca)
+        .map_err(|err| fail(&files.ca.display().to_string(), &err))?
+    {
+        let cert = cert.map_err(|err| fail(&files.ca.display().to_string(), &err))?;
+        roots
+            .add(cert)
+            .map_err(|err| fail(&files.ca.display().to_string(), &err))?;
+    }
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|err| fail(&files.cert.display().to_string(), &err))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| fail(&files.cert.display().to_string(), &err))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|err| fail(&files.key.display().to_string(), &err))?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|err| fail("client certificate", &err))?;
+    let name = ServerName::try_from(host.to_string()).map_err(|err| fail(host, &err))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(SessionError::Connect)
+}
+
+/// The upgraded connection as tonic wants it.
+struct SessionIo(TokioIo<hyper::upgrade::Upgraded>);
+
+impl Connected for SessionIo {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for SessionIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SessionIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Health answers for the daemon's session monitor.
+struct AlwaysServing;
+
+#[tonic::async_trait]
+impl Health for AlwaysServing {
+    type WatchStream =
+        Pin<Box<dyn futures::Stream<Item = Result<HealthCheckResponse, Status>> + Send + 'static>>;
+
+    async fn check(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        Ok(Response::new(HealthCheckResponse {
+            status: ServingStatus::Serving as i32,
+        }))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<HealthListRequest>,
+    ) -> Result<Response<HealthListResponse>, Status> {
+        Err(Status::unimplemented(
+            "listing health services is not supported",
+        ))
+    }
+
+    async fn watch(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("watching health is not supported"))
+    }
+}
+
+/// Secret values by id. Deliberately without `Debug` so they cannot be logged.
+struct SecretStore {
+    values: Arc<HashMap<String, Vec<u8>>>,
+}
+
+#[tonic::async_trait]
+impl Secrets for SecretStore {
+    async fn get_secret(
+        &self,
+        request: Request<GetSecretRequest>,
+    ) -> Result<Response<GetSecretResponse>, Status> {
+        let id = &request.get_ref().id;
+        match self.values.get(id) {
+            Some(value) => Ok(Response::new(GetSecretResponse {
+                data: value.clone(),
+            })),
+            // NotFound is what BuildKit expects for an absent optional secret.
+            None => Err(Status::not_found(format!(
+                "secret {id} was not given to the build"
+            ))),
+        }
+    }
+}

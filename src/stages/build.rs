@@ -1,0 +1,214 @@
+//! The `build:<image>` stage: builds the image through the Docker daemon (`crate::docker`),
+//! tags it `<pipeline>-<image>:<input digest prefix>` and records its id, size and layers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::docker_daemon::{DaemonConnection, with_causes};
+use super::{
+    FailureKind, Outputs, StageContext, StageExecutor, StageFailure, StageInput, StageSink,
+};
+use crate::docker::{self, BuildContext, BuildError, BuildObserver, BuildRequest, SecretValue};
+use crate::pipeline::model::{BuilderKind, ImageSpec, SecretSource};
+use crate::pipeline::{DocPath, deserialize_at};
+
+pub struct BuildStage {
+    pub daemon: Arc<DaemonConnection>,
+    /// The state folder (`.shipit`): the context stat caches live under `cache/`.
+    pub state_dir: PathBuf,
+}
+
+/// The labels shipit adds to every image, from git. `created` is added at build time only: it
+/// must not change the input digest.
+fn provenance_labels(input: &StageInput<'_>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    if let Some(sha) = input.values.git.get("sha") {
+        labels.insert("org.opencontainers.image.revision".to_owned(), sha.clone());
+    }
+    if let Some(url) = input.values.git.get(crate::git::REMOTE_URL) {
+        labels.insert("org.opencontainers.image.source".to_owned(), url.clone());
+    }
+    labels
+}
+
+fn image_spec(input: &StageInput<'_>) -> Result<ImageSpec, StageFailure> {
+    let path = DocPath::root().key("images").key(input.id.name.clone());
+    deserialize_at(
+        &input.pipeline.source,
+        &input.pipeline.document,
+        input.config,
+        &path,
+    )
+    .map_err(|d| StageFailure::failed(d.to_string()))
+}
+
+fn open_context(input: &StageInput<'_>, spec: &ImageSpec) -> Result<BuildContext, StageFailure> {
+    let dir = input.pipeline.resolve_path(&spec.context);
+    BuildContext::open(&dir, Some(std::path::Path::new(&spec.dockerfile)))
+        .map_err(|err| StageFailure::failed(with_causes(&err)))
+}
+
+/// The local tag: lowercase (image names must be), unique per input digest.
+fn local_ref(input: &StageInput<'_>, input_digest: &str) -> String {
+    let hex = input_digest.trim_start_matches("sha256:");
+    format!(
+        "{}-{}:{}",
+        input.pipeline.file.name.to_lowercase(),
+        input.id.name.to_lowercase(),
+        &hex[..hex.len().min(12)]
+    )
+}
+
+/// Reads each build secret's value. Values are never journaled, printed or hashed.
+fn secret_values(
+    input: &StageInput<'_>,
+    spec: &ImageSpec,
+) -> Result<BTreeMap<String, SecretValue>, StageFailure> {
+    let mut secrets = BTreeMap::new();
+    for (id, source) in &spec.secrets {
+        let value = match source {
+            SecretSource::Env(var) => input.values.env.get(var).map(|v| v.clone().into_bytes()).ok_or_else(|| {
+                StageFailure::failed(format!("build secret `{id}` comes from environment variable {var}, which is not set"))
+                    .with_hint(format!("export {var} before running shipit"))
+            })?,
+            SecretSource::File(file) => {
+                let path = input.pipeline.resolve_path(file);
+                std::fs::read(&path).map_err(|err| {
+                    StageFailure::failed(format!("build secret `{id}`: failed to read {}: {err}", path.display()))
+                })?
+            }
+        };
+        secrets.insert(id.clone(), SecretValue::new(value));
+    }
+    Ok(secrets)
+}
+
+struct Observer<'a>(&'a dyn StageSink);
+
+impl BuildObserver for Observer<'_> {
+    fn on_step(&self, step: &str) {
+        self.0.progress(step);
+    }
+
+    fn on_output_line(&self, line: &str) {
+        self.0.log(line);
+    }
+}
+
+#[async_trait]
+impl StageExecutor for BuildStage {
+    async fn fingerprint(&self, input: &StageInput<'_>) -> Result<Value, StageFailure> {
+        let spec = image_spec(input)?;
+        let context = open_context(input, &spec)?;
+        let cache = self.state_dir.join("cache/context").join(format!(
+            "{}-{}.stat",
+            input.pipeline.file.name, input.id.name
+        ));
+        if let Some(parent) = cache.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        // Hashing reads files: keep it off the async threads.
+        let digest =
+            tokio::task::spawn_blocking(move || docker::digest_context(&context, Some(&cache)))
+                .await
+                .map_err(|err| {
+                    StageFailure::failed(format!("failed to digest the build context: {err}"))
+                })?
+                .map_err(|err| StageFailure::failed(with_causes(&err)))?;
+        // Secret *names and sources* matter; their values never enter the digest.
+        let secrets: BTreeMap<&String, String> = spec
+            .secrets
+            .iter()
+            .map(|(id, source)| (id, format!("{source:?}")))
+            .collect();
+        Ok(json!({
+            "context": digest.digest,
+            "labels": provenance_labels(input),
+            "secrets": secrets,
+        }))
+    }
+
+    async fn outputs_exist(
+        &self,
+        _: &StageInput<'_>,
+        outputs: &Outputs,
+    ) -> Result<bool, StageFailure> {
+        let Some(id) = outputs.get("image_id").and_then(Value::as_str) else {
+            return Ok(false);
+        };
+        let client = self.daemon.get().await?;
+        client
+            .image_exists(id)
+            .await
+            .map_err(|err| StageFailure::failed(with_causes(&err)))
+    }
+
+    async fn run(
+        &self,
+        input: &StageInput<'_>,
+        context: &StageContext<'_>,
+    ) -> Result<(), StageFailure> {
+        let spec = image_spec(input)?;
+        let client = self.daemon.get().await?;
+        context.sink.log(&format!(
+            "docker daemon {} (API {}) at {}",
+            client.server_version(),
+            client.api_version(),
+            client.endpoint()
+        ));
+        let mut labels = spec.labels.clone();
+        for (key, value) in provenance_labels(input) {
+            labels.entry(key).or_insert(value);
+        }
+        labels.insert(
+            "org.opencontainers.image.created".to_owned(),
+            chrono::Utc::now().to_rfc3339(),
+        );
+        let input_digest = context.input_digest.clone();
+        let tag = local_ref(input, &input_digest);
+        let mut request = BuildRequest::new(input.pipeline.resolve_path(&spec.context));
+        request.dockerfile = Some(PathBuf::from(&spec.dockerfile));
+        request.target = spec.target.clone();
+        request.build_args = spec.args.clone();
+        request.labels = labels;
+        request.platform = spec.platform.clone();
+        request.no_cache = spec.no_cache;
+        request.pull = spec.pull;
+        request.cache_from = spec.cache_from.clone();
+        request.secrets = secret_values(input, &spec)?;
+        request.builder = match spec.builder {
+            BuilderKind::Auto => docker::BuilderKind::Auto,
+            BuilderKind::Buildkit => docker::BuilderKind::BuildKit,
+            BuilderKind::Classic => docker::BuilderKind::Classic,
+        };
+        request.tags = vec![tag.clone()];
+        let built = docker::build_image(
+            client,
+            &request,
+            &Observer(context.sink),
+            context.cancel.clone(),
+        )
+        .await
+        .map_err(|err| match err {
+            BuildError::Cancelled => StageFailure::interrupted(),
+            other => StageFailure {
+                kind: FailureKind::Failed,
+                message: with_causes(&other),
+                hint: None,
+            },
+        })?;
+        context.sink.output("image_id", json!(built.id))?;
+        context.sink.output("local_ref", json!(tag))?;
+        context.sink.output("size", json!(built.size))?;
+        context.sink.output("layers", json!(built.layer_diff_ids))?;
+        context.sink.output(
+            "builder",
+            json!(format!("{:?}", built.builder).to_lowercase()),
+        )?;
+        Ok(())
+    }
+}

@@ -35,7 +35,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
             .map(HumanDuration)
             .map_err(|err| {
                 serde::de::Error::custom(format!(
-                    "`{text}` is not a duration ({err}); write e.g. 90s, 500ms, 15m or 1h 30m"
+                    "`{text}` is not a duration ({err}); write e.g. 90s, 500ms, 1m30s or 15m"
                 ))
             })
     }

@@ -249,6 +249,17 @@ async fn plan(global: &GlobalArgs, select: &SelectArgs) -> i32 {
     let mut record = new_record(&pipeline, &graph, run_id, global, selection, git);
     let mut rows: Vec<(StageId, &'static str, String)> = Vec::new();
     for node in &graph.stages {
+        if runner.participation.get(&node.id) == Some(&Participation::Excluded) {
+            if let Some(stage) = record.stage_mut(&node.id) {
+                let _ = stage.leave_out();
+            }
+            rows.push((
+                node.id.clone(),
+                "skip",
+                crate::journal::record::NOT_SELECTED.to_owned(),
+            ));
+            continue;
+        }
         let waiting_on: Vec<String> = node
             .needs
             .iter()

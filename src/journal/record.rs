@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{Selection, StageId};
 
+/// The reason recorded for a stage a selection left out.
+pub const NOT_SELECTED: &str = "not selected";
+
 /// Bumped when the journal's shape changes incompatibly.
 pub const JOURNAL_FORMAT: u32 = 1;
 
@@ -231,6 +234,19 @@ impl StageRecord {
         self.reused_from = Some(reused_from);
         self.outputs = outputs;
         self.error = None;
+        Ok(())
+    }
+
+    /// Not part of this run (`--only` / `--from` left it out and nothing selected needs it).
+    pub fn leave_out(&mut self) -> Result<(), TransitionError> {
+        if self.status == StageStatus::Running {
+            return Err(self.refuse(StageStatus::Skipped));
+        }
+        self.status = StageStatus::Skipped;
+        self.reason = Some(NOT_SELECTED.to_owned());
+        self.input_digest = None;
+        self.reused_from = None;
+        self.outputs.clear();
         Ok(())
     }
 

@@ -208,6 +208,10 @@ impl Runner<'_> {
                 }
             },
             Participation::Forced => decide(&history, true, &record.run_id),
+            Participation::Excluded => Decision::Skip {
+                reason: crate::journal::record::NOT_SELECTED.to_owned(),
+                reused_from: String::new(),
+            },
             Participation::Selected => decide(&history, false, &record.run_id),
         };
         let reused_outputs = match (&decision, prior) {
@@ -314,14 +318,18 @@ impl Runner<'_> {
     }
 
     async fn run_stage(&self, id: StageId, shared: &Mutex<RunRecord>) -> (StageId, StageStatus) {
-        let snapshot = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let prepared = self.prepare(&id, &snapshot).await;
         let sink = JournalSink {
             id: &id,
             shared,
             store: self.store,
             reporter: self.reporter,
         };
+        if self.participation.get(&id) == Some(&Participation::Excluded) {
+            sink.leave_out();
+            return (id, StageStatus::Skipped);
+        }
+        let snapshot = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let prepared = self.prepare(&id, &snapshot).await;
         let prepared = match prepared {
             Ok(p) => p,
             Err(failure) => {

@@ -66,6 +66,16 @@ impl JournalSink<'_> {
         });
     }
 
+    pub fn leave_out(&self) {
+        let _ = self.update(|stage| {
+            let _ = stage.leave_out();
+        });
+        self.reporter.report(&Event::StageSkipped {
+            stage: self.id.clone(),
+            reason: crate::journal::record::NOT_SELECTED.to_owned(),
+        });
+    }
+
     pub fn finish(&self, outcome: Result<(), StageFailure>, elapsed: Duration) -> StageStatus {
         let (status, error) = match &outcome {
             Ok(()) => (StageStatus::Succeeded, None),

@@ -155,3 +155,136 @@ pub fn testenv(name: &str) -> String {
         ),
     }
 }
+
+/// A pipeline name unique to one test, so tests can run side by side on one daemon and clean
+/// up only what they made.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{:x}{:04x}", std::process::id(), nanos & 0xffff)
+}
+
+/// A base port with `count` free ports after it on 127.0.0.1.
+pub fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (rand_u16() % 30_000);
+        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports found on 127.0.0.1");
+}
+
+fn rand_u16() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    ((nanos ^ (std::process::id() << 7)) & 0xffff) as u16
+}
+
+/// The docker CLI of the test environment, pointed at its daemon.
+pub fn docker(args: &[&str]) -> String {
+    let cli = std::env::var("SHIPIT_TEST_DOCKER_CLI").unwrap_or_else(|_| "docker".to_owned());
+    let output = Command::new(cli)
+        .args(["-H", &testenv("SHIPIT_TEST_DOCKER_HOST")])
+        .args(args)
+        .output()
+        .expect("the docker CLI runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Removes every container a pipeline's deploys created (they carry its label).
+pub struct ContainerSweep(pub String);
+
+impl Drop for ContainerSweep {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=shipit.pipeline={}", self.0),
+        ]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            docker(&args);
+        }
+    }
+}
+
+/// Containers of a pipeline's target, running or not.
+pub fn containers_of(pipeline: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}} {{.State}}",
+        "--filter",
+        &format!("label=shipit.pipeline={pipeline}"),
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// GET http://127.0.0.1:port/path, body on success.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+}
+
+impl Project {
+    /// A project whose shipit talks to the test environment's Docker daemon.
+    pub fn with_docker() -> Self {
+        Project::new().env("DOCKER_HOST", &testenv("SHIPIT_TEST_DOCKER_HOST"))
+    }
+
+    /// Reads one run's journal.
+    pub fn journal(&self, run_id: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.journal_dir().join(run_id).join("journal.json"))
+            .expect("journal exists");
+        serde_json::from_str(&text).expect("journal is JSON")
+    }
+
+    /// The status of `stage` in the latest run's journal, if there is a run.
+    pub fn latest_stage(&self, stage: &str) -> Option<serde_json::Value> {
+        let id = self.run_ids().pop()?;
+        let text =
+            std::fs::read_to_string(self.journal_dir().join(id).join("journal.json")).ok()?;
+        let journal: serde_json::Value = serde_json::from_str(&text).ok()?;
+        journal["stages"]
+            .as_array()?
+            .iter()
+            .find(|s| s["stage"] == stage)
+            .cloned()
+    }
+
+    /// Waits (bounded) until `check` holds for the latest journal.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        check: impl Fn(&Project) -> bool,
+    ) {
+        let start = std::time::Instant::now();
+        while !check(self) {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}

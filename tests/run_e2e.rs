@@ -1,0 +1,279 @@
+//! End to end through the real binary and the test environment's Docker daemon: skipping
+//! unchanged stages, forcing, failing builds, and resuming runs that were killed or
+//! interrupted.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Project, unique_name};
+
+/// Two images: `fast` builds at once, `slow` sleeps in a RUN step long enough to be caught
+/// mid-build. The nonce keeps the daemon's layer cache from answering for `slow`.
+fn two_image_project(slow_seconds: u32) -> (Project, String) {
+    let name = unique_name("e2e-run");
+    let project = Project::with_docker();
+    project
+        .file(
+            "shipit.yaml",
+            format!(
+                "version: 1\nname: {name}\nimages:\n  fast:\n    context: fast\n  slow:\n    context: slow\n    args: {{ NONCE: \"{name}\" }}\n"
+            ),
+        )
+        .file("fast/Dockerfile", "FROM busybox:latest\nRUN echo fast > /fast.txt\n")
+        .file("fast/app.txt", "v1\n")
+        .file(
+            "slow/Dockerfile",
+            format!("FROM busybox:latest\nARG NONCE\nRUN echo \"$NONCE\" && sleep {slow_seconds} && echo done > /slow.txt\n"),
+        )
+        .commit();
+    (project, name)
+}
+
+fn status(stage: &Option<serde_json::Value>) -> String {
+    stage
+        .as_ref()
+        .and_then(|s| s["status"].as_str())
+        .unwrap_or("absent")
+        .to_owned()
+}
+
+#[test]
+fn a_second_run_skips_unchanged_stages_force_rebuilds_and_a_change_rebuilds_only_its_image() {
+    let (project, _) = two_image_project(0);
+    let first = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let first_json = first.json();
+    let image_id = first_json["stages"][0]["outputs"]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(image_id.starts_with("sha256:"), "{first_json}");
+    assert!(
+        first_json["stages"][0]["outputs"]["local_ref"]
+            .as_str()
+            .unwrap()
+            .contains("-fast:")
+    );
+
+    let second = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let run_id = first_json["run_id"].as_str().unwrap();
+    for stage in second.json()["stages"].as_array().unwrap() {
+        assert_eq!(stage["status"], "skipped", "{stage}");
+        assert_eq!(
+            stage["reason"],
+            format!("unchanged since run {run_id}"),
+            "{stage}"
+        );
+    }
+    assert!(
+        second
+            .stderr
+            .contains("build:fast: skipped (unchanged since run"),
+        "{second:?}"
+    );
+
+    let forced = project.shipit(&["run", "--force", "--only", "build:fast", "--output", "json"]);
+    assert_eq!(forced.code, 0, "{forced:?}");
+    let forced = forced.json();
+    let fast = forced["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "build:fast")
+        .unwrap()
+        .clone();
+    assert_eq!(fast["status"], "succeeded");
+    assert_eq!(fast["reason"], "forced");
+
+    project.file("fast/app.txt", "v2\n");
+    let changed = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(changed.code, 0, "{changed:?}");
+    let changed = changed.json();
+    let by_stage = |id: &str| {
+        changed["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_stage("build:fast")["status"], "succeeded");
+    assert!(
+        by_stage("build:fast")["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("inputs changed since run")
+    );
+    assert_eq!(by_stage("build:slow")["status"], "skipped");
+}
+
+#[test]
+fn a_removed_image_is_rebuilt_even_though_its_inputs_are_unchanged() {
+    let (project, _) = two_image_project(0);
+    let first = project.shipit(&["run", "--only", "build:fast", "--output", "json"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let local_ref = first.json()["stages"][0]["outputs"]["local_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let image_id = first.json()["stages"][0]["outputs"]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    support::docker(&["rmi", "-f", &local_ref, &image_id]);
+    let second = project.shipit(&["run", "--only", "build:fast", "--output", "json"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let stage = &second.json()["stages"][0];
+    assert_eq!(stage["status"], "succeeded", "{stage}");
+    assert!(
+        stage["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outputs are gone"),
+        "{stage}"
+    );
+}
+
+#[test]
+fn a_failing_build_exits_1_naming_the_step_and_its_output() {
+    let project = Project::with_docker();
+    project
+        .file("shipit.yaml", format!("version: 1\nname: {}\nimages:\n  web:\n    context: web\n", unique_name("e2e-fail")))
+        .file("web/Dockerfile", "FROM busybox:latest\nRUN echo 'compiling the thing' && echo 'boom: missing header' && exit 3\n")
+        .commit();
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("boom: missing header"),
+        "the failing output is shown: {run:?}"
+    );
+    assert!(
+        run.stderr.contains("exit 3")
+            || run.stderr.contains("exit code: 3")
+            || run.stderr.contains("code 3"),
+        "{run:?}"
+    );
+    let result = run.json();
+    assert_eq!(result["stages"][0]["status"], "failed");
+    assert!(
+        result["stages"][0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("boom: missing header")
+    );
+}
+
+#[test]
+fn a_run_killed_mid_stage_is_completed_by_resume_without_redoing_finished_stages() {
+    let (project, _) = two_image_project(8);
+    let mut child = project
+        .command(&["run", "--no-progress"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    project.wait_for(
+        "build:fast to succeed while build:slow runs",
+        Duration::from_secs(120),
+        |p| {
+            status(&p.latest_stage("build:fast")) == "succeeded"
+                && status(&p.latest_stage("build:slow")) == "running"
+        },
+    );
+    child.kill().unwrap(); // SIGKILL: no chance to write anything more
+    child.wait().unwrap();
+    let run_id = project.run_ids().pop().unwrap();
+    assert_eq!(
+        project.journal(&run_id)["status"],
+        "running",
+        "the killed run's journal is left as it was"
+    );
+
+    let resumed = project.shipit(&["resume", "--output", "json"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let result = resumed.json();
+    assert_eq!(result["run_id"], run_id.as_str(), "the same run continues");
+    assert_eq!(result["status"], "succeeded");
+    let by_stage = |id: &str| {
+        result["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_stage("build:fast")["status"], "skipped");
+    assert_eq!(by_stage("build:fast")["reason"], "already done in this run");
+    assert_eq!(by_stage("build:slow")["status"], "succeeded");
+    assert_eq!(
+        by_stage("build:slow")["attempts"],
+        2,
+        "the killed attempt counts"
+    );
+    assert!(resumed.stderr.contains("resuming run"), "{resumed:?}");
+}
+
+fn interrupt_with(signal: &str, expected_code: i32) {
+    let (project, _) = two_image_project(30);
+    let child = project
+        .command(&["run", "--no-progress"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    project.wait_for("build:slow to run", Duration::from_secs(120), |p| {
+        status(&p.latest_stage("build:slow")) == "running"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(expected_code), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped promptly, not after the build finished"
+    );
+    let run_id = project.run_ids().pop().unwrap();
+    let journal = project.journal(&run_id);
+    assert_eq!(journal["status"], "interrupted", "{journal}");
+    assert_eq!(status(&project.latest_stage("build:slow")), "interrupted");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_stops_the_running_stage_cleanly_and_exits_130() {
+    interrupt_with("-INT", 130);
+}
+
+#[test]
+fn sigterm_stops_the_running_stage_cleanly_and_exits_143() {
+    interrupt_with("-TERM", 143);
+}
+
+#[test]
+fn plan_reports_what_would_be_skipped_after_a_run() {
+    let (project, _) = two_image_project(0);
+    assert_eq!(project.shipit(&["run"]).code, 0);
+    project.file("fast/app.txt", "v3\n");
+    let plan = project.shipit(&["plan", "--output", "json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = plan.json();
+    let action = |id: &str| {
+        plan["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == id)
+            .unwrap()["action"]
+            .clone()
+    };
+    assert_eq!(action("build:fast"), "run");
+    assert_eq!(action("build:slow"), "skip");
+}

@@ -1,0 +1,224 @@
+//! The docker deploy target end to end, through the real binary and the test environment's
+//! daemon: a healthy deploy, a failing one rolled back (exit 3), one that never becomes healthy
+//! before its deadline (exit 4), and one killed mid-deploy and resumed without orphans.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{
+    ContainerSweep, Project, containers_of, free_ports, http_get, repo_root, unique_name,
+};
+
+/// A project holding a copy of the demo app, deployed as `name` on `port` (and the ports after).
+fn demo_project(name: &str, port: u16, extra: &str) -> Project {
+    let project = Project::with_docker();
+    let app = repo_root().join("pipelines/demo/web");
+    for file in ["Dockerfile", "serve.sh", "www/index.html", "www/health"] {
+        project.file(
+            &format!("web/{file}"),
+            std::fs::read(app.join(file)).unwrap(),
+        );
+    }
+    project.file(
+        "shipit.yaml",
+        format!(
+            "version: 1\nname: {name}\nimages:\n  web:\n    context: web\ndeploy:\n  web:\n    image: web\n    docker:\n      replicas: 2\n      port: {port}\n      env: {{ GREETING: first }}\n      health:\n        http: {{ path: /health, expect_status: 200 }}\n        interval: 500ms\n        retries: 3\n        start_period: 1s\n{extra}"
+        ),
+    );
+    project.commit();
+    project
+}
+
+fn deployed_ports(result: &serde_json::Value) -> Vec<u16> {
+    let deploy = result["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "deploy:web")
+        .unwrap();
+    deploy["outputs"]["containers"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p.as_u64().map(|p| p as u16))
+        .collect()
+}
+
+#[test]
+fn a_healthy_deploy_serves_from_every_replica_and_the_next_one_replaces_it() {
+    let name = unique_name("e2e-deploy");
+    let _sweep = ContainerSweep(name.clone());
+    let project = demo_project(&name, free_ports(4), "");
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let first = run.json();
+    let ports = deployed_ports(&first);
+    assert_eq!(ports.len(), 2, "{first}");
+    for port in &ports {
+        assert_eq!(
+            http_get(*port, "/greeting.txt").as_deref(),
+            Some("first\n"),
+            "replica on {port}"
+        );
+    }
+
+    project
+        .file("web/www/index.html", "<h1>second version</h1>\n")
+        .commit();
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let second = run.json();
+    let new_ports = deployed_ports(&second);
+    for port in &new_ports {
+        assert_eq!(
+            http_get(*port, "/").as_deref(),
+            Some("<h1>second version</h1>\n")
+        );
+    }
+    let deploy = second["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "deploy:web")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        deploy["outputs"]["replaced"].as_array().unwrap().len(),
+        2,
+        "the previous replicas were removed: {deploy}"
+    );
+    assert_eq!(
+        containers_of(&name).len(),
+        2,
+        "only the new version's containers remain: {:?}",
+        containers_of(&name)
+    );
+}
+
+#[test]
+fn a_deploy_whose_health_check_fails_is_rolled_back_and_exits_3() {
+    let name = unique_name("e2e-rollback");
+    let _sweep = ContainerSweep(name.clone());
+    let project = demo_project(&name, free_ports(4), "");
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let old_ports = deployed_ports(&run.json());
+
+    // The new version has no /health: the probe gets 404, never 200.
+    std::fs::remove_file(project.path().join("web/www/health")).unwrap();
+    project.commit();
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("rolled back"), "{run:?}");
+    assert!(
+        run.stderr.contains("the previous version still runs"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("demo web listening"),
+        "the container's last log lines are shown: {run:?}"
+    );
+    let result = run.json();
+    assert_eq!(result["status"], "rolled_back");
+    assert_eq!(result["exit_code"], 3);
+    for port in old_ports {
+        assert!(
+            http_get(port, "/health").is_some(),
+            "the previous replica on {port} still serves"
+        );
+    }
+    assert_eq!(
+        containers_of(&name).len(),
+        2,
+        "the new containers are gone: {:?}",
+        containers_of(&name)
+    );
+}
+
+#[test]
+fn a_deploy_not_healthy_before_its_deadline_exits_4() {
+    let name = unique_name("e2e-deadline");
+    let _sweep = ContainerSweep(name.clone());
+    let project = demo_project(&name, free_ports(4), "      timeout: 3s\n");
+    // Never healthy, but never out of retries either: only the deadline ends the wait.
+    std::fs::remove_file(project.path().join("web/www/health")).unwrap();
+    let text = std::fs::read_to_string(project.path().join("shipit.yaml"))
+        .unwrap()
+        .replace("retries: 3", "retries: 1000");
+    project.file("shipit.yaml", text).commit();
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(run.json()["status"], "timed_out");
+    assert!(
+        containers_of(&name).is_empty(),
+        "nothing is left running: {:?}",
+        containers_of(&name)
+    );
+}
+
+#[test]
+fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
+    let name = unique_name("e2e-resume");
+    let _sweep = ContainerSweep(name.clone());
+    let project = demo_project(&name, free_ports(4), "      timeout: 2m\n");
+    // The app takes a few seconds to start listening: long enough to kill shipit mid-gate.
+    let dockerfile = std::fs::read_to_string(project.path().join("web/Dockerfile")).unwrap();
+    let slow = dockerfile.replace(
+        "CMD [\"sh\", \"/serve.sh\"]",
+        "CMD [\"sh\", \"-c\", \"sleep 4; exec sh /serve.sh\"]",
+    );
+    assert_ne!(
+        slow, dockerfile,
+        "the demo Dockerfile's CMD changed; update this test"
+    );
+    project.file("web/Dockerfile", slow);
+    let text = std::fs::read_to_string(project.path().join("shipit.yaml"))
+        .unwrap()
+        .replace("start_period: 1s", "start_period: 15s");
+    project.file("shipit.yaml", text).commit();
+
+    let mut child = project
+        .command(&["run", "--no-progress"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    project.wait_for(
+        "deploy:web to start its containers",
+        Duration::from_secs(120),
+        |p| {
+            p.latest_stage("deploy:web")
+                .is_some_and(|s| s["status"] == "running" && s["outputs"]["started"] == true)
+                && containers_of(&name).len() == 2
+        },
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let resumed = project.shipit(&["resume", "--output", "json"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let result = resumed.json();
+    assert_eq!(result["status"], "succeeded");
+    let deploy = result["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "deploy:web")
+        .unwrap()
+        .clone();
+    assert_eq!(deploy["attempts"], 2, "{deploy}");
+    assert_eq!(deploy["outputs"]["containers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        containers_of(&name).len(),
+        2,
+        "no orphans: {:?}",
+        containers_of(&name)
+    );
+    for port in deployed_ports(&result) {
+        assert!(
+            http_get(port, "/health").is_some(),
+            "replica on {port} serves"
+        );
+    }
+}

@@ -247,3 +247,41 @@ pub(crate) fn local_start(uptime: Option<Duration>) -> Instant {
         .and_then(|uptime| now.checked_sub(uptime))
         .unwrap_or(now)
 }
+
+/// The exit code of the container's latest crash, from the daemon's event log. A container with
+/// a restart policy is running again by the time it is inspected, and inspect then says exit
+/// code 0; the `die` event keeps the code it really exited with. The daemon keeps recent
+/// events in memory, so looking back over the last few minutes is enough for a deploy gate.
+pub(crate) async fn last_exit_code_from_events(docker: &Docker, id: &str) -> Option<i64> {
+    use bollard::query_parameters::EventsOptions;
+    let now = chrono::Utc::now().timestamp();
+    let filters = HashMap::from([
+        ("container".to_owned(), vec![id.to_owned()]),
+        ("event".to_owned(), vec!["die".to_owned()]),
+    ]);
+    let options = EventsOptions {
+        since: Some((now - 600).to_string()),
+        // `until` makes the daemon answer with past events and end the stream.
+        until: Some((now + 1).to_string()),
+        filters: Some(filters),
+    };
+    let mut stream = docker.events(Some(options));
+    let mut last = None;
+    let collect = async {
+        while let Some(Ok(event)) = stream.next().await {
+            let code = event
+                .actor
+                .and_then(|actor| actor.attributes)
+                .and_then(|attributes| {
+                    attributes
+                        .get("exitCode")
+                        .and_then(|c| c.parse::<i64>().ok())
+                });
+            if code.is_some() {
+                last = code;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), collect).await;
+    last
+}

@@ -558,10 +558,20 @@ async fn abandon(
             ));
             let exit_code = match reason {
                 GateFailure::Exited { exit_code } => *exit_code,
-                GateFailure::Restarted { .. } => new
-                    .history
-                    .last()
-                    .and_then(|observation| observation.exit_code),
+                // A restarted container says exit code 0 once it runs again: the crash's code
+                // is the latest non-zero one the gate saw, or else the daemon's `die` event's.
+                GateFailure::Restarted { .. } => {
+                    let seen = new
+                        .history
+                        .iter()
+                        .rev()
+                        .filter_map(|o| o.exit_code)
+                        .find(|code| *code != 0);
+                    match seen {
+                        Some(code) => Some(code),
+                        None => containers::last_exit_code_from_events(docker, &new.id).await,
+                    }
+                }
                 _ => None,
             };
             let logs = containers::last_log_lines(docker, &new.id, REPORTED_LOG_LINES)

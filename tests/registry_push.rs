@@ -63,6 +63,13 @@ fn env() -> &'static TestEnv {
         // SAFETY: this runs inside `Once` as the first thing every test does, before any test
         // starts threads or clients that read the environment, and the values never change.
         unsafe {
+            // The test environment names its daemon; clients (bollard, skopeo) read DOCKER_HOST.
+            if let (Some(host), None) = (
+                std::env::var_os("SHIPIT_TEST_DOCKER_HOST"),
+                std::env::var_os("DOCKER_HOST"),
+            ) {
+                std::env::set_var("DOCKER_HOST", host);
+            }
             std::env::set_var("DOCKER_CONFIG", &config_dir);
             std::env::set_var(
                 "PATH",
@@ -161,7 +168,9 @@ async fn build_image(docker: &Docker, base: &str, files: &[(&str, Vec<u8>)]) -> 
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        context.append_data(&mut header, name, data.as_slice()).unwrap();
+        context
+            .append_data(&mut header, name, data.as_slice())
+            .unwrap();
     }
     let mut header = tar::Header::new_gnu();
     header.set_size(dockerfile.len() as u64);
@@ -177,8 +186,7 @@ async fn build_image(docker: &Docker, base: &str, files: &[(&str, Vec<u8>)]) -> 
         .rm(true)
         .networkmode("none")
         .build();
-    let mut stream =
-        docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(item) = stream.next().await {
         let info = item.unwrap_or_else(|err| panic!("building {tag} failed: {err}"));
         if let Some(error) = info.error_detail.and_then(|d| d.message) {
@@ -236,7 +244,9 @@ async fn fetch_manifest(
 ) -> (u16, Vec<u8>) {
     let client = reqwest::Client::new();
     let mut request = client
-        .get(format!("http://{registry}/v2/{repository}/manifests/{reference}"))
+        .get(format!(
+            "http://{registry}/v2/{repository}/manifests/{reference}"
+        ))
         .header(
             "Accept",
             "application/vnd.oci.image.manifest.v1+json, \
@@ -266,7 +276,15 @@ async fn push(
     cache: &Path,
 ) -> (Result<PushedImage, PushError>, Recorder) {
     let recorder = Recorder::default();
-    let result = push_image(docker, image, cfg, cache, &recorder, CancellationToken::new()).await;
+    let result = push_image(
+        docker,
+        image,
+        cfg,
+        cache,
+        &recorder,
+        CancellationToken::new(),
+    )
+    .await;
     (result, recorder)
 }
 
@@ -327,8 +345,10 @@ impl FaultProxy {
                 let requests = requests_task.clone();
                 let injected = injected_task.clone();
                 tokio::spawn(async move {
-                    let _ = handle_connection(client, upstream, &rules, &counters, &requests, &injected)
-                        .await;
+                    let _ = handle_connection(
+                        client, upstream, &rules, &counters, &requests, &injected,
+                    )
+                    .await;
                 });
             }
         });
@@ -391,7 +411,7 @@ async fn handle_connection(
     match fault {
         Some(Fault::Reset) => {
             injected.fetch_add(1, Ordering::SeqCst);
-            client.set_linger(Some(Duration::ZERO))?;
+            // Closing with unread request bytes makes the kernel answer with a reset.
             drop(client);
             Ok(())
         }
@@ -403,7 +423,11 @@ async fn handle_connection(
                 503 => "Service Unavailable",
                 _ => "Error",
             };
-            let extra = if code == 429 { "Retry-After: 1\r\n" } else { "" };
+            let extra = if code == 429 {
+                "Retry-After: 1\r\n"
+            } else {
+                ""
+            };
             let response = format!(
                 "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n{extra}\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -465,7 +489,10 @@ async fn pushes_a_daemon_image_with_every_tag_and_serves_the_manifest_back() {
     let image = build_image(
         &docker,
         &env.base_image,
-        &[("big.bin", random_bytes(3_000_000)), ("small.txt", b"hello".to_vec())],
+        &[
+            ("big.bin", random_bytes(3_000_000)),
+            ("small.txt", b"hello".to_vec()),
+        ],
     )
     .await;
     let repo = repository("plain");
@@ -502,14 +529,18 @@ async fn pushes_a_daemon_image_with_every_tag_and_serves_the_manifest_back() {
         "the config is pushed as exported, so its digest is the image id"
     );
     let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(
-        layers.len(),
-        inspect.root_fs.unwrap().layers.unwrap().len()
+    assert_eq!(layers.len(), inspect.root_fs.unwrap().layers.unwrap().len());
+    assert!(
+        layers
+            .iter()
+            .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip")
     );
-    assert!(layers.iter().all(|l| l["mediaType"]
-        == "application/vnd.oci.image.layer.v1.tar+gzip"));
     assert!(pushed.size > 1_000_000);
-    assert!(recorder.count("uploaded blob") >= 3, "{:?}", recorder.lines());
+    assert!(
+        recorder.count("uploaded blob") >= 3,
+        "{:?}",
+        recorder.lines()
+    );
     let bytes = recorder.bytes.lock().unwrap().clone();
     assert!(!bytes.is_empty(), "no byte progress was reported");
 
@@ -525,7 +556,12 @@ async fn pushes_a_daemon_image_with_every_tag_and_serves_the_manifest_back() {
 async fn a_rerun_pushes_the_same_digest_without_uploading_layers() {
     let env = env();
     let docker = docker().await;
-    let image = build_image(&docker, &env.base_image, &[("a.bin", random_bytes(500_000))]).await;
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("a.bin", random_bytes(500_000))],
+    )
+    .await;
     let cfg = config(&env.registry, &repository("rerun"), &["v1"]);
     let cache = cache_dir();
     let (first, _) = push(&docker, &image, &cfg, cache.path()).await;
@@ -534,7 +570,12 @@ async fn a_rerun_pushes_the_same_digest_without_uploading_layers() {
     let second = second.unwrap();
     assert_eq!(first.digest, second.digest);
     assert_eq!(recorder.count("uploaded blob"), 0, "{:?}", recorder.lines());
-    assert_eq!(recorder.count("layers already in"), 1, "{:?}", recorder.lines());
+    assert_eq!(
+        recorder.count("layers already in"),
+        1,
+        "{:?}",
+        recorder.lines()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -544,7 +585,10 @@ async fn a_warm_push_uploads_only_the_changed_top_layer() {
     let base = build_image(
         &docker,
         &env.base_image,
-        &[("one.bin", random_bytes(2_000_000)), ("two.bin", random_bytes(1_000_000))],
+        &[
+            ("one.bin", random_bytes(2_000_000)),
+            ("two.bin", random_bytes(1_000_000)),
+        ],
     )
     .await;
     let top = build_image(&docker, &base, &[("app.bin", random_bytes(300_000))]).await;
@@ -571,7 +615,10 @@ async fn a_warm_push_uploads_only_the_changed_top_layer() {
         .unwrap()
         .len();
     assert_eq!(
-        recorder.count(&format!("{base_layers} of {} layers already in", base_layers + 1)),
+        recorder.count(&format!(
+            "{base_layers} of {} layers already in",
+            base_layers + 1
+        )),
         1,
         "{:?}",
         recorder.lines()
@@ -582,7 +629,12 @@ async fn a_warm_push_uploads_only_the_changed_top_layer() {
 async fn zstd_and_the_docker_manifest_format_are_pushed_as_asked() {
     let env = env();
     let docker = docker().await;
-    let image = build_image(&docker, &env.base_image, &[("z.bin", random_bytes(200_000))]).await;
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("z.bin", random_bytes(200_000))],
+    )
+    .await;
     let cache = cache_dir();
 
     let mut cfg = config(&env.registry, &repository("zstd"), &["z"]);
@@ -590,11 +642,13 @@ async fn zstd_and_the_docker_manifest_format_are_pushed_as_asked() {
     let pushed = push(&docker, &image, &cfg, cache.path()).await.0.unwrap();
     let (_, body) = fetch_manifest(&env.registry, &cfg.repository, &pushed.digest, None).await;
     let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert!(manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"));
+    assert!(
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd")
+    );
 
     let mut cfg = config(&env.registry, &repository("docker-format"), &["d"]);
     cfg.format = ManifestFormat::Docker;
@@ -627,15 +681,26 @@ async fn save_image(docker: &Docker, image: &str, path: &Path) {
 async fn pushes_a_docker_save_archive() {
     let env = env();
     let docker = docker().await;
-    let image = build_image(&docker, &env.base_image, &[("s.bin", random_bytes(400_000))]).await;
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("s.bin", random_bytes(400_000))],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("image.tar");
     save_image(&docker, &image, &archive).await;
     let cfg = config(&env.registry, &repository("saved"), &["s"]);
     let recorder = Recorder::default();
-    let pushed = push_archive(&archive, &cfg, dir.path(), &recorder, CancellationToken::new())
-        .await
-        .unwrap();
+    let pushed = push_archive(
+        &archive,
+        &cfg,
+        dir.path(),
+        &recorder,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "s", None).await;
     assert_eq!(status, 200);
     assert_eq!(sha256(&body), pushed.digest);
@@ -648,11 +713,20 @@ async fn pushes_a_docker_save_archive() {
 async fn pushes_an_oci_archive_made_by_skopeo_without_recompressing_its_layers() {
     let env = env();
     let docker = docker().await;
-    let image = build_image(&docker, &env.base_image, &[("o.bin", random_bytes(300_000))]).await;
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("o.bin", random_bytes(300_000))],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("oci.tar");
-    let output = std::process::Command::new("skopeo")
-        .arg("copy")
+    let mut skopeo = std::process::Command::new("skopeo");
+    skopeo.arg("copy");
+    if let Ok(host) = std::env::var("DOCKER_HOST") {
+        skopeo.arg("--src-daemon-host").arg(host);
+    }
+    let output = skopeo
         .arg(format!("docker-daemon:{image}"))
         .arg(format!("oci-archive:{}", archive.display()))
         .output()
@@ -689,9 +763,15 @@ async fn pushes_an_oci_archive_made_by_skopeo_without_recompressing_its_layers()
 
     let cfg = config(&env.registry, &repository("oci"), &["o"]);
     let recorder = Recorder::default();
-    let pushed = push_archive(&archive, &cfg, dir.path(), &recorder, CancellationToken::new())
-        .await
-        .unwrap_or_else(|err| panic!("push failed: {err}"));
+    let pushed = push_archive(
+        &archive,
+        &cfg,
+        dir.path(),
+        &recorder,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("push failed: {err}"));
     let (_, body) = fetch_manifest(&env.registry, &cfg.repository, &pushed.digest, None).await;
     let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let pushed_layers: Vec<String> = manifest["layers"]
@@ -701,7 +781,10 @@ async fn pushes_an_oci_archive_made_by_skopeo_without_recompressing_its_layers()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(pushed_layers, source_layers);
-    assert_eq!(manifest["config"]["digest"], source_manifest["config"]["digest"]);
+    assert_eq!(
+        manifest["config"]["digest"],
+        source_manifest["config"]["digest"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -716,9 +799,17 @@ async fn pushes_to_a_basic_auth_registry_with_docker_config_credentials() {
         basic_entry(&env.auth_user, &env.auth_password),
         None,
     );
-    let image = build_image(&docker, &env.base_image, &[("c.bin", random_bytes(100_000))]).await;
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("c.bin", random_bytes(100_000))],
+    )
+    .await;
     let cfg = config(&env.auth_registry, &repository("basic"), &["v1"]);
-    let pushed = push(&docker, &image, &cfg, cache_dir().path()).await.0.unwrap();
+    let pushed = push(&docker, &image, &cfg, cache_dir().path())
+        .await
+        .0
+        .unwrap();
     let (status, body) = fetch_manifest(
         &env.auth_registry,
         &cfg.repository,
@@ -757,7 +848,10 @@ async fn credentials_come_from_a_credential_helper() {
     add_docker_config(&proxy.host(), serde_json::Value::Null, Some("shipittest"));
     let image = build_image(&docker, &env.base_image, &[("h.bin", random_bytes(50_000))]).await;
     let cfg = config(&proxy.host(), &repository("helper"), &["v1"]);
-    let pushed = push(&docker, &image, &cfg, cache_dir().path()).await.0.unwrap();
+    let pushed = push(&docker, &image, &cfg, cache_dir().path())
+        .await
+        .0
+        .unwrap();
     let (status, _) = fetch_manifest(
         &env.auth_registry,
         &cfg.repository,
@@ -779,7 +873,10 @@ async fn wrong_credentials_fail_clearly_without_echoing_them() {
     let err = result.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, PushError::Authentication { .. }), "{text}");
-    assert!(text.contains(&proxy.host()) && text.contains(&cfg.repository), "{text}");
+    assert!(
+        text.contains(&proxy.host()) && text.contains(&cfg.repository),
+        "{text}"
+    );
     assert!(text.contains("rejected"), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");
     assert!(err.hint().unwrap().contains("docker login"));
@@ -842,7 +939,10 @@ async fn the_push_survives_resets_503s_and_429s() {
     let image = build_image(
         &docker,
         &env.base_image,
-        &[("f1.bin", random_bytes(1_500_000)), ("f2.bin", random_bytes(700_000))],
+        &[
+            ("f1.bin", random_bytes(1_500_000)),
+            ("f2.bin", random_bytes(700_000)),
+        ],
     )
     .await;
     let cfg = config(&proxy.host(), &repository("faults"), &["v1"]);
@@ -884,30 +984,39 @@ async fn a_manifest_the_registry_rejects_fails_with_its_reason() {
         .0
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("MANIFEST_INVALID: manifest invalid"), "{text}");
+    assert!(
+        text.contains("MANIFEST_INVALID: manifest invalid"),
+        "{text}"
+    );
     assert!(text.contains("push the manifest as tag v1"), "{text}");
-    assert!(text.contains(&proxy.host()) && text.contains(&cfg.repository), "{text}");
+    assert!(
+        text.contains(&proxy.host()) && text.contains(&cfg.repository),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_answering_html_is_named_as_not_a_registry() {
-    env();
+    let env = env();
     let docker = docker().await;
     let addr = html_server().await;
     let cfg = config(&addr.to_string(), &repository("html"), &["v1"]);
-    let err = push(&docker, "busybox:latest", &cfg, cache_dir().path())
+    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
         .await
         .0
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("HTML page"), "{text}");
-    assert!(text.contains(&addr.to_string()) && text.contains(&cfg.repository), "{text}");
+    assert!(
+        text.contains(&addr.to_string()) && text.contains(&cfg.repository),
+        "{text}"
+    );
     assert!(!text.contains("Please sign in"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_registry_fails_after_retries_naming_it() {
-    env();
+    let env = env();
     let docker = docker().await;
     // Nothing listens on a port just released.
     let port = {
@@ -916,7 +1025,7 @@ async fn an_unreachable_registry_fails_after_retries_naming_it() {
     };
     let host = format!("127.0.0.1:{port}");
     let cfg = config(&host, &repository("unreachable"), &["v1"]);
-    let err = push(&docker, "busybox:latest", &cfg, cache_dir().path())
+    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
         .await
         .0
         .unwrap_err();
@@ -931,7 +1040,7 @@ async fn an_invalid_repository_name_is_refused_before_any_work() {
     let env = env();
     let docker = docker().await;
     let cfg = config(&env.registry, "Team/API", &["v1"]);
-    let err = push(&docker, "busybox:latest", &cfg, cache_dir().path())
+    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
         .await
         .0
         .unwrap_err();
@@ -944,10 +1053,15 @@ async fn a_missing_image_is_an_inspect_error() {
     let env = env();
     let docker = docker().await;
     let cfg = config(&env.registry, &repository("missing"), &["v1"]);
-    let err = push(&docker, "shipit-no-such-image:nope", &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = push(
+        &docker,
+        "shipit-no-such-image:nope",
+        &cfg,
+        cache_dir().path(),
+    )
+    .await
+    .0
+    .unwrap_err();
     assert!(matches!(err, PushError::Inspect { .. }), "{err}");
 }
 
@@ -959,9 +1073,16 @@ async fn cancellation_stops_the_push() {
     let cancel = CancellationToken::new();
     cancel.cancel();
     let recorder = Recorder::default();
-    let err = push_image(&docker, &env.base_image, &cfg, cache_dir().path(), &recorder, cancel)
-        .await
-        .unwrap_err();
+    let err = push_image(
+        &docker,
+        &env.base_image,
+        &cfg,
+        cache_dir().path(),
+        &recorder,
+        cancel,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, PushError::Cancelled { .. }), "{err}");
 }
 
@@ -998,7 +1119,12 @@ async fn moto_client() -> aws_sdk_ecr::Client {
 async fn ecr_push_creates_and_configures_the_repository_and_uses_the_token() {
     let env = env();
     let docker = docker().await;
-    let image = build_image(&docker, &env.base_image, &[("e.bin", random_bytes(100_000))]).await;
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("e.bin", random_bytes(100_000))],
+    )
+    .await;
     let repo = repository("ecr");
     let cfg = ecr_config(
         &repo,
@@ -1017,7 +1143,12 @@ async fn ecr_push_creates_and_configures_the_repository_and_uses_the_token() {
     let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
     let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
     assert_eq!(pushed.registry, env.auth_registry);
-    assert_eq!(recorder.count("created ECR repository"), 1, "{:?}", recorder.lines());
+    assert_eq!(
+        recorder.count("created ECR repository"),
+        1,
+        "{:?}",
+        recorder.lines()
+    );
 
     let ecr = moto_client().await;
     let described = ecr
@@ -1031,7 +1162,12 @@ async fn ecr_push_creates_and_configures_the_repository_and_uses_the_token() {
         repository.image_tag_mutability().map(|m| m.as_str()),
         Some("IMMUTABLE")
     );
-    assert!(repository.image_scanning_configuration().unwrap().scan_on_push());
+    assert!(
+        repository
+            .image_scanning_configuration()
+            .unwrap()
+            .scan_on_push()
+    );
     let policy = ecr
         .get_lifecycle_policy()
         .repository_name(&repo)
@@ -1045,7 +1181,12 @@ async fn ecr_push_creates_and_configures_the_repository_and_uses_the_token() {
     // Applying the same settings again changes nothing.
     let (again, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
     assert_eq!(again.unwrap().digest, pushed.digest);
-    assert_eq!(recorder.count("ECR repository"), 0, "{:?}", recorder.lines());
+    assert_eq!(
+        recorder.count("ECR repository"),
+        0,
+        "{:?}",
+        recorder.lines()
+    );
     assert!(manifest_exists(&cfg, &pushed.digest).await.unwrap());
 }
 
@@ -1090,10 +1231,20 @@ async fn an_existing_tag_on_an_immutable_repository_is_a_clear_error() {
         .send()
         .await
         .unwrap();
-    let existing = seeded.image().unwrap().image_id().unwrap().image_digest().unwrap().to_string();
+    let existing = seeded
+        .image()
+        .unwrap()
+        .image_id()
+        .unwrap()
+        .image_digest()
+        .unwrap()
+        .to_string();
     let image = build_image(&docker, &env.base_image, &[("i.bin", random_bytes(10_000))]).await;
     let cfg = ecr_config(&repo, &["v1"], EcrSettings::default());
-    let err = push(&docker, &image, &cfg, cache_dir().path()).await.0.unwrap_err();
+    let err = push(&docker, &image, &cfg, cache_dir().path())
+        .await
+        .0
+        .unwrap_err();
     assert!(matches!(err, PushError::ImmutableTag { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("v1") && text.contains(&existing), "{text}");
@@ -1113,7 +1264,10 @@ async fn the_scan_gate_fails_on_findings_at_or_above_its_severity() {
             ..EcrSettings::default()
         },
     );
-    let pushed = push(&docker, &image, &create, cache_dir().path()).await.0.unwrap();
+    let pushed = push(&docker, &image, &create, cache_dir().path())
+        .await
+        .0
+        .unwrap();
     // moto does not see the registry side; register the manifest with it for the scan.
     let (_, manifest) = fetch_manifest(
         &env.auth_registry,
@@ -1151,10 +1305,15 @@ async fn the_scan_gate_fails_on_findings_at_or_above_its_severity() {
         .unwrap_err();
     assert!(matches!(err, PushError::ScanFindings { .. }), "{err}");
     assert!(err.to_string().contains("1 HIGH"), "{err}");
-    push(&docker, &image, &gated(Severity::Critical), cache_dir().path())
-        .await
-        .0
-        .unwrap();
+    push(
+        &docker,
+        &image,
+        &gated(Severity::Critical),
+        cache_dir().path(),
+    )
+    .await
+    .0
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1186,7 +1345,12 @@ async fn a_token_refused_mid_push_is_renewed_once() {
     cfg.ecr.as_mut().unwrap().registry_host = Some(proxy.host());
     let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
     result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
-    assert_eq!(recorder.count("refused the ECR token"), 1, "{:?}", recorder.lines());
+    assert_eq!(
+        recorder.count("refused the ECR token"),
+        1,
+        "{:?}",
+        recorder.lines()
+    );
     for line in recorder.lines() {
         assert_no_secret(&line);
     }

@@ -138,7 +138,8 @@ pub(crate) fn decide_layer_action(
             LayerAction::Skip
         };
     }
-    let available = |diff_id: &String| plan.present.contains_key(diff_id) && !claimed.contains(diff_id);
+    let available =
+        |diff_id: &String| plan.present.contains_key(diff_id) && !claimed.contains(diff_id);
     match role {
         // OCI layout: an uncompressed blob is named by its diff id.
         EntryRole::Blob { digest } if available(digest) => LayerAction::Verify {
@@ -402,7 +403,9 @@ pub(crate) mod tests {
     /// A tar layer whose content depends on `seed`, `len` bytes of file data.
     pub(crate) fn layer_tar(seed: u8, len: usize) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
-        let data: Vec<u8> = (0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect();
+        let data: Vec<u8> = (0..len)
+            .map(|i| seed.wrapping_add((i % 251) as u8))
+            .collect();
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
@@ -577,7 +580,10 @@ pub(crate) mod tests {
         };
         let sink = RecordingSink::default();
         let (second, _dir) = scan(&archive, &plan, &sink);
-        assert!(matches!(second.layers[&wanted], LayerOutcome::Packed { .. }));
+        assert!(matches!(
+            second.layers[&wanted],
+            LayerOutcome::Packed { .. }
+        ));
         assert_eq!(
             second
                 .layers
@@ -600,7 +606,9 @@ pub(crate) mod tests {
         let role = |dir: &str| EntryRole::ClassicLayer { dir: dir.into() };
         assert_eq!(
             decide_layer_action(&role("dir1"), "dir1/layer.tar", 10, &plan, &none),
-            LayerAction::Verify { expected: b.clone() }
+            LayerAction::Verify {
+                expected: b.clone()
+            }
         );
         assert_eq!(
             decide_layer_action(&role("dir2"), "dir2/layer.tar", 10, &plan, &none),
@@ -625,7 +633,11 @@ pub(crate) mod tests {
         header.set_cksum();
         // Only the header matters: the reader refuses before reading the content.
         builder
-            .append_data(&mut header, "manifest.json", io::repeat(b' ').take(MAX_METADATA_BYTES + 1))
+            .append_data(
+                &mut header,
+                "manifest.json",
+                io::repeat(b' ').take(MAX_METADATA_BYTES + 1),
+            )
             .unwrap();
         let archive = builder.into_inner().unwrap();
         let dir = tempfile::tempdir().unwrap();

@@ -38,7 +38,8 @@ pub(crate) async fn docker_config_auth(host: &str) -> Result<RegistryAuth, PushE
     }
     let server = server_key(host);
     let lookup = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path).map_err(|_| CredentialRetrievalError::ConfigReadError)?;
+        let file =
+            std::fs::File::open(&path).map_err(|_| CredentialRetrievalError::ConfigReadError)?;
         docker_credential::get_credential_from_reader(std::io::BufReader::new(file), &server)
     })
     .await
@@ -69,7 +70,11 @@ fn interpret(
         )),
         Err(CredentialRetrievalError::NoCredentialConfigured)
         | Err(CredentialRetrievalError::ConfigNotFound) => Ok(RegistryAuth::Anonymous),
-        Err(CredentialRetrievalError::HelperFailure { helper, stdout, stderr }) => {
+        Err(CredentialRetrievalError::HelperFailure {
+            helper,
+            stdout,
+            stderr,
+        }) => {
             // Helpers answer "credentials not found in native keychain" for an unknown server;
             // the Docker CLI treats that as anonymous, and so does shipit.
             let said = format!("{stdout} {stderr}").to_ascii_lowercase();

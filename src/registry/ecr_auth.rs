@@ -157,29 +157,35 @@ impl EcrContext {
             reason,
         };
         // One token opens every registry the identity may use; no registry id is needed.
-        let output = self.client.get_authorization_token().send().await.map_err(|err| {
-            let code = err.code().unwrap_or_default().to_string();
-            let reason = match code.as_str() {
-                "UnrecognizedClientException" | "InvalidSignatureException" => {
-                    "GetAuthorizationToken refused the AWS credentials (unknown key or bad \
+        let output = self
+            .client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|err| {
+                let code = err.code().unwrap_or_default().to_string();
+                let reason = match code.as_str() {
+                    "UnrecognizedClientException" | "InvalidSignatureException" => {
+                        "GetAuthorizationToken refused the AWS credentials (unknown key or bad \
                      signature)"
-                        .to_string()
-                }
-                "AccessDeniedException" => {
-                    "the AWS identity may not call ecr:GetAuthorizationToken".to_string()
-                }
-                "ExpiredTokenException" => "the AWS session credentials have expired".to_string(),
-                _ => format!(
-                    "GetAuthorizationToken failed: {}",
-                    summarize(&DisplayErrorContext(&err).to_string())
-                ),
-            };
-            failure(reason)
+                            .to_string()
+                    }
+                    "AccessDeniedException" => {
+                        "the AWS identity may not call ecr:GetAuthorizationToken".to_string()
+                    }
+                    "ExpiredTokenException" => {
+                        "the AWS session credentials have expired".to_string()
+                    }
+                    _ => format!(
+                        "GetAuthorizationToken failed: {}",
+                        summarize(&DisplayErrorContext(&err).to_string())
+                    ),
+                };
+                failure(reason)
+            })?;
+        let data = output.authorization_data().first().ok_or_else(|| {
+            failure("GetAuthorizationToken returned no authorization data".into())
         })?;
-        let data = output
-            .authorization_data()
-            .first()
-            .ok_or_else(|| failure("GetAuthorizationToken returned no authorization data".into()))?;
         let encoded = data
             .authorization_token()
             .ok_or_else(|| failure("GetAuthorizationToken returned no token".into()))?;
@@ -246,7 +252,12 @@ mod tests {
         );
         assert_eq!(choose_registry_host(None, Some("X:1"), None, proxy), "x:1");
         assert_eq!(
-            choose_registry_host(None, None, Some("111111111111.dkr.ecr.eu-west-1.amazonaws.com"), proxy),
+            choose_registry_host(
+                None,
+                None,
+                Some("111111111111.dkr.ecr.eu-west-1.amazonaws.com"),
+                proxy
+            ),
             "111111111111.dkr.ecr.eu-west-1.amazonaws.com"
         );
         assert_eq!(choose_registry_host(None, None, None, proxy), proxy);

@@ -91,11 +91,14 @@ pub(crate) async fn apply_repository_settings(
         .await;
     let (mut immutable, mut scan_on_push) = match found {
         Ok(output) => {
-            let repo = output.repositories().first().ok_or_else(|| PushError::Ecr {
-                repository: repository.to_string(),
-                action: "describe the repository".into(),
-                reason: "DescribeRepositories returned no repository".into(),
-            })?;
+            let repo = output
+                .repositories()
+                .first()
+                .ok_or_else(|| PushError::Ecr {
+                    repository: repository.to_string(),
+                    action: "describe the repository".into(),
+                    reason: "DescribeRepositories returned no repository".into(),
+                })?;
             (
                 repo.image_tag_mutability()
                     .is_some_and(|m| m.as_str().starts_with("IMMUTABLE")),
@@ -166,7 +169,9 @@ pub(crate) async fn apply_repository_settings(
             .put_image_scanning_configuration()
             .repository_name(repository)
             .image_scanning_configuration(
-                ImageScanningConfiguration::builder().scan_on_push(want).build(),
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(want)
+                    .build(),
             )
             .send()
             .await
@@ -200,7 +205,9 @@ pub(crate) async fn apply_repository_settings(
                 .send()
                 .await
                 .map_err(|err| ecr_error(repository, "set the lifecycle policy", &err))?;
-            notify(format!("updated the lifecycle policy of ECR repository {repository}"));
+            notify(format!(
+                "updated the lifecycle policy of ECR repository {repository}"
+            ));
         }
     }
     Ok(RepositoryState { immutable })
@@ -259,7 +266,10 @@ pub(crate) fn immutable_tag_plan(
 }
 
 /// Findings at or above the threshold, as "2 CRITICAL, 1 HIGH"; None when the gate passes.
-pub(crate) fn scan_gate_verdict(counts: &BTreeMap<String, i32>, threshold: Severity) -> Option<String> {
+pub(crate) fn scan_gate_verdict(
+    counts: &BTreeMap<String, i32>,
+    threshold: Severity,
+) -> Option<String> {
     let mut failing: Vec<(Severity, i32)> = counts
         .iter()
         .filter_map(|(name, count)| Some((Severity::from_ecr_name(name)?, *count)))
@@ -420,7 +430,10 @@ mod tests {
         ]);
         let tags = vec!["v1".to_string(), "same".to_string(), "fresh".to_string()];
         let (conflicts, done) = immutable_tag_plan(&existing, &tags, "sha256:new");
-        assert_eq!(conflicts, vec![("v1".to_string(), "sha256:old".to_string())]);
+        assert_eq!(
+            conflicts,
+            vec![("v1".to_string(), "sha256:old".to_string())]
+        );
         assert_eq!(done, vec!["same".to_string()]);
     }
 

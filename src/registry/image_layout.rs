@@ -34,8 +34,11 @@ pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
 /// The hex part of a `sha256:` digest, when it is one.
 pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
     let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .then_some(hex)
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then_some(hex)
 }
 
 /// Where an entry of the archive sits in the layout.
@@ -254,9 +257,14 @@ pub(crate) fn read_source_image(
 }
 
 fn read_classic_layout(metadata: &ArchiveMetadata) -> Result<SourceImage, LayoutProblem> {
-    let bytes = metadata.file("manifest.json").ok_or_else(|| problem("no manifest.json"))?;
-    let entries: Vec<ClassicManifestEntry> = serde_json::from_slice(bytes)
-        .map_err(|err| problem(format!("manifest.json is not a docker save manifest: {err}")))?;
+    let bytes = metadata
+        .file("manifest.json")
+        .ok_or_else(|| problem("no manifest.json"))?;
+    let entries: Vec<ClassicManifestEntry> = serde_json::from_slice(bytes).map_err(|err| {
+        problem(format!(
+            "manifest.json is not a docker save manifest: {err}"
+        ))
+    })?;
     let entry = match entries.as_slice() {
         [single] => single,
         [] => return Err(problem("manifest.json lists no image")),
@@ -270,7 +278,11 @@ fn read_classic_layout(metadata: &ArchiveMetadata) -> Result<SourceImage, Layout
     let config_path = normalize_entry_path(&entry.config);
     let config = metadata
         .file(&config_path)
-        .ok_or_else(|| problem(format!("the config {config_path} is missing from the archive")))?
+        .ok_or_else(|| {
+            problem(format!(
+                "the config {config_path} is missing from the archive"
+            ))
+        })?
         .clone();
     let config_digest = sha256_digest(&config);
     // The config file is named after its digest, which is also the image id: check it.
@@ -333,7 +345,9 @@ fn read_oci_layout(
     metadata: &ArchiveMetadata,
     platform: &str,
 ) -> Result<SourceImage, LayoutProblem> {
-    let index_bytes = metadata.file("index.json").ok_or_else(|| problem("no index.json"))?;
+    let index_bytes = metadata
+        .file("index.json")
+        .ok_or_else(|| problem("no index.json"))?;
     let index: ManifestOrIndex = serde_json::from_slice(index_bytes)
         .map_err(|err| problem(format!("index.json is not an OCI index: {err}")))?;
 
@@ -547,9 +561,10 @@ pub(crate) mod tests {
             }]))
             .unwrap(),
         );
-        metadata
-            .links
-            .insert("ccc/layer.tar".into(), resolve_link("ccc/layer.tar", "../aaa/layer.tar"));
+        metadata.links.insert(
+            "ccc/layer.tar".into(),
+            resolve_link("ccc/layer.tar", "../aaa/layer.tar"),
+        );
         (metadata, config_digest, [d1, d2])
     }
 
@@ -590,8 +605,10 @@ pub(crate) mod tests {
         metadata.files.insert(name.clone(), config);
         metadata.files.insert(
             "manifest.json".into(),
-            serde_json::to_vec(&serde_json::json!([{"Config": name, "Layers": ["a/layer.tar", "b/layer.tar"]}]))
-                .unwrap(),
+            serde_json::to_vec(
+                &serde_json::json!([{"Config": name, "Layers": ["a/layer.tar", "b/layer.tar"]}]),
+            )
+            .unwrap(),
         );
         let err = read_source_image(&metadata, "linux/amd64").unwrap_err();
         assert!(err.0.contains("2 layers but the config has 1"), "{err}");
@@ -633,7 +650,9 @@ pub(crate) mod tests {
         let mut metadata = ArchiveMetadata::default();
         let blob = |d: &str| format!("blobs/sha256/{}", sha256_hex(d).unwrap());
         metadata.files.insert("index.json".into(), index);
-        metadata.files.insert("manifest.json".into(), b"[]".to_vec());
+        metadata
+            .files
+            .insert("manifest.json".into(), b"[]".to_vec());
         metadata.files.insert(blob(&inner_digest), inner_index);
         metadata.files.insert(blob(&manifest_digest), manifest);
         metadata.files.insert(blob(&config_digest), config);
@@ -645,7 +664,10 @@ pub(crate) mod tests {
         let (metadata, diff, compressed) = oci_metadata();
         let image = read_source_image(&metadata, "linux/amd64").unwrap();
         assert_eq!(image.layers.len(), 2);
-        assert_eq!(image.layers[0].stored_digest.as_deref(), Some(diff.as_str()));
+        assert_eq!(
+            image.layers[0].stored_digest.as_deref(),
+            Some(diff.as_str())
+        );
         assert_eq!(
             image.layers[1].stored_media_type.as_deref(),
             Some("application/vnd.oci.image.layer.v1.tar+gzip")
@@ -710,7 +732,10 @@ pub(crate) mod tests {
         assert_eq!(sniff_content(&[0x28, 0xb5, 0x2f, 0xfd]), ContentKind::Zstd);
         assert_eq!(sniff_content(b"  {\"a\":1}"), ContentKind::Json);
         assert_eq!(sniff_content(&[0u8; 1024]), ContentKind::Tar);
-        assert_eq!(sniff_content(b"BZh91AY"), ContentKind::UnsupportedCompression);
+        assert_eq!(
+            sniff_content(b"BZh91AY"),
+            ContentKind::UnsupportedCompression
+        );
     }
 
     #[test]
@@ -727,8 +752,16 @@ pub(crate) mod tests {
             digest: digest_of("l"),
             size: 2,
         };
-        let first = build_manifest(ManifestFormat::Docker, &config, std::slice::from_ref(&layer));
-        let again = build_manifest(ManifestFormat::Docker, &config, std::slice::from_ref(&layer));
+        let first = build_manifest(
+            ManifestFormat::Docker,
+            &config,
+            std::slice::from_ref(&layer),
+        );
+        let again = build_manifest(
+            ManifestFormat::Docker,
+            &config,
+            std::slice::from_ref(&layer),
+        );
         assert_eq!(first, again);
         let value: serde_json::Value = serde_json::from_slice(&first).unwrap();
         assert_eq!(value["schemaVersion"], 2);

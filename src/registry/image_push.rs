@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::archive_reader::{BlobSink, LayerOutcome, ScanError, ScanPlan, ScanResult, scan_archive};
+use super::archive_reader::{
+    BlobSink, LayerOutcome, ScanError, ScanPlan, ScanResult, scan_archive,
+};
 use super::docker_credentials::docker_config_auth;
 use super::ecr_auth::{EcrContext, choose_registry_host, registry_host_from_env};
 use super::ecr_repository::{
@@ -102,7 +104,10 @@ pub async fn push_image(
         image: image.to_string(),
     };
     let total = inspect.size.unwrap_or(0).max(0) as u64;
-    push_from(source, diff_ids, platform, total, cfg, cache_dir, observer, cancel).await
+    push_from(
+        source, diff_ids, platform, total, cfg, cache_dir, observer, cancel,
+    )
+    .await
 }
 
 /// Pushes an image archive file: the output of `docker save`, or an OCI image layout archive
@@ -129,7 +134,11 @@ pub async fn push_archive(
         })?;
         let total = std::fs::metadata(&scan_path).map(|m| m.len()).unwrap_or(0);
         Ok::<_, PushError>((
-            image.layers.into_iter().map(|l| l.diff_id).collect::<Vec<_>>(),
+            image
+                .layers
+                .into_iter()
+                .map(|l| l.diff_id)
+                .collect::<Vec<_>>(),
             total,
         ))
     })
@@ -139,7 +148,10 @@ pub async fn push_archive(
         reason: format!("the archive reader stopped: {err}"),
     })??;
     let source = ArchiveSource::File(path);
-    push_from(source, diff_ids, platform, total, cfg, cache_dir, observer, cancel).await
+    push_from(
+        source, diff_ids, platform, total, cfg, cache_dir, observer, cancel,
+    )
+    .await
 }
 
 /// Whether the registry `cfg` names still holds the manifest `digest` (to skip a rerun's push).
@@ -193,7 +205,10 @@ impl ArchiveSource {
                     path: path.clone(),
                     source,
                 })?;
-                Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, file)))
+                Ok(Box::new(std::io::BufReader::with_capacity(
+                    256 * 1024,
+                    file,
+                )))
             }
         }
     }
@@ -289,13 +304,13 @@ async fn open_target(
             let ecr =
                 EcrContext::load(cfg.ecr.as_ref(), host.as_deref(), region.as_deref()).await?;
             let token = ecr.token(false).await.map_err(|err| match err {
-                PushError::Authentication { registry, reason, .. } => {
-                    PushError::Authentication {
-                        registry,
-                        repository: cfg.repository.clone(),
-                        reason,
-                    }
-                }
+                PushError::Authentication {
+                    registry, reason, ..
+                } => PushError::Authentication {
+                    registry,
+                    repository: cfg.repository.clone(),
+                    reason,
+                },
                 other => other,
             })?;
             let host = choose_registry_host(
@@ -409,10 +424,7 @@ async fn run_uploads(
             let mount_sources = mount_sources.clone();
             let notify = notify.clone();
             async move {
-                let mount_from = mount_sources
-                    .get(&blob.digest)
-                    .cloned()
-                    .unwrap_or_default();
+                let mount_from = mount_sources.get(&blob.digest).cloned().unwrap_or_default();
                 let fate = upload_one(&session, &blob, &mount_from).await;
                 let _ = std::fs::remove_file(&blob.path);
                 let fate = fate?;
@@ -475,18 +487,19 @@ pub(crate) fn assemble_layers(
             )))
         }
     };
-    let from_cache = |cached: &CachedLayer, diff_id: &str| -> Result<AssembledLayer, LayoutProblem> {
-        Ok(AssembledLayer {
-            descriptor: BlobDescriptor {
-                media_type: layer_media_type(format, cached.compression)?.to_string(),
-                digest: cached.digest.clone(),
-                size: cached.size,
-            },
-            diff_id: diff_id.to_string(),
-            compression: cached.compression,
-            uncompressed_size: cached.uncompressed_size,
-        })
-    };
+    let from_cache =
+        |cached: &CachedLayer, diff_id: &str| -> Result<AssembledLayer, LayoutProblem> {
+            Ok(AssembledLayer {
+                descriptor: BlobDescriptor {
+                    media_type: layer_media_type(format, cached.compression)?.to_string(),
+                    digest: cached.digest.clone(),
+                    size: cached.size,
+                },
+                diff_id: diff_id.to_string(),
+                compression: cached.compression,
+                uncompressed_size: cached.uncompressed_size,
+            })
+        };
     for (index, layer) in image.layers.iter().enumerate() {
         let entry = &layer.entry;
         let outcome = outcomes.get(entry).ok_or_else(|| {
@@ -643,8 +656,7 @@ async fn push_from(
                 source,
             })?;
 
-        let present =
-            find_present_layers(&session, &cache, &diff_ids, cfg.compression).await?;
+        let present = find_present_layers(&session, &cache, &diff_ids, cfg.compression).await?;
         if !present.is_empty() {
             notify(format!(
                 "{} of {} layers already in {registry}",
@@ -684,12 +696,11 @@ async fn push_from(
             &cancel,
         )
         .await?;
-        let image = read_source_image(&first.metadata, &platform).map_err(|problem| {
-            PushError::Export {
+        let image =
+            read_source_image(&first.metadata, &platform).map_err(|problem| PushError::Export {
                 image: image_name.clone(),
                 reason: problem.0,
-            }
-        })?;
+            })?;
         let mut outcomes = first.layers;
         let export_error = |problem: LayoutProblem| PushError::Export {
             image: image_name.clone(),
@@ -848,11 +859,21 @@ async fn push_from(
             &target.ecr,
             cfg.ecr.as_ref().and_then(|e| e.scan_gate.as_ref()),
         ) {
-            let counts =
-                wait_for_scan(ecr, &registry, &repository, &digest, gate, &cancel, &*notify)
-                    .await?;
+            let counts = wait_for_scan(
+                ecr,
+                &registry,
+                &repository,
+                &digest,
+                gate,
+                &cancel,
+                &*notify,
+            )
+            .await?;
             let total: i32 = counts.values().sum();
-            notify(format!("scan gate passed ({total} findings below {})", gate.severity));
+            notify(format!(
+                "scan gate passed ({total} findings below {})",
+                gate.severity
+            ));
         }
 
         let size = manifest.len() as u64
@@ -900,7 +921,8 @@ async fn push_from(
 fn immutable_tag_error(err: PushError, registry: &str, repository: &str, tag: &str) -> PushError {
     match &err {
         PushError::Registry { reason, .. }
-            if reason.contains("TAG_INVALID") && reason.to_ascii_lowercase().contains("immutable") =>
+            if reason.contains("TAG_INVALID")
+                && reason.to_ascii_lowercase().contains("immutable") =>
         {
             PushError::ImmutableTag {
                 registry: registry.to_string(),
@@ -940,7 +962,14 @@ async fn run_pass(
         let mut on_bytes = |n: u64| {
             reader_progress.fetch_add(n, Ordering::Relaxed);
         };
-        let result = scan_archive(reader, &plan, &sink, &spool_dir, &mut on_bytes, &reader_cancel);
+        let result = scan_archive(
+            reader,
+            &plan,
+            &sink,
+            &spool_dir,
+            &mut on_bytes,
+            &reader_cancel,
+        );
         // Closing the channel lets the uploads finish.
         drop(sink);
         result

@@ -134,7 +134,11 @@ impl LayerCache {
         size: u64,
         uncompressed_size: Option<u64>,
     ) {
-        let layers = self.data.registries.entry(registry.to_string()).or_default();
+        let layers = self
+            .data
+            .registries
+            .entry(registry.to_string())
+            .or_default();
         let key = layer_key(compression, diff_id);
         let mut repositories = match layers.get(&key) {
             Some(old) if old.digest == digest => old.repositories.clone(),
@@ -280,7 +284,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut cache, warning) = LayerCache::load(dir.path());
         assert!(warning.is_none());
-        cache.record_layer("r:1", "app", "sha256:d", Compression::Gzip, "sha256:c", 10, Some(30));
+        cache.record_layer(
+            "r:1",
+            "app",
+            "sha256:d",
+            Compression::Gzip,
+            "sha256:c",
+            10,
+            Some(30),
+        );
         cache.record_dir("abc", "sha256:d");
         cache.save().unwrap();
 
@@ -290,7 +302,11 @@ mod tests {
         assert_eq!(layer.uncompressed_size, Some(30));
         assert_eq!(layer.repositories, vec!["app".to_string()]);
         assert!(loaded.layer("r:1", Compression::Zstd, "sha256:d").is_none());
-        assert!(loaded.layer("other:1", Compression::Gzip, "sha256:d").is_none());
+        assert!(
+            loaded
+                .layer("other:1", Compression::Gzip, "sha256:d")
+                .is_none()
+        );
         assert_eq!(loaded.dir_hint("abc"), Some("sha256:d"));
     }
 
@@ -299,9 +315,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut first, _) = LayerCache::load(dir.path());
         let (mut second, _) = LayerCache::load(dir.path());
-        first.record_layer("r", "one", "sha256:a", Compression::Gzip, "sha256:x", 1, None);
-        second.record_layer("r", "two", "sha256:a", Compression::Gzip, "sha256:x", 1, None);
-        second.record_layer("r", "two", "sha256:b", Compression::Gzip, "sha256:y", 1, None);
+        first.record_layer(
+            "r",
+            "one",
+            "sha256:a",
+            Compression::Gzip,
+            "sha256:x",
+            1,
+            None,
+        );
+        second.record_layer(
+            "r",
+            "two",
+            "sha256:a",
+            Compression::Gzip,
+            "sha256:x",
+            1,
+            None,
+        );
+        second.record_layer(
+            "r",
+            "two",
+            "sha256:b",
+            Compression::Gzip,
+            "sha256:y",
+            1,
+            None,
+        );
         first.save().unwrap();
         second.save().unwrap();
         let (loaded, _) = LayerCache::load(dir.path());

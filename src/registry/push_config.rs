@@ -473,7 +473,10 @@ mod tests {
             "registry": "ecr", "repository": "api", "ecr": {"immutable": true}
         }))
         .unwrap_err();
-        assert!(err.to_string().contains("unknown field `immutable`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `immutable`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -510,8 +513,18 @@ mod tests {
             validate_repository(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
         for bad in [
-            "", "API", "team//api", "/api", "api/", "-api", "api-", "a..b", "a___b", "a b",
-            "a:b", "a_-b",
+            "",
+            "API",
+            "team//api",
+            "/api",
+            "api/",
+            "-api",
+            "api-",
+            "a..b",
+            "a___b",
+            "a b",
+            "a:b",
+            "a_-b",
         ] {
             assert!(validate_repository(bad).is_err(), "{bad:?} accepted");
         }
@@ -581,10 +594,20 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
-        for host in ["127.0.0.1:5000", "localhost", "LOCALHOST:80", "[::1]:5000", "127.1.2.3"] {
+        for host in [
+            "127.0.0.1:5000",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
             assert!(is_loopback_host(host), "{host}");
         }
-        for host in ["10.0.0.1:5000", "registry.example.com", "localhost.example.com:5000"] {
+        for host in [
+            "10.0.0.1:5000",
+            "registry.example.com",
+            "localhost.example.com:5000",
+        ] {
             assert!(!is_loopback_host(host), "{host}");
         }
     }

@@ -75,7 +75,9 @@ pub enum PushError {
         summary: String,
     },
 
-    #[error("failed to scan image {digest} in registry {registry} (repository {repository}): {reason}")]
+    #[error(
+        "failed to scan image {digest} in registry {registry} (repository {repository}): {reason}"
+    )]
     ScanFailed {
         registry: String,
         repository: String,

@@ -4,7 +4,7 @@
 
 use std::error::Error as _;
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 
 use super::retry::Retryable;
 
@@ -84,44 +84,17 @@ pub(crate) fn classify(error: &OciDistributionError) -> RegistryFailure {
             }
         }
         OciDistributionError::ServerError { code, message, .. } => from_status(*code, message),
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let mut kind = FailureKind::Other;
-            let mut retry = Retryable::Permanent;
-            let mut parts = Vec::new();
-            for err in &envelope.errors {
-                match &err.code {
-                    OciErrorCode::Unauthorized | OciErrorCode::Denied => kind = FailureKind::Auth,
-                    OciErrorCode::BlobUnknown
-                    | OciErrorCode::ManifestUnknown
-                    | OciErrorCode::NameUnknown
-                    | OciErrorCode::NotFound => kind = FailureKind::NotFound,
-                    OciErrorCode::Toomanyrequests => retry = transient(),
-                    OciErrorCode::Other(code) if code == "UNAVAILABLE" => retry = transient(),
-                    _ => {}
-                }
-                let code = serde_json::to_value(&err.code)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| "ERROR".into());
-                parts.push(if err.message.is_empty() {
-                    code
-                } else {
-                    format!("{code}: {}", err.message)
-                });
-            }
-            RegistryFailure {
-                reason: summarize(&parts.join("; ")),
-                retry,
-                kind,
-            }
-        }
+        OciDistributionError::RegistryError { envelope, .. } => from_envelope(envelope),
         OciDistributionError::UnauthorizedError { .. } => RegistryFailure {
             reason: "the registry answered 401 Unauthorized".into(),
             retry: Retryable::Permanent,
             kind: FailureKind::Auth,
         },
         OciDistributionError::AuthenticationFailure(text) => RegistryFailure {
-            reason: format!("the token service refused the credentials: {}", summarize(text)),
+            reason: format!(
+                "the token service refused the credentials: {}",
+                summarize(text)
+            ),
             retry: Retryable::Permanent,
             kind: FailureKind::Auth,
         },
@@ -153,12 +126,59 @@ pub(crate) fn classify(error: &OciDistributionError) -> RegistryFailure {
     }
 }
 
+fn from_envelope(envelope: &OciEnvelope) -> RegistryFailure {
+    let mut kind = FailureKind::Other;
+    let mut retry = Retryable::Permanent;
+    let mut parts = Vec::new();
+    for err in &envelope.errors {
+        match &err.code {
+            OciErrorCode::Unauthorized | OciErrorCode::Denied => kind = FailureKind::Auth,
+            OciErrorCode::BlobUnknown
+            | OciErrorCode::ManifestUnknown
+            | OciErrorCode::NameUnknown
+            | OciErrorCode::NotFound => kind = FailureKind::NotFound,
+            OciErrorCode::Toomanyrequests => retry = transient(),
+            OciErrorCode::Other(code) if code == "UNAVAILABLE" => retry = transient(),
+            _ => {}
+        }
+        let code = serde_json::to_value(&err.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "ERROR".into());
+        parts.push(if err.message.is_empty() {
+            code
+        } else {
+            format!("{code}: {}", err.message)
+        });
+    }
+    RegistryFailure {
+        reason: summarize(&parts.join("; ")),
+        retry,
+        kind,
+    }
+}
+
 fn from_status(code: u16, body: &str) -> RegistryFailure {
     let retry = if status_is_transient(code) {
         transient()
     } else {
         Retryable::Permanent
     };
+    // oci-client passes some error bodies through unparsed; the distribution spec's error
+    // envelope says more than the status does.
+    if let Ok(envelope) = serde_json::from_str::<OciEnvelope>(body)
+        && !envelope.errors.is_empty()
+    {
+        let mut failure = from_envelope(&envelope);
+        failure.reason = format!("HTTP {code}: {}", failure.reason);
+        if status_is_transient(code) {
+            failure.retry = transient();
+        }
+        if failure.kind == FailureKind::Other {
+            failure.kind = status_kind(code);
+        }
+        return failure;
+    }
     let reason = if looks_like_html(body) {
         format!(
             "the server answered HTTP {code} with an HTML page instead of the registry API; \
@@ -210,7 +230,6 @@ pub(crate) fn summarize(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_client::errors::OciEnvelope;
 
     fn server(code: u16, message: &str) -> OciDistributionError {
         OciDistributionError::ServerError {
@@ -231,12 +250,19 @@ mod tests {
     fn server_errors_and_rate_limits_are_transient() {
         for code in [500, 502, 503, 504, 429, 408] {
             assert!(
-                matches!(classify(&server(code, "")).retry, Retryable::Transient { .. }),
+                matches!(
+                    classify(&server(code, "")).retry,
+                    Retryable::Transient { .. }
+                ),
                 "{code}"
             );
         }
         for code in [400, 404, 405, 413] {
-            assert_eq!(classify(&server(code, "")).retry, Retryable::Permanent, "{code}");
+            assert_eq!(
+                classify(&server(code, "")).retry,
+                Retryable::Permanent,
+                "{code}"
+            );
         }
     }
 
@@ -272,11 +298,27 @@ mod tests {
         ));
         assert_eq!(failure.reason, "MANIFEST_INVALID: manifest invalid");
         assert_eq!(failure.retry, Retryable::Permanent);
-        let failure =
-            classify(&envelope(r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#));
+        let failure = classify(&envelope(
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+        ));
         assert!(matches!(failure.retry, Retryable::Transient { .. }));
         let failure = classify(&envelope(r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#));
         assert_eq!(failure.kind, FailureKind::NotFound);
+    }
+
+    #[test]
+    fn an_unparsed_error_body_is_read_as_an_envelope() {
+        let failure = classify(&server(
+            400,
+            r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}"#,
+        ));
+        assert_eq!(
+            failure.reason,
+            "HTTP 400: MANIFEST_INVALID: manifest invalid"
+        );
+        assert_eq!(failure.retry, Retryable::Permanent);
+        let failure = classify(&server(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#));
+        assert_eq!(failure.kind, FailureKind::Auth);
     }
 
     #[test]

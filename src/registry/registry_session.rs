@@ -196,7 +196,11 @@ impl RegistrySession {
     }
 
     fn reference_for_digest(&self, digest: &str) -> Reference {
-        Reference::with_digest(self.host.clone(), self.repository.clone(), digest.to_string())
+        Reference::with_digest(
+            self.host.clone(),
+            self.repository.clone(),
+            digest.to_string(),
+        )
     }
 
     /// The repository itself, for blob calls (which ignore the tag).
@@ -298,11 +302,9 @@ impl RegistrySession {
             .map_err(|failure| self.ping_failure(failure))?;
         match verdict {
             PingVerdict::Usable => Ok(()),
-            PingVerdict::NotARegistry(reason) => Err(self.registry_error(
-                "reach the registry API",
-                reason,
-                1,
-            )),
+            PingVerdict::NotARegistry(reason) => {
+                Err(self.registry_error("reach the registry API", reason, 1))
+            }
             PingVerdict::Transient(code) => Err(self.registry_error(
                 "reach the registry API",
                 format!("HTTP {code}"),
@@ -450,7 +452,11 @@ impl RegistrySession {
     }
 
     /// Turns a failed call into the error the user sees.
-    fn failure_to_error(&self, action: &str, (failure, attempts): (RegistryFailure, u32)) -> PushError {
+    fn failure_to_error(
+        &self,
+        action: &str,
+        (failure, attempts): (RegistryFailure, u32),
+    ) -> PushError {
         if self.cancel.is_cancelled() {
             return self.cancelled();
         }
@@ -599,7 +605,12 @@ impl RegistrySession {
     pub(crate) async fn fetch_manifest(&self, digest: &str) -> Result<Option<Vec<u8>>, PushError> {
         let reference = self.reference_for_digest(digest);
         let action = format!("fetch manifest {digest}");
-        let accepted = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST];
+        let accepted = [
+            OCI_MANIFEST,
+            DOCKER_MANIFEST,
+            OCI_INDEX,
+            DOCKER_MANIFEST_LIST,
+        ];
         self.call(&action, |client, auth| {
             let reference = reference.clone();
             async move {
@@ -696,7 +707,12 @@ mod tests {
             PingVerdict::Challenge { bearer: false }
         );
         assert_eq!(
-            judge_ping(401, None, "", Some("Bearer realm=\"https://auth\",service=\"r\"")),
+            judge_ping(
+                401,
+                None,
+                "",
+                Some("Bearer realm=\"https://auth\",service=\"r\"")
+            ),
             PingVerdict::Challenge { bearer: true }
         );
         assert!(matches!(
@@ -707,7 +723,10 @@ mod tests {
             judge_ping(200, None, "<!DOCTYPE html><html>", None),
             PingVerdict::NotARegistry(_)
         ));
-        assert!(matches!(judge_ping(404, None, "", None), PingVerdict::NotARegistry(_)));
+        assert!(matches!(
+            judge_ping(404, None, "", None),
+            PingVerdict::NotARegistry(_)
+        ));
         assert_eq!(judge_ping(503, None, "", None), PingVerdict::Transient(503));
     }
 

@@ -173,7 +173,13 @@ mod tests {
             |attempt, _, _| heard.push(attempt),
             |attempt| {
                 calls.fetch_add(1, Ordering::SeqCst);
-                async move { if attempt < 3 { Err("reset") } else { Ok(attempt) } }
+                async move {
+                    if attempt < 3 {
+                        Err("reset")
+                    } else {
+                        Ok(attempt)
+                    }
+                }
             },
         )
         .await;

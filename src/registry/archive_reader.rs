@@ -548,7 +548,7 @@ pub(crate) mod tests {
     #[test]
     fn a_wrong_size_guess_is_caught_by_the_hash() {
         // Same size, other content: the size hint points at the wrong layer.
-        let layers = vec![layer_tar(1, 4096), layer_tar(2, 4096)];
+        let layers = [layer_tar(1, 4096), layer_tar(2, 4096)];
         let (archive, _) = classic_archive(&layers[1..], false);
         let plan = ScanPlan {
             present: HashMap::from([(sha256_digest(&layers[0]), Some(layers[0].len() as u64))]),

@@ -278,7 +278,7 @@ pub(crate) fn scan_gate_verdict(
     if failing.is_empty() {
         return None;
     }
-    failing.sort_by(|a, b| b.0.cmp(&a.0));
+    failing.sort_by_key(|(severity, _)| std::cmp::Reverse(*severity));
     Some(
         failing
             .iter()

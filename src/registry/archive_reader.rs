@@ -625,6 +625,107 @@ pub(crate) mod tests {
         );
     }
 
+    /// A Docker 25 style OCI layout: one uncompressed layer, one already gzipped, blobs first
+    /// and index.json last.
+    fn oci_archive(plain: &[u8], gzipped: &[u8], gzipped_diff: &str) -> (Vec<u8>, String) {
+        let plain_digest = sha256_digest(plain);
+        let gz_digest = sha256_digest(gzipped);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [plain_digest, gzipped_diff]},
+        }))
+        .unwrap();
+        let config_digest = sha256_digest(&config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": image_layout::OCI_MANIFEST,
+            "config": {"mediaType": image_layout::OCI_CONFIG, "digest": config_digest, "size": config.len()},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": plain_digest, "size": plain.len()},
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": gz_digest, "size": gzipped.len()},
+            ]
+        }))
+        .unwrap();
+        let manifest_digest = sha256_digest(&manifest);
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": image_layout::OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len()}]
+        }))
+        .unwrap();
+        let blob = |d: &str| format!("blobs/sha256/{}", image_layout::sha256_hex(d).unwrap());
+        let mut builder = tar::Builder::new(Vec::new());
+        add_file(&mut builder, &blob(&plain_digest), plain);
+        add_file(&mut builder, &blob(&gz_digest), gzipped);
+        add_file(&mut builder, &blob(&config_digest), &config);
+        add_file(&mut builder, &blob(&manifest_digest), &manifest);
+        add_file(
+            &mut builder,
+            "oci-layout",
+            b"{\"imageLayoutVersion\":\"1.0.0\"}",
+        );
+        add_file(&mut builder, "index.json", &index);
+        (builder.into_inner().unwrap(), gz_digest)
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn oci_layout_packs_plain_layers_and_passes_compressed_ones_through() {
+        let plain = layer_tar(7, 50_000);
+        let inner = layer_tar(8, 20_000);
+        let gzipped = gzip(&inner);
+        let (archive, gz_digest) = oci_archive(&plain, &gzipped, &sha256_digest(&inner));
+        let sink = RecordingSink::default();
+        let (result, _dir) = scan(&archive, &ScanPlan::default(), &sink);
+        let image = read_source_image(&result.metadata, "linux/amd64").unwrap();
+        assert_eq!(image.layers.len(), 2);
+        assert!(matches!(
+            &result.layers[&image.layers[0].entry],
+            LayerOutcome::Packed { diff_id, .. } if *diff_id == sha256_digest(&plain)
+        ));
+        assert_eq!(
+            result.layers[&image.layers[1].entry],
+            LayerOutcome::Stored {
+                digest: gz_digest.clone(),
+                size: gzipped.len() as u64,
+                compression: Compression::Gzip
+            }
+        );
+        // The compressed blob is spooled byte for byte, not recompressed.
+        let submitted = sink.submitted.lock().unwrap();
+        let spooled = submitted.iter().find(|b| b.digest == gz_digest).unwrap();
+        assert_eq!(std::fs::read(&spooled.path).unwrap(), gzipped);
+    }
+
+    #[test]
+    fn compressed_blobs_the_registry_has_are_not_read() {
+        let plain = layer_tar(7, 1000);
+        let inner = layer_tar(9, 1000);
+        let gzipped = gzip(&inner);
+        let (archive, gz_digest) = oci_archive(&plain, &gzipped, &sha256_digest(&inner));
+        let sink = RecordingSink {
+            present: HashSet::from([gz_digest.clone()]),
+            ..RecordingSink::default()
+        };
+        let plan = ScanPlan {
+            present: HashMap::from([(sha256_digest(&plain), None)]),
+            ..ScanPlan::default()
+        };
+        let (result, _dir) = scan(&archive, &plan, &sink);
+        assert!(sink.submitted.lock().unwrap().is_empty());
+        assert!(sink.asked.lock().unwrap().contains(&gz_digest));
+        assert!(
+            result
+                .layers
+                .values()
+                .any(|o| matches!(o, LayerOutcome::Verified { .. }))
+        );
+    }
+
     #[test]
     fn oversized_metadata_is_refused() {
         let mut builder = tar::Builder::new(Vec::new());

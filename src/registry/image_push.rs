@@ -1031,3 +1031,188 @@ fn scan_error(err: ScanError, source: &ArchiveSource, session: &RegistrySession)
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::image_layout::SourceLayer;
+
+    fn image(layers: &[(&str, &str, Option<&str>)]) -> SourceImage {
+        SourceImage {
+            config: b"{}".to_vec(),
+            config_digest: sha256_digest(b"{}"),
+            layers: layers
+                .iter()
+                .map(|(entry, diff_id, stored)| SourceLayer {
+                    entry: entry.to_string(),
+                    diff_id: diff_id.to_string(),
+                    stored_digest: stored.map(str::to_string),
+                    stored_media_type: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn cached(digest: &str) -> CachedLayer {
+        CachedLayer {
+            digest: digest.into(),
+            size: 5,
+            compression: Compression::Gzip,
+            uncompressed_size: Some(9),
+            repositories: vec![],
+            last_used: 0,
+        }
+    }
+
+    fn assemble(
+        image: &SourceImage,
+        outcomes: &[(&str, LayerOutcome)],
+        present: &[(&str, &str)],
+    ) -> Result<Assembly, LayoutProblem> {
+        let outcomes = outcomes
+            .iter()
+            .map(|(entry, outcome)| (entry.to_string(), outcome.clone()))
+            .collect();
+        let present = present
+            .iter()
+            .map(|(diff_id, digest)| (diff_id.to_string(), cached(digest)))
+            .collect();
+        assemble_layers(
+            image,
+            &outcomes,
+            &present,
+            ManifestFormat::Oci,
+            Compression::Gzip,
+        )
+    }
+
+    #[test]
+    fn packed_verified_and_stored_layers_keep_their_order() {
+        let image = image(&[
+            ("a/layer.tar", "sha256:d1", None),
+            ("b/layer.tar", "sha256:d2", None),
+            ("blobs/sha256/c", "sha256:d3", Some("sha256:c3")),
+        ]);
+        let assembly = assemble(
+            &image,
+            &[
+                (
+                    "a/layer.tar",
+                    LayerOutcome::Packed {
+                        diff_id: "sha256:d1".into(),
+                        uncompressed_size: 10,
+                        digest: "sha256:c1".into(),
+                        size: 4,
+                    },
+                ),
+                (
+                    "b/layer.tar",
+                    LayerOutcome::Verified {
+                        diff_id: "sha256:d2".into(),
+                        uncompressed_size: 9,
+                    },
+                ),
+                (
+                    "blobs/sha256/c",
+                    LayerOutcome::Stored {
+                        digest: "sha256:c3".into(),
+                        size: 7,
+                        compression: Compression::Zstd,
+                    },
+                ),
+            ],
+            &[("sha256:d2", "sha256:c2")],
+        )
+        .unwrap();
+        let Assembly::Complete(layers) = assembly else {
+            panic!("expected a complete assembly");
+        };
+        let digests: Vec<&str> = layers
+            .iter()
+            .map(|l| l.descriptor.digest.as_str())
+            .collect();
+        assert_eq!(digests, vec!["sha256:c1", "sha256:c2", "sha256:c3"]);
+        assert_eq!(
+            layers[2].descriptor.media_type,
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+
+    #[test]
+    fn a_layer_that_hashes_to_another_diff_id_is_refused() {
+        let image = image(&[("a/layer.tar", "sha256:d1", None)]);
+        let err = assemble(
+            &image,
+            &[(
+                "a/layer.tar",
+                LayerOutcome::Packed {
+                    diff_id: "sha256:other".into(),
+                    uncompressed_size: 1,
+                    digest: "sha256:c".into(),
+                    size: 1,
+                },
+            )],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.0.contains("the image config says sha256:d1"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_guess_uses_the_cache_when_it_can_and_asks_for_a_pass_otherwise() {
+        let image = image(&[
+            ("a/layer.tar", "sha256:d1", None),
+            ("b/layer.tar", "sha256:d2", None),
+        ]);
+        let wrong = |diff: &str| LayerOutcome::Mispredicted {
+            diff_id: diff.into(),
+            uncompressed_size: 1,
+        };
+        let assembly = assemble(
+            &image,
+            &[
+                ("a/layer.tar", wrong("sha256:d1")),
+                ("b/layer.tar", wrong("sha256:d2")),
+            ],
+            &[("sha256:d1", "sha256:c1")],
+        )
+        .unwrap();
+        assert_eq!(
+            assembly,
+            Assembly::NeedsPass(HashSet::from(["b/layer.tar".to_string()]))
+        );
+    }
+
+    #[test]
+    fn missing_entries_and_mismatched_stored_digests_are_refused() {
+        let image1 = image(&[("a/layer.tar", "sha256:d1", None)]);
+        assert!(
+            assemble(&image1, &[], &[])
+                .unwrap_err()
+                .0
+                .contains("not in the archive")
+        );
+        let image2 = image(&[("blobs/sha256/c", "sha256:d1", Some("sha256:expected"))]);
+        let err = assemble(
+            &image2,
+            &[(
+                "blobs/sha256/c",
+                LayerOutcome::Stored {
+                    digest: "sha256:actual".into(),
+                    size: 1,
+                    compression: Compression::Gzip,
+                },
+            )],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.0.contains("its manifest says sha256:expected"), "{err}");
+    }
+
+    #[test]
+    fn sizes_read_like_a_person_would_write_them() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_500_000), "1.5 MB");
+        assert_eq!(short("sha256:0123456789abcdef"), "0123456789ab");
+    }
+}

@@ -6,6 +6,10 @@
 //! 128 KiB blocks in parallel (pigz's scheme: each block primed with the previous 32 KiB, so
 //! the output is one ordinary gzip member and the same for any thread count), zstd uses its own
 //! worker threads.
+//!
+//! gzp runs on flate2's C zlib backend on purpose: with the zlib-rs backend a reused
+//! compressor carries state across blocks, so the output (and the layer digest) depended on
+//! which thread compressed which block. The thread-count test below guards that.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};

@@ -232,7 +232,10 @@ impl RegistrySession {
             .user_agent(USER_AGENT)
             .build()
             .map_err(|err| self.registry_error("set up the HTTP client", err.to_string(), 1))?;
-        let url = format!("{}://{}/v2/", scheme_for(&self.host), self.host);
+        // The same host oci-client will talk to (Docker Hub's API lives at index.docker.io).
+        let reference = self.repository_reference();
+        let api_host = reference.resolve_registry();
+        let url = format!("{}://{api_host}/v2/", scheme_for(api_host));
         let auth = self.state.read().await.auth.clone();
 
         let answer = |basic: Option<(String, String)>| {

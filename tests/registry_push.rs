@@ -107,16 +107,18 @@ static CONFIG_LOCK: Mutex<()> = Mutex::new(());
 
 /// Adds an `auths` entry (or a `credHelpers` entry) to the shared Docker config, atomically.
 fn add_docker_config(host: &str, entry: serde_json::Value, helper: Option<&str>) {
+    edit_docker_config(|config| match helper {
+        Some(helper) => config["credHelpers"][host] = serde_json::Value::String(helper.into()),
+        None => config["auths"][host] = entry,
+    });
+}
+
+fn edit_docker_config(edit: impl FnOnce(&mut serde_json::Value)) {
     let _guard = CONFIG_LOCK.lock().unwrap();
     let path = env().docker_config.join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    match helper {
-        Some(helper) => {
-            config["credHelpers"][host] = serde_json::Value::String(helper.into());
-        }
-        None => config["auths"][host] = entry,
-    }
+    edit(&mut config);
     let temp = path.with_extension(format!("tmp{}", unique()));
     std::fs::write(&temp, serde_json::to_vec(&config).unwrap()).unwrap();
     std::fs::rename(&temp, &path).unwrap();
@@ -821,20 +823,16 @@ async fn pushes_to_a_basic_auth_registry_with_docker_config_credentials() {
     assert_eq!(sha256(&body), pushed.digest);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn credentials_come_from_a_credential_helper() {
+/// Writes `docker-credential-<name>`, answering for `host` only, as the real helpers do.
+fn write_helper(name: &str, host: &str) {
     let env = env();
-    let docker = docker().await;
-    // The helper serves the auth registry through a proxy port, so its host is its own.
-    let proxy = FaultProxy::start(&env.auth_registry, vec![]).await;
-    let helper = env.docker_config.join("docker-credential-shipittest");
+    let helper = env.docker_config.join(format!("docker-credential-{name}"));
     std::fs::write(
         &helper,
         format!(
             "#!/bin/sh\nread server\nif [ \"$1\" = get ] && [ \"$server\" = \"{host}\" ]; then\n\
              printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$server\"\n\
              else echo 'credentials not found in native keychain'; exit 1; fi\n",
-            host = proxy.host(),
             user = env.auth_user,
             password = env.auth_password
         ),
@@ -845,6 +843,15 @@ async fn credentials_come_from_a_credential_helper() {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_come_from_a_credential_helper() {
+    let env = env();
+    let docker = docker().await;
+    // The helper serves the auth registry through a proxy port, so its host is its own.
+    let proxy = FaultProxy::start(&env.auth_registry, vec![]).await;
+    write_helper("shipittest", &proxy.host());
     add_docker_config(&proxy.host(), serde_json::Value::Null, Some("shipittest"));
     let image = build_image(&docker, &env.base_image, &[("h.bin", random_bytes(50_000))]).await;
     let cfg = config(&proxy.host(), &repository("helper"), &["v1"]);
@@ -860,6 +867,25 @@ async fn credentials_come_from_a_credential_helper() {
     )
     .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_come_from_the_credential_store() {
+    let env = env();
+    let docker = docker().await;
+    let proxy = FaultProxy::start(&env.auth_registry, vec![]).await;
+    // The store answers "not found" for every other host, which means anonymous to the
+    // tests that push elsewhere meanwhile.
+    write_helper("shipitstore", &proxy.host());
+    edit_docker_config(|config| {
+        config["credsStore"] = serde_json::Value::String("shipitstore".into());
+    });
+    let cfg = config(&proxy.host(), &repository("store"), &["v1"]);
+    let pushed = push(&docker, &env.base_image, &cfg, cache_dir().path())
+        .await
+        .0
+        .unwrap_or_else(|err| panic!("push failed: {err}"));
+    assert!(pushed.digest.starts_with("sha256:"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

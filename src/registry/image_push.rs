@@ -806,10 +806,12 @@ async fn push_from(
             }
         ));
 
-        // Read it back: the registry must serve exactly these bytes under this digest.
-        match session.fetch_manifest(&digest).await? {
-            Some(stored) if sha256_digest(&stored) == digest => {}
-            Some(_) => {
+        // Read it back: the registry must serve exactly these bytes under this digest. A
+        // push-only identity may not read; that skips the check rather than failing a push
+        // that succeeded.
+        match session.fetch_manifest(&digest).await {
+            Ok(Some(stored)) if sha256_digest(&stored) == digest => {}
+            Ok(Some(_)) => {
                 return Err(PushError::Registry {
                     registry: registry.clone(),
                     repository: repository.clone(),
@@ -819,7 +821,7 @@ async fn push_from(
                     attempts: 1,
                 });
             }
-            None => {
+            Ok(None) => {
                 return Err(PushError::Registry {
                     registry: registry.clone(),
                     repository: repository.clone(),
@@ -828,6 +830,11 @@ async fn push_from(
                     attempts: 1,
                 });
             }
+            Err(PushError::Authentication { .. }) => notify(format!(
+                "not allowed to read manifest {} back; skipped verifying it",
+                short(&digest)
+            )),
+            Err(err) => return Err(err),
         }
 
         for layer in &layers {
@@ -1006,9 +1013,23 @@ async fn run_pass(
             }
         }
     };
-    // An upload failure is the cause when both failed: the reader only stopped because of it.
-    upload_result?;
-    scan_result.map_err(|err| scan_error(err, source, session))
+    decide_pass_result(scan_result, upload_result, source, session)
+}
+
+/// Which failure to report when a pass fails. An upload failure stops the reader (its blobs
+/// have nowhere to go), so it is the cause; a cancelled upload is not.
+fn decide_pass_result(
+    scan_result: Result<ScanResult, ScanError>,
+    upload_result: Result<(), PushError>,
+    source: &ArchiveSource,
+    session: &RegistrySession,
+) -> Result<ScanResult, PushError> {
+    match (scan_result, upload_result) {
+        (Ok(scan), Ok(())) => Ok(scan),
+        (_, Err(upload)) if !matches!(upload, PushError::Cancelled { .. }) => Err(upload),
+        (Err(scan), _) => Err(scan_error(scan, source, session)),
+        (Ok(_), Err(cancelled)) => Err(cancelled),
+    }
 }
 
 fn scan_error(err: ScanError, source: &ArchiveSource, session: &RegistrySession) -> PushError {

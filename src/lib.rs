@@ -15,6 +15,7 @@ pub mod git;
 pub mod journal;
 pub mod pipeline;
 pub mod plan;
+pub mod registry;
 pub mod report;
 pub mod runner;
 pub mod stages;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 pub use crate::deploy::docker::DockerTargetConfig;
 pub use crate::duration::HumanDuration;
+pub use crate::registry::PushConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +83,7 @@ pub struct ImageSpec {
     pub secrets: BTreeMap<String, SecretSource>,
     /// Where to push the image. Without it the image stays in the local daemon.
     #[serde(default)]
-    pub push: Option<PushSpec>,
+    pub push: Option<PushConfig>,
 }
 
 fn default_dockerfile() -> String {
@@ -107,18 +108,6 @@ pub enum SecretSource {
     Env(String),
     /// A file, relative to the pipeline file.
     File(String),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PushSpec {
-    /// `ecr`, or an OCI registry `host[:port]`.
-    pub registry: String,
-    /// Repository inside the registry, e.g. `shop/web`.
-    pub repository: String,
-    /// Tags to point at the pushed manifest. Deploys always use the digest, never a tag.
-    #[serde(default)]
-    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -87,24 +87,13 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
             }
         }
         if let Some(push) = &image.push {
-            if push.registry.trim().is_empty() {
-                problems.push(at(
-                    &path.key("push").key("registry"),
-                    "registry is empty: write `ecr` or a registry host".into(),
-                ));
-            }
-            if !has_expression(&push.repository) && !is_repository(&push.repository) {
-                problems.push(at(
-                    &path.key("push").key("repository"),
-                    format!("`{}` is not a valid repository name", push.repository),
-                ).with_hint("lowercase letters, digits and separators (`.`, `_`, `-`, `/`), e.g. shop/web"));
-            }
-            for (i, tag) in push.tags.iter().enumerate() {
-                if !has_expression(tag) && !is_tag(tag) {
-                    problems.push(at(
-                        &path.key("push").key("tags").index(i),
-                        format!("`{tag}` is not a valid tag: up to 128 letters, digits, `_`, `.` or `-`, not starting with `.` or `-`"),
-                    ));
+            // Values with expressions are checked once resolved, when the push runs.
+            let mut checked = push.clone();
+            checked.tags.retain(|tag| !has_expression(tag));
+            if !has_expression(&push.registry) && !has_expression(&push.repository) {
+                if let Err(problem) = checked.validate() {
+                    let at_path = path.key("push").join_relative(problem.field);
+                    problems.push(at(&at_path, format!("push.{} `{}`: {}", problem.field, problem.value, problem.reason)));
                 }
             }
         }
@@ -339,31 +328,4 @@ pub(crate) fn is_name(name: &str) -> bool {
             .is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
-/// Repository names as the OCI distribution spec defines them.
-fn is_repository(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.split('/').all(|component| {
-            !component.is_empty()
-                && component.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-                })
-                && component
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphanumeric())
-                && component
-                    .chars()
-                    .last()
-                    .is_some_and(|c| c.is_ascii_alphanumeric())
-        })
-}
 
-fn is_tag(tag: &str) -> bool {
-    !tag.is_empty()
-        && tag.len() <= 128
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && !tag.starts_with(['.', '-'])
-}

@@ -5,6 +5,7 @@ mod build;
 mod deploy_docker;
 mod docker_daemon;
 mod not_implemented;
+mod push;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -160,9 +161,7 @@ impl Executors {
                 daemon: daemon.clone(),
                 state_dir: state_dir.to_path_buf(),
             }),
-            push: Arc::new(NotImplemented {
-                what: "the push stage",
-            }),
+            push: Arc::new(push::PushStage { daemon: daemon.clone(), state_dir: state_dir.to_path_buf() }),
             deploy_docker: Arc::new(deploy_docker::DockerDeployStage {
                 daemon: daemon.clone(),
             }),

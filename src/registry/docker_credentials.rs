@@ -1,0 +1,182 @@
+//! Credentials for registries other than ECR, from the Docker client's config.json (`auths`,
+//! `credHelpers`, `credsStore`), found the way the Docker CLI finds it: `$DOCKER_CONFIG`, else
+//! `~/.docker`. The `docker_credential` crate reads the file and speaks the credential helper
+//! protocol (`docker-credential-<name> get`, the server on stdin, JSON on stdout).
+
+use std::path::PathBuf;
+
+use docker_credential::{CredentialRetrievalError, DockerCredential};
+use oci_client::secrets::RegistryAuth;
+
+use super::push_error::PushError;
+
+fn docker_config_path() -> Option<PathBuf> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker")))?;
+    Some(dir.join("config.json"))
+}
+
+/// The key config.json uses for a registry host: Docker Hub keeps its historical URL.
+fn server_key(host: &str) -> String {
+    match host {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+            "https://index.docker.io/v1/".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What config.json says about `host`, as oci-client credentials. No config file, no entry, or
+/// a helper that has nothing for the host all mean anonymous access.
+pub(crate) async fn docker_config_auth(host: &str) -> Result<RegistryAuth, PushError> {
+    let Some(path) = docker_config_path() else {
+        return Ok(RegistryAuth::Anonymous);
+    };
+    if !path.exists() {
+        return Ok(RegistryAuth::Anonymous);
+    }
+    let server = server_key(host);
+    let lookup = tokio::task::spawn_blocking(move || {
+        let file =
+            std::fs::File::open(&path).map_err(|_| CredentialRetrievalError::ConfigReadError)?;
+        docker_credential::get_credential_from_reader(std::io::BufReader::new(file), &server)
+    })
+    .await
+    .map_err(|err| PushError::Credentials {
+        registry: host.to_string(),
+        reason: format!("the credential lookup did not finish: {err}"),
+    })?;
+    interpret(host, lookup)
+}
+
+/// Maps the lookup result; pure so the no-credential cases are tested without helpers.
+fn interpret(
+    host: &str,
+    lookup: Result<DockerCredential, CredentialRetrievalError>,
+) -> Result<RegistryAuth, PushError> {
+    let failure = |reason: String| PushError::Credentials {
+        registry: host.to_string(),
+        reason,
+    };
+    match lookup {
+        Ok(DockerCredential::UsernamePassword(user, password)) => {
+            Ok(RegistryAuth::Basic(user, password))
+        }
+        Ok(DockerCredential::IdentityToken(_)) => Err(failure(
+            "config.json holds an identity token (an OAuth refresh token) for this registry, \
+             which shipit cannot exchange; log in with a user name and password or token"
+                .into(),
+        )),
+        Err(CredentialRetrievalError::NoCredentialConfigured)
+        | Err(CredentialRetrievalError::ConfigNotFound) => Ok(RegistryAuth::Anonymous),
+        Err(CredentialRetrievalError::HelperFailure {
+            helper,
+            stdout,
+            stderr,
+        }) => {
+            // Helpers answer "credentials not found in native keychain" for an unknown server;
+            // the Docker CLI treats that as anonymous, and so does shipit.
+            let said = format!("{stdout} {stderr}").to_ascii_lowercase();
+            if said.contains("credentials not found") || said.contains("not found in") {
+                return Ok(RegistryAuth::Anonymous);
+            }
+            // The helper's output is not echoed: a misbehaving helper could print a secret.
+            Err(failure(format!("the credential helper {helper} failed")))
+        }
+        Err(CredentialRetrievalError::HelperCommunicationError) => Err(failure(
+            "could not run the credential helper config.json names (is \
+             docker-credential-<name> installed and on PATH?)"
+                .into(),
+        )),
+        Err(CredentialRetrievalError::MalformedHelperResponse) => Err(failure(
+            "the credential helper answered with something that is not credentials".into(),
+        )),
+        Err(CredentialRetrievalError::CredentialDecodingError) => Err(failure(
+            "the auth entry in config.json is not base64 of user:password".into(),
+        )),
+        Err(CredentialRetrievalError::CredentialMismatchError) => Err(failure(
+            "the auth entry in config.json disagrees with its username/password fields".into(),
+        )),
+        Err(CredentialRetrievalError::ConfigReadError) => Err(failure(
+            "config.json could not be read or is not valid JSON".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn from_config(json: serde_json::Value, host: &str) -> Result<RegistryAuth, PushError> {
+        let text = serde_json::to_vec(&json).unwrap();
+        interpret(
+            host,
+            docker_credential::get_credential_from_reader(text.as_slice(), &server_key(host)),
+        )
+    }
+
+    #[test]
+    fn auths_entries_give_basic_credentials() {
+        let auth = base64::engine::general_purpose::STANDARD.encode("AWS:s3cret");
+        let found = from_config(
+            serde_json::json!({"auths": {"127.0.0.1:5000": {"auth": auth}}}),
+            "127.0.0.1:5000",
+        )
+        .unwrap();
+        assert_eq!(found, RegistryAuth::Basic("AWS".into(), "s3cret".into()));
+    }
+
+    #[test]
+    fn docker_hub_uses_its_historical_key() {
+        let auth = base64::engine::general_purpose::STANDARD.encode("me:pw");
+        let found = from_config(
+            serde_json::json!({"auths": {"https://index.docker.io/v1/": {"auth": auth}}}),
+            "docker.io",
+        )
+        .unwrap();
+        assert_eq!(found, RegistryAuth::Basic("me".into(), "pw".into()));
+    }
+
+    #[test]
+    fn no_entry_means_anonymous() {
+        let found = from_config(serde_json::json!({"auths": {}}), "ghcr.io").unwrap();
+        assert_eq!(found, RegistryAuth::Anonymous);
+    }
+
+    #[test]
+    fn a_missing_helper_is_a_clear_error() {
+        let err = from_config(
+            serde_json::json!({"credHelpers": {"ghcr.io": "shipit-test-no-such-helper"}}),
+            "ghcr.io",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ghcr.io"), "{err}");
+        assert!(err.to_string().contains("on PATH"), "{err}");
+    }
+
+    #[test]
+    fn a_helper_without_credentials_means_anonymous_and_output_is_never_echoed() {
+        let not_found = interpret(
+            "ghcr.io",
+            Err(CredentialRetrievalError::HelperFailure {
+                helper: "docker-credential-pass".into(),
+                stdout: "credentials not found in native keychain\n".into(),
+                stderr: String::new(),
+            }),
+        )
+        .unwrap();
+        assert_eq!(not_found, RegistryAuth::Anonymous);
+        let err = interpret(
+            "ghcr.io",
+            Err(CredentialRetrievalError::HelperFailure {
+                helper: "docker-credential-pass".into(),
+                stdout: "token=hunter2".into(),
+                stderr: "boom".into(),
+            }),
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}

@@ -1,0 +1,31 @@
+//! The registry adapter: pushes an image from the Docker daemon (or an image archive) to Amazon
+//! ECR or any OCI registry over the distribution protocol (oci-client), and checks whether a
+//! pushed manifest is still there.
+//!
+//! Files, in the order a push meets them: `push_config` (the `push:` block), `ecr_auth` and
+//! `docker_credentials` (credentials), `ecr_repository` (repository settings, scan gate),
+//! `registry_session` (the wire), `archive_reader` + `image_layout` + `layer_packer` (reading
+//! the export and turning it into blobs), `layer_cache` (what earlier pushes learned),
+//! `image_push` (the orchestration), `retry` and `registry_failure` (what a failure means and
+//! when to try again), `push_error`.
+
+mod archive_reader;
+mod docker_credentials;
+mod ecr_auth;
+mod ecr_repository;
+mod image_layout;
+mod image_push;
+mod layer_cache;
+mod layer_packer;
+mod push_config;
+mod push_error;
+mod registry_failure;
+mod registry_session;
+mod retry;
+
+pub use image_push::{PushObserver, PushedImage, manifest_exists, push_archive, push_image};
+pub use push_config::{
+    Compression, ConfigProblem, EcrSettings, HumanDuration, LifecycleSettings, ManifestFormat,
+    PushConfig, ScanGate, Severity,
+};
+pub use push_error::PushError;

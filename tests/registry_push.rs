@@ -159,8 +159,48 @@ fn random_bytes(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Builds an image `FROM base` with one COPY layer per file, and returns its tag.
-async fn build_image(docker: &Docker, base: &str, files: &[(&str, Vec<u8>)]) -> String {
+/// An image a test built; removed from the daemon when the test is done with it.
+struct TestImage(String);
+
+impl std::ops::Deref for TestImage {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TestImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let tag = self.0.clone();
+        // Drop cannot await; a short-lived thread with its own runtime removes the tag.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(docker) = Docker::connect_with_defaults() {
+                    let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                        .force(true)
+                        .build();
+                    let _ = docker.remove_image(&tag, Some(options), None).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Builds an image `FROM base` with one COPY layer per file.
+async fn build_image(docker: &Docker, base: &str, files: &[(&str, Vec<u8>)]) -> TestImage {
     let tag = format!("shipit-push-test:{}", unique());
     let mut dockerfile = format!("FROM {base}\n");
     let mut context = tar::Builder::new(Vec::new());
@@ -195,7 +235,7 @@ async fn build_image(docker: &Docker, base: &str, files: &[(&str, Vec<u8>)]) -> 
             panic!("building {tag} failed: {error}");
         }
     }
-    tag
+    TestImage(tag)
 }
 
 #[derive(Default)]

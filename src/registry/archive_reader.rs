@@ -42,6 +42,20 @@ pub(crate) struct ScanPlan {
     pub dir_hints: HashMap<String, String>,
     /// A second pass packs only these entries and skips everything else.
     pub only_entries: Option<HashSet<String>>,
+    /// Stop reading once this is all in hand (see `EarlyStop`).
+    pub stop_early: Option<EarlyStop>,
+}
+
+/// When the reader may stop before the end of the archive: the classic layout names the config
+/// `<image id hex>.json`, and once it and every layer the registry lacks have been read, the
+/// rest of the export holds only layers the registry already has, so reading on would only
+/// cost time. The layer order then comes from the config, which is checked against the image id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EarlyStop {
+    /// `<hex>.json`, named after the image id the daemon reported.
+    pub config_entry: String,
+    /// Diff ids the registry lacks: each must have been packed.
+    pub needed: HashSet<String>,
 }
 
 /// What became of one layer entry.
@@ -80,6 +94,8 @@ pub(crate) enum LayerOutcome {
 pub(crate) struct ScanResult {
     pub metadata: ArchiveMetadata,
     pub layers: HashMap<String, LayerOutcome>,
+    /// The reader stopped before the end (`ScanPlan::stop_early`).
+    pub stopped_early: bool,
 }
 
 /// Why a pass stopped.
@@ -188,6 +204,7 @@ pub(crate) fn scan_archive(
     let mut archive = tar::Archive::new(reader);
     let mut result = ScanResult::default();
     let mut claimed: HashSet<String> = HashSet::new();
+    let mut packed: HashSet<String> = HashSet::new();
     let entries = archive.entries().map_err(|source| ScanError::Io {
         entry: None,
         source,
@@ -306,10 +323,20 @@ pub(crate) fn scan_archive(
                                 outcome
                             }
                         };
+                        if let LayerOutcome::Packed { diff_id, .. } = &outcome {
+                            packed.insert(diff_id.clone());
+                        }
                         result.layers.insert(path, outcome);
                     }
                 }
             }
+        }
+        if let Some(stop) = &plan.stop_early
+            && result.metadata.files.contains_key(&stop.config_entry)
+            && stop.needed.is_subset(&packed)
+        {
+            result.stopped_early = true;
+            break;
         }
     }
     Ok(result)
@@ -592,6 +619,44 @@ pub(crate) mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn the_reader_stops_once_the_config_and_every_needed_layer_are_in() {
+        let layers = vec![layer_tar(1, 3000), layer_tar(2, 2000), layer_tar(3, 1000)];
+        let (archive, config_digest) = classic_archive(&layers, false);
+        let config_entry = format!("{}.json", image_layout::sha256_hex(&config_digest).unwrap());
+        let needed_layer = sha256_digest(&layers[1]);
+        let plan = ScanPlan {
+            present: [&layers[0], &layers[2]]
+                .iter()
+                .map(|l| (sha256_digest(l), Some(l.len() as u64)))
+                .collect(),
+            stop_early: Some(EarlyStop {
+                config_entry: config_entry.clone(),
+                needed: HashSet::from([needed_layer.clone()]),
+            }),
+            ..ScanPlan::default()
+        };
+        let sink = RecordingSink::default();
+        let (result, _dir) = scan(&archive, &plan, &sink);
+        assert!(result.stopped_early);
+        assert!(result.metadata.files.contains_key(&config_entry));
+        assert!(!result.metadata.files.contains_key("manifest.json"));
+        assert!(result.layers.values().any(
+            |o| matches!(o, LayerOutcome::Packed { diff_id, .. } if *diff_id == needed_layer)
+        ));
+        // Without the needed layer in the archive, the reader reads to the end.
+        let plan = ScanPlan {
+            stop_early: Some(EarlyStop {
+                config_entry,
+                needed: HashSet::from(["sha256:elsewhere".to_string()]),
+            }),
+            ..ScanPlan::default()
+        };
+        let (result, _dir) = scan(&archive, &plan, &RecordingSink::default());
+        assert!(!result.stopped_early);
+        assert!(result.metadata.files.contains_key("manifest.json"));
     }
 
     #[test]

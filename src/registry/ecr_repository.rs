@@ -89,7 +89,7 @@ pub(crate) async fn apply_repository_settings(
         .repository_names(repository)
         .send()
         .await;
-    let (mut immutable, mut scan_on_push) = match found {
+    let (mut immutable, scan_on_push) = match found {
         Ok(output) => {
             let repo = output
                 .repositories()
@@ -180,9 +180,7 @@ pub(crate) async fn apply_repository_settings(
             "turned scan on push {} for ECR repository {repository}",
             if want { "on" } else { "off" }
         ));
-        scan_on_push = want;
     }
-    let _ = scan_on_push;
 
     if let Some(policy) = settings.lifecycle.as_ref().and_then(lifecycle_policy_json) {
         let current = match client

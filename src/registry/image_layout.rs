@@ -458,6 +458,35 @@ fn read_oci_layout(
     })
 }
 
+/// The image of a classic export read only part way: its config (named after the image id,
+/// which it must hash to) gives the layers in order. Each layer's entry is `diff:<diff id>`,
+/// a key the caller fills with what it knows of that layer.
+pub(crate) fn source_image_from_config(
+    config: Vec<u8>,
+    image_id: &str,
+) -> Result<SourceImage, LayoutProblem> {
+    let config_digest = sha256_digest(&config);
+    if config_digest != image_id {
+        return Err(problem(format!(
+            "the exported config hashes to {config_digest}, not to the image id {image_id}"
+        )));
+    }
+    let layers = read_diff_ids(&config)?
+        .into_iter()
+        .map(|diff_id| SourceLayer {
+            entry: format!("diff:{diff_id}"),
+            diff_id,
+            stored_digest: None,
+            stored_media_type: None,
+        })
+        .collect();
+    Ok(SourceImage {
+        config,
+        config_digest,
+        layers,
+    })
+}
+
 /// A blob as it goes into the pushed manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -690,6 +719,16 @@ pub(crate) mod tests {
         metadata.files.insert(config_path, config_json(&[]));
         let err = read_source_image(&metadata, "linux/amd64").unwrap_err();
         assert!(err.0.contains("does not match its digest"), "{err}");
+    }
+
+    #[test]
+    fn a_partly_read_export_takes_its_layers_from_the_config() {
+        let d1 = digest_of("one");
+        let config = config_json(&[&d1]);
+        let id = sha256_digest(&config);
+        let image = source_image_from_config(config.clone(), &id).unwrap();
+        assert_eq!(image.layers[0].entry, format!("diff:{d1}"));
+        assert!(source_image_from_config(config, &digest_of("other")).is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::archive_reader::{
-    BlobSink, LayerOutcome, ScanError, ScanPlan, ScanResult, scan_archive,
+    BlobSink, EarlyStop, LayerOutcome, ScanError, ScanPlan, ScanResult, scan_archive,
 };
 use super::docker_credentials::docker_config_auth;
 use super::ecr_auth::{EcrContext, choose_registry_host, registry_host_from_env};
@@ -33,6 +33,7 @@ use super::image_layout::{
     ArchiveMetadata, BlobDescriptor, ContentKind, EntryRole, LayoutProblem, MAX_METADATA_BYTES,
     SourceImage, build_manifest, config_media_type, entry_role, layer_media_type,
     manifest_media_type, normalize_entry_path, read_source_image, sha256_digest, sniff_content,
+    source_image_from_config,
 };
 use super::layer_cache::{CachedLayer, LayerCache};
 use super::layer_packer::SpooledBlob;
@@ -103,11 +104,13 @@ pub async fn push_image(
         docker: docker.clone(),
         image: image.to_string(),
     };
-    let total = inspect.size.unwrap_or(0).max(0) as u64;
-    push_from(
-        source, diff_ids, platform, total, cfg, cache_dir, observer, cancel,
-    )
-    .await
+    let hints = SourceHints {
+        diff_ids,
+        platform,
+        image_id: inspect.id,
+        total_bytes: inspect.size.unwrap_or(0).max(0) as u64,
+    };
+    push_from(source, hints, cfg, cache_dir, observer, cancel).await
 }
 
 /// Pushes an image archive file: the output of `docker save`, or an OCI image layout archive
@@ -148,10 +151,13 @@ pub async fn push_archive(
         reason: format!("the archive reader stopped: {err}"),
     })??;
     let source = ArchiveSource::File(path);
-    push_from(
-        source, diff_ids, platform, total, cfg, cache_dir, observer, cancel,
-    )
-    .await
+    let hints = SourceHints {
+        diff_ids,
+        platform,
+        image_id: None,
+        total_bytes: total,
+    };
+    push_from(source, hints, cfg, cache_dir, observer, cancel).await
 }
 
 /// Whether the registry `cfg` names still holds the manifest `digest` (to skip a rerun's push).
@@ -613,12 +619,21 @@ async fn find_present_layers(
     Ok(checks.into_iter().flatten().collect())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What is known of the image before its export is read.
+struct SourceHints {
+    /// Layer diff ids in order.
+    diff_ids: Vec<String>,
+    /// `os/architecture`, to pick the image out of a multi-platform index.
+    platform: String,
+    /// The daemon's image id, which names the config in a classic export.
+    image_id: Option<String>,
+    /// About how many layer bytes the export holds, for progress.
+    total_bytes: u64,
+}
+
 async fn push_from(
     source: ArchiveSource,
-    diff_ids: Vec<String>,
-    platform: String,
-    total_bytes: u64,
+    hints: SourceHints,
     cfg: &PushConfig,
     cache_dir: &Path,
     observer: &dyn PushObserver,
@@ -631,6 +646,12 @@ async fn push_from(
     let cancel = cancel.child_token();
     let image_name = source.name();
     let progress = Arc::new(AtomicU64::new(0));
+    let SourceHints {
+        diff_ids,
+        platform,
+        image_id,
+        total_bytes,
+    } = hints;
 
     let run = async {
         let target = open_target(cfg, &cancel, notify.clone(), true).await?;
@@ -675,6 +696,17 @@ async fn push_from(
                 .map(|(dir, diff_id)| (dir.clone(), diff_id.clone()))
                 .collect(),
             only_entries: None,
+            stop_early: image_id
+                .as_deref()
+                .and_then(super::image_layout::sha256_hex)
+                .map(|hex| EarlyStop {
+                    config_entry: format!("{hex}.json"),
+                    needed: diff_ids
+                        .iter()
+                        .filter(|d| !present.contains_key(*d))
+                        .cloned()
+                        .collect(),
+                }),
         };
         // Blobs a cached layer of another repository may be mounted from.
         let mount_sources: HashMap<String, Vec<String>> = diff_ids
@@ -696,12 +728,44 @@ async fn push_from(
             &cancel,
         )
         .await?;
-        let image =
-            read_source_image(&first.metadata, &platform).map_err(|problem| PushError::Export {
-                image: image_name.clone(),
-                reason: problem.0,
-            })?;
         let mut outcomes = first.layers;
+        let export_problem = |problem: LayoutProblem| PushError::Export {
+            image: image_name.clone(),
+            reason: problem.0,
+        };
+        let image = match (&plan.stop_early, first.stopped_early, image_id.as_deref()) {
+            (Some(stop), true, Some(id)) => {
+                // Read part way: the config orders the layers, each one packed in this pass
+                // or already in the registry.
+                let config = first
+                    .metadata
+                    .files
+                    .get(&stop.config_entry)
+                    .cloned()
+                    .unwrap_or_default();
+                let image = source_image_from_config(config, id).map_err(export_problem)?;
+                let packed: Vec<LayerOutcome> = outcomes
+                    .values()
+                    .filter(|o| matches!(o, LayerOutcome::Packed { .. }))
+                    .cloned()
+                    .collect();
+                for outcome in packed {
+                    if let LayerOutcome::Packed { diff_id, .. } = &outcome {
+                        outcomes.insert(format!("diff:{diff_id}"), outcome.clone());
+                    }
+                }
+                for (diff_id, cached) in &present {
+                    outcomes
+                        .entry(format!("diff:{diff_id}"))
+                        .or_insert_with(|| LayerOutcome::Verified {
+                            diff_id: diff_id.clone(),
+                            uncompressed_size: cached.uncompressed_size.unwrap_or(0),
+                        });
+                }
+                image
+            }
+            _ => read_source_image(&first.metadata, &platform).map_err(export_problem)?,
+        };
         let export_error = |problem: LayoutProblem| PushError::Export {
             image: image_name.clone(),
             reason: problem.0,
@@ -716,6 +780,7 @@ async fn push_from(
             ));
             let second_plan = ScanPlan {
                 only_entries: Some(entries.clone()),
+                stop_early: None,
                 ..plan
             };
             let second = run_pass(

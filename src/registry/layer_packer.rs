@@ -23,9 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::push_config::Compression;
 
-/// gzip level: 3 keeps within a few percent of the default level's size at about twice its
-/// speed, which is the better trade when the upload is fast and compression is the bottleneck.
-const GZIP_LEVEL: u32 = 3;
+/// gzip level 1. Measured on a 300 MB image of libraries, documentation and Python: level 1
+/// output is 31% of the input against 29% at level 3 and 27% at level 6, at 85, 60 and 27 MB/s
+/// per core. Compression, not the network, is what a push waits for, so the fastest level wins
+/// (a few percent more bytes cost less upload time than they save).
+const GZIP_LEVEL: u32 = 1;
 /// zstd's own default level.
 const ZSTD_LEVEL: i32 = 3;
 /// Read size for layer content; large enough to keep syscalls rare, small enough not to matter.

@@ -326,3 +326,17 @@ fn under_github_actions_the_run_appends_step_outputs_and_a_summary_and_writes_ju
         "{run:?}"
     );
 }
+
+#[test]
+fn an_invalid_repository_name_is_reported_at_its_value() {
+    let project = Project::new();
+    project
+        .file("shipit.yaml", "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:5000, repository: Shop/Web }\n")
+        .file("web/Dockerfile", "FROM scratch\n");
+    let run = project.shipit(&["validate"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("shipit.yaml:6:") && run.stderr.contains("push.repository `Shop/Web`"),
+        "{run:?}"
+    );
+}

@@ -90,10 +90,18 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
             // Values with expressions are checked once resolved, when the push runs.
             let mut checked = push.clone();
             checked.tags.retain(|tag| !has_expression(tag));
-            if !has_expression(&push.registry) && !has_expression(&push.repository) {
+            let resolved_later =
+                serde_json::to_string(&checked).is_ok_and(|text| has_expression(&text));
+            if !resolved_later {
                 if let Err(problem) = checked.validate() {
                     let at_path = path.key("push").join_relative(problem.field);
-                    problems.push(at(&at_path, format!("push.{} `{}`: {}", problem.field, problem.value, problem.reason)));
+                    problems.push(at(
+                        &at_path,
+                        format!(
+                            "push.{} `{}`: {}",
+                            problem.field, problem.value, problem.reason
+                        ),
+                    ));
                 }
             }
         }
@@ -327,5 +335,3 @@ pub(crate) fn is_name(name: &str) -> bool {
             .next()
             .is_some_and(|c| c.is_ascii_alphanumeric())
 }
-
-

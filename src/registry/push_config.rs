@@ -10,6 +10,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::duration::HumanDuration;
+
 /// What the user writes under `push:`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -176,25 +178,6 @@ pub struct LifecycleSettings {
     /// Expire untagged images this many days after they were pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_untagged_days: Option<u32>,
-}
-
-/// A duration written like `90s`, `10m` or `1h 30m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl Serialize for HumanDuration {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(self.0).to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|err| serde::de::Error::custom(format!("invalid duration {text:?}: {err}")))
-    }
 }
 
 /// Where a push goes, read from `PushConfig::registry`.

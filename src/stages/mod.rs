@@ -161,7 +161,10 @@ impl Executors {
                 daemon: daemon.clone(),
                 state_dir: state_dir.to_path_buf(),
             }),
-            push: Arc::new(push::PushStage { daemon: daemon.clone(), state_dir: state_dir.to_path_buf() }),
+            push: Arc::new(push::PushStage {
+                daemon: daemon.clone(),
+                state_dir: state_dir.to_path_buf(),
+            }),
             deploy_docker: Arc::new(deploy_docker::DockerDeployStage {
                 daemon: daemon.clone(),
             }),

@@ -24,9 +24,15 @@ pub struct PushStage {
 
 fn push_config(input: &StageInput<'_>) -> Result<PushConfig, StageFailure> {
     let path = DocPath::root().key("images").key(input.id.name.clone());
-    let spec: ImageSpec = deserialize_at(&input.pipeline.source, &input.pipeline.document, input.config, &path)
-        .map_err(|d| StageFailure::failed(d.to_string()))?;
-    spec.push.ok_or_else(|| StageFailure::failed(format!("images.{} has no push: block", input.id.name)))
+    let spec: ImageSpec = deserialize_at(
+        &input.pipeline.source,
+        &input.pipeline.document,
+        input.config,
+        &path,
+    )
+    .map_err(|d| StageFailure::failed(d.to_string()))?;
+    spec.push
+        .ok_or_else(|| StageFailure::failed(format!("images.{} has no push: block", input.id.name)))
 }
 
 fn failure(err: PushError) -> StageFailure {
@@ -55,7 +61,11 @@ impl PushObserver for Progress<'_> {
         }
         *last = Some(Instant::now());
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        self.sink.progress(&format!("read {:.0} of ~{:.0} MiB of layers", mib(done), mib(total)));
+        self.sink.progress(&format!(
+            "read {:.0} of ~{:.0} MiB of layers",
+            mib(done),
+            mib(total)
+        ));
     }
 }
 
@@ -66,13 +76,25 @@ impl StageExecutor for PushStage {
         Ok(Value::Null)
     }
 
-    async fn outputs_exist(&self, input: &StageInput<'_>, outputs: &Outputs) -> Result<bool, StageFailure> {
-        let Some(digest) = outputs.get("digest").and_then(Value::as_str) else { return Ok(false) };
+    async fn outputs_exist(
+        &self,
+        input: &StageInput<'_>,
+        outputs: &Outputs,
+    ) -> Result<bool, StageFailure> {
+        let Some(digest) = outputs.get("digest").and_then(Value::as_str) else {
+            return Ok(false);
+        };
         let config = push_config(input)?;
-        registry::manifest_exists(&config, digest).await.map_err(failure)
+        registry::manifest_exists(&config, digest)
+            .await
+            .map_err(failure)
     }
 
-    async fn run(&self, input: &StageInput<'_>, context: &StageContext<'_>) -> Result<(), StageFailure> {
+    async fn run(
+        &self,
+        input: &StageInput<'_>,
+        context: &StageContext<'_>,
+    ) -> Result<(), StageFailure> {
         let config = push_config(input)?;
         let build = StageId::build(&input.id.name);
         let image_id = input
@@ -80,19 +102,36 @@ impl StageExecutor for PushStage {
             .get(&build)
             .and_then(|o| o.get("image_id"))
             .and_then(Value::as_str)
-            .ok_or_else(|| StageFailure::failed(format!("{} has no image to push: {build} recorded no image id", input.id)))?
+            .ok_or_else(|| {
+                StageFailure::failed(format!(
+                    "{} has no image to push: {build} recorded no image id",
+                    input.id
+                ))
+            })?
             .to_owned();
         let docker = self.daemon.get().await?.bollard();
         let cache_dir = self.state_dir.join("cache/registry");
-        let observer = Progress { sink: context.sink, last_bytes: Mutex::new(None) };
-        let pushed = registry::push_image(docker, &image_id, &config, &cache_dir, &observer, context.cancel.clone())
-            .await
-            .map_err(failure)?;
+        let observer = Progress {
+            sink: context.sink,
+            last_bytes: Mutex::new(None),
+        };
+        let pushed = registry::push_image(
+            docker,
+            &image_id,
+            &config,
+            &cache_dir,
+            &observer,
+            context.cancel.clone(),
+        )
+        .await
+        .map_err(failure)?;
         let pinned = pushed.refs.first().cloned().unwrap_or_default();
         context.sink.output("digest", json!(pushed.digest))?;
         context.sink.output("ref", json!(pinned))?;
         context.sink.output("registry", json!(pushed.registry))?;
-        context.sink.output("repository", json!(pushed.repository))?;
+        context
+            .sink
+            .output("repository", json!(pushed.repository))?;
         context.sink.output("size", json!(pushed.size))?;
         context.sink.output("refs", json!(pushed.refs))?;
         // Deploy stages that run the image locally need the daemon's id too.

@@ -1,0 +1,147 @@
+//! The push stage through the real binary: to a registry without auth, and through the ECR flow
+//! (token from the AWS API emulator, registry host overridden to the local basic-auth registry).
+
+mod support;
+
+use support::{Project, testenv, unique_name};
+
+fn manifest_digest(
+    registry: &str,
+    repository: &str,
+    reference: &str,
+    auth: Option<(&str, &str)>,
+) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(registry).ok()?;
+    let mut request = format!(
+        "HEAD /v2/{repository}/manifests/{reference} HTTP/1.0\r\nHost: {registry}\r\nAccept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\n"
+    );
+    if let Some((user, password)) = auth {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Docker-Content-Digest: ")
+                .or_else(|| line.strip_prefix("docker-content-digest: "))
+        })
+        .map(|d| d.trim().to_owned())
+}
+
+fn stage<'a>(result: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    result["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == id)
+        .unwrap()
+}
+
+#[test]
+fn an_image_is_pushed_every_tag_resolves_to_the_digest_and_a_rerun_skips_the_push() {
+    let registry = testenv("SHIPIT_TEST_REGISTRY");
+    let name = unique_name("e2e-push");
+    let repository = format!("e2e/{name}");
+    let project = Project::with_docker();
+    project
+        .file(
+            "shipit.yaml",
+            format!(
+                "version: 1\nname: {name}\nimages:\n  web:\n    context: web\n    push:\n      registry: {registry}\n      repository: {repository}\n      tags: [latest, \"${{{{ git.short_sha }}}}\"]\n"
+            ),
+        )
+        .file("web/Dockerfile", format!("FROM busybox:latest\nRUN echo {name} > /id.txt\n"))
+        .commit();
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let result = run.json();
+    let push = stage(&result, "push:web");
+    let digest = push["outputs"]["digest"].as_str().unwrap().to_owned();
+    assert!(digest.starts_with("sha256:"), "{push}");
+    assert_eq!(
+        push["outputs"]["ref"],
+        format!("{registry}/{repository}@{digest}")
+    );
+    assert_eq!(
+        manifest_digest(&registry, &repository, "latest", None).as_deref(),
+        Some(digest.as_str())
+    );
+    let short_sha = result["git"]["sha"].as_str().unwrap()[..7].to_owned();
+    assert_eq!(
+        manifest_digest(&registry, &repository, &short_sha, None).as_deref(),
+        Some(digest.as_str())
+    );
+
+    let rerun = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    let rerun = rerun.json();
+    assert_eq!(stage(&rerun, "push:web")["status"], "skipped");
+    assert_eq!(
+        stage(&rerun, "push:web")["outputs"]["digest"],
+        digest.as_str()
+    );
+}
+
+#[test]
+fn registry_ecr_gets_a_token_from_the_aws_api_and_pushes_with_it() {
+    let name = unique_name("e2e-ecr");
+    let host = testenv("SHIPIT_TEST_AUTH_REGISTRY");
+    let project = Project::with_docker()
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    project
+        .file(
+            "shipit.yaml",
+            format!(
+                "version: 1\nname: {name}\nimages:\n  api:\n    context: api\n    push:\n      registry: ecr\n      repository: e2e/{name}\n      tags: [v1]\n      ecr:\n        region: us-east-1\n        endpoint_url: \"${{{{ env.SHIPIT_TEST_AWS_ENDPOINT_URL }}}}\"\n        registry_host: \"${{{{ env.SHIPIT_TEST_AUTH_REGISTRY }}}}\"\n        create_repository: true\n"
+            ),
+        )
+        .file("api/Dockerfile", format!("FROM busybox:latest\nRUN echo {name} > /id.txt\n"))
+        .commit();
+    let project = project
+        .env(
+            "SHIPIT_TEST_AWS_ENDPOINT_URL",
+            &testenv("SHIPIT_TEST_AWS_ENDPOINT_URL"),
+        )
+        .env("SHIPIT_TEST_AUTH_REGISTRY", &host);
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let result = run.json();
+    let digest = stage(&result, "push:api")["outputs"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = (
+        testenv("SHIPIT_TEST_AUTH_REGISTRY_USER"),
+        testenv("SHIPIT_TEST_AUTH_REGISTRY_PASSWORD"),
+    );
+    assert_eq!(
+        manifest_digest(
+            &host,
+            &format!("e2e/{name}"),
+            "v1",
+            Some((&auth.0, &auth.1))
+        )
+        .as_deref(),
+        Some(digest.as_str())
+    );
+    assert!(
+        !run.stderr.contains(&auth.1),
+        "the registry password never appears in the output"
+    );
+    let journal = std::fs::read_to_string(
+        project
+            .journal_dir()
+            .join(result["run_id"].as_str().unwrap())
+            .join("journal.json"),
+    )
+    .unwrap();
+    assert!(!journal.contains(&auth.1), "nor in the journal");
+}

@@ -318,15 +318,17 @@ async fn a_buildkit_cache_mount_keeps_its_contents_between_builds() {
     let tag = unique("shipit-test-cache");
     let first = format!("first-{}", hex_id());
     let second = format!("second-{}", hex_id());
+    let mut built_ids = Vec::new();
     for run_id in [&first, &second] {
         let mut request = request(dir.path(), BuilderKind::BuildKit, &tag);
         request
             .build_args
             .insert("RUN_ID".to_string(), run_id.clone());
         let recorder = Recorder::default();
-        build_image(&client, &request, &recorder, CancellationToken::new())
+        let built = build_image(&client, &request, &recorder, CancellationToken::new())
             .await
             .unwrap_or_else(|err| panic!("build failed: {}", error_chain(&err)));
+        built_ids.push(built.id);
         if run_id == &second {
             let text = recorder.all_text();
             assert!(
@@ -336,7 +338,9 @@ async fn a_buildkit_cache_mount_keeps_its_contents_between_builds() {
             assert!(text.contains(&second), "{text}");
         }
     }
-    remove_image(&client, &tag).await;
+    for id in built_ids {
+        remove_image(&client, &id).await;
+    }
 }
 
 #[tokio::test]
@@ -622,4 +626,233 @@ async fn dockerignore_parity_with_the_docker_cli() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     eprintln!("parity cases (entries seen): {results:?}");
+}
+
+// ---------------------------------------------------------------- measurements
+
+/// Generates a 600 MB context (20,000 files of 10 KB in 200 directories plus two
+/// 200 MB files) and prints the digest time cold and with a warm stat cache, the
+/// tar-writing throughput, and build times against the docker CLI sending the
+/// same context. Run: `cargo test --release --test docker_build -- --ignored
+/// context_speed --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check: several minutes and 600 MB of disk"]
+async fn context_speed_report() {
+    use shipit::docker::context::BuildContext;
+    use shipit::docker::digest_context;
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let dockerfile = format!("FROM {}\nCOPY . /ctx\n", base_image());
+    std::fs::write(root.join("Dockerfile"), &dockerfile).unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut chunk = vec![0u8; 10 * 1024];
+    for index in 0..20_000 {
+        let sub = root.join(format!("d{:03}", index % 200));
+        std::fs::create_dir_all(&sub).unwrap();
+        for byte in chunk.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *byte = seed as u8;
+        }
+        std::fs::write(sub.join(format!("f{index:05}.bin")), &chunk).unwrap();
+    }
+    for name in ["big-a.bin", "big-b.bin"] {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(root.join(name)).unwrap());
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..200 {
+            for byte in block.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *byte = seed as u8;
+            }
+            file.write_all(&block).unwrap();
+        }
+    }
+    // Let the files leave the stat cache's racy window.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let context = BuildContext::open(root, None).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path().join("stat-cache");
+    let timed = |label: &str, cache: Option<&std::path::Path>| {
+        let started = Instant::now();
+        let digest = digest_context(&context, cache).unwrap();
+        let elapsed = started.elapsed();
+        eprintln!(
+            "{label}: {:.3} s ({} entries, {} MB, {} MB read, {} cache hits)",
+            elapsed.as_secs_f64(),
+            digest.entries,
+            digest.content_bytes >> 20,
+            digest.hashed_bytes >> 20,
+            digest.cache_hits
+        );
+        digest.digest
+    };
+    let plain = timed("digest, no stat cache", None);
+    let cold = timed("digest, stat cache cold", Some(&cache));
+    let warm = timed("digest, stat cache warm", Some(&cache));
+    let warm_again = timed("digest, stat cache warm (again)", Some(&cache));
+    assert_eq!(plain, cold);
+    assert_eq!(cold, warm);
+    assert_eq!(warm, warm_again);
+
+    let started = Instant::now();
+    let summary = context.write_tar(std::io::sink()).unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "tar to a sink: {:.3} s, {:.0} MB/s ({} entries)",
+        elapsed,
+        summary.content_bytes as f64 / (1 << 20) as f64 / elapsed,
+        summary.entries
+    );
+
+    // Two Dockerfiles: one that only needs the context uploaded (and, for the
+    // classic builder, unpacked), one that also copies all of it into a layer.
+    // Each pair alternates the CLI and shipit twice; the best time counts, as the
+    // machine is shared.
+    let client = daemon().await;
+    let variants = [
+        (
+            "upload only",
+            format!("FROM {}\nLABEL shipit-bench=1\n", base_image()),
+        ),
+        ("COPY . of 600 MB", dockerfile.clone()),
+    ];
+    for (label, contents) in &variants {
+        std::fs::write(root.join("Dockerfile"), contents).unwrap();
+        for (builder, cli_mode) in [(BuilderKind::Classic, "0"), (BuilderKind::BuildKit, "1")] {
+            let mut cli_best = f64::MAX;
+            let mut ours_best = f64::MAX;
+            for _ in 0..2 {
+                let tag = unique("shipit-test-speed");
+                let started = Instant::now();
+                cli(
+                    &[
+                        "build",
+                        "-q",
+                        "--no-cache",
+                        "--network",
+                        "host",
+                        "-t",
+                        &tag,
+                        ".",
+                    ],
+                    &[("DOCKER_BUILDKIT", cli_mode)],
+                    Some(root),
+                );
+                cli_best = cli_best.min(started.elapsed().as_secs_f64());
+                remove_image(&client, &tag).await;
+                let mut request = request(root, builder, &tag);
+                request.no_cache = true;
+                let started = Instant::now();
+                build_image(
+                    &client,
+                    &request,
+                    &Recorder::default(),
+                    CancellationToken::new(),
+                )
+                .await
+                .unwrap_or_else(|err| panic!("build failed: {}", error_chain(&err)));
+                ours_best = ours_best.min(started.elapsed().as_secs_f64());
+                remove_image(&client, &tag).await;
+            }
+            eprintln!(
+                "build, {label} ({builder:?}): docker CLI {cli_best:.2} s, shipit {ours_best:.2} s, shipit/CLI {:.2}",
+                ours_best / cli_best
+            );
+        }
+    }
+}
+
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// A 4 GiB (sparse) file and a million tiny files: both must stream and digest
+/// with bounded memory. Prints times and the peak resident memory. Run:
+/// `cargo test --release --test docker_build -- --ignored huge_inputs --nocapture`
+/// (`SHIPIT_TEST_MANY_FILES` changes the file count).
+#[test]
+#[ignore = "a measurement: minutes of file creation"]
+fn huge_inputs_report() {
+    use shipit::docker::context::BuildContext;
+    use shipit::docker::digest_context;
+
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    std::fs::write(big.join("Dockerfile"), "FROM scratch\nCOPY . /\n").unwrap();
+    let file = std::fs::File::create(big.join("four-gib.bin")).unwrap();
+    file.set_len(4 << 30).unwrap();
+    let context = BuildContext::open(&big, None).unwrap();
+    let started = Instant::now();
+    let summary = context.write_tar(std::io::sink()).unwrap();
+    eprintln!(
+        "4 GiB file: tar {:.2} s ({} MB), peak RSS {} MB",
+        started.elapsed().as_secs_f64(),
+        summary.content_bytes >> 20,
+        peak_rss_mb()
+    );
+    let started = Instant::now();
+    digest_context(&context, None).unwrap();
+    eprintln!(
+        "4 GiB file: digest {:.2} s, peak RSS {} MB",
+        started.elapsed().as_secs_f64(),
+        peak_rss_mb()
+    );
+
+    let count: usize = std::env::var("SHIPIT_TEST_MANY_FILES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1_000_000);
+    let many = dir.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    std::fs::write(many.join("Dockerfile"), "FROM scratch\nCOPY . /\n").unwrap();
+    let started = Instant::now();
+    for index in 0..count {
+        let sub = many.join(format!("d{:04}", index / 1000));
+        if index % 1000 == 0 {
+            std::fs::create_dir(&sub).unwrap();
+        }
+        std::fs::write(sub.join(format!("{index}")), b"x").unwrap();
+    }
+    eprintln!(
+        "{count} tiny files created in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let context = BuildContext::open(&many, None).unwrap();
+    let started = Instant::now();
+    let summary = context.write_tar(std::io::sink()).unwrap();
+    eprintln!(
+        "{count} tiny files: tar {:.2} s ({} entries), peak RSS {} MB",
+        started.elapsed().as_secs_f64(),
+        summary.entries,
+        peak_rss_mb()
+    );
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path().join("stat-cache");
+    for label in ["cold", "warm"] {
+        let started = Instant::now();
+        let digest = digest_context(&context, Some(&cache)).unwrap();
+        eprintln!(
+            "{count} tiny files: digest ({label} stat cache) {:.2} s, {} hits, peak RSS {} MB",
+            started.elapsed().as_secs_f64(),
+            digest.cache_hits,
+            peak_rss_mb()
+        );
+    }
 }

@@ -248,6 +248,13 @@ impl BuildContext {
         &self.dockerfile
     }
 
+    /// Writes the context as the classic builder receives it (what `docker build`
+    /// sends), e.g. to inspect or measure what a build uploads.
+    pub fn write_tar<W: std::io::Write>(&self, out: W) -> Result<TarSummary, ContextError> {
+        let name = tar_stream::dockerfile_name_in_tar(self);
+        tar_stream::write_context_tar(self, Selection::Classic, &name, out)
+    }
+
     /// Whether `.dockerignore` excludes the Dockerfile itself (which is still
     /// sent, because the builder reads it from the context).
     pub(crate) fn dockerfile_is_ignored(&self) -> bool {

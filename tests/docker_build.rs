@@ -349,9 +349,12 @@ async fn a_build_secret_reaches_the_step_and_leaks_nowhere() {
     let secret = format!("s3cret-{}-value", hex_id());
     let secret_sha = hex::encode(Sha256::digest(secret.as_bytes()));
     let dockerfile = format!(
-        "FROM {}\nRUN --mount=type=secret,id=token busybox sha256sum /run/secrets/token \
+        // The nonce keeps BuildKit's cache (which never keys on secret values) from answering
+        // for the step when the suite runs again.
+        "FROM {}\nRUN --mount=type=secret,id=token echo {} && busybox sha256sum /run/secrets/token \
          && echo \"token is $(cat /run/secrets/token)\" && wc -c < /run/secrets/token > /token-length\n",
-        base_image()
+        base_image(),
+        hex_id()
     )
     .replace("wc -c", "busybox wc -c");
     let dir = context(&[("Dockerfile", dockerfile.as_str())]);

@@ -136,14 +136,14 @@ impl BuildOutput {
         }
         // Pull progress and similar status messages: keep the ones without a
         // progress counter, which would otherwise repeat for every chunk.
-        if let Some(status) = &info.status {
-            if info.progress_detail.is_none() || info.id.is_none() {
-                let line = match &info.id {
-                    Some(id) => format!("{id}: {status}"),
-                    None => status.clone(),
-                };
-                self.emit_line(line, None, &mut events);
-            }
+        if let Some(status) = &info.status
+            && (info.progress_detail.is_none() || info.id.is_none())
+        {
+            let line = match &info.id {
+                Some(id) => format!("{id}: {status}"),
+                None => status.clone(),
+            };
+            self.emit_line(line, None, &mut events);
         }
         events
     }
@@ -207,10 +207,10 @@ impl BuildOutput {
             self.current_step = Some(step.clone());
             events.push(OutputEvent::Step(step));
         }
-        if let Some(short) = line.strip_prefix("Successfully built ") {
-            if self.image_id.is_none() {
-                self.image_id = Some(short.trim().to_string());
-            }
+        if let Some(short) = line.strip_prefix("Successfully built ")
+            && self.image_id.is_none()
+        {
+            self.image_id = Some(short.trim().to_string());
         }
         self.emit_line(line.to_string(), None, events);
     }

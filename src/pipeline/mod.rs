@@ -164,10 +164,9 @@ pub fn deserialize_at<T: serde::de::DeserializeOwned>(
         if let Some(field) = message
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
+            && at.0.last() != Some(&path::Segment::Key(field.to_owned()))
         {
-            if at.0.last() != Some(&path::Segment::Key(field.to_owned())) {
-                at = at.key(field);
-            }
+            at = at.key(field);
         }
         let location =
             if message.starts_with("unknown field") || message.starts_with("unknown variant") {

@@ -32,23 +32,23 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
             ),
         ));
     }
-    if let Some(env) = &pipeline.environment {
-        if !file.environments.contains_key(env) {
-            let known: Vec<_> = file.environments.keys().cloned().collect();
-            problems.push(
-                pipeline
-                    .source
-                    .diagnostic(
-                        None,
-                        format!("--env {env}: the pipeline defines no such environment"),
-                    )
-                    .with_hint(if known.is_empty() {
-                        "add it under `environments:`".to_owned()
-                    } else {
-                        format!("choose one of: {}", known.join(", "))
-                    }),
-            );
-        }
+    if let Some(env) = &pipeline.environment
+        && !file.environments.contains_key(env)
+    {
+        let known: Vec<_> = file.environments.keys().cloned().collect();
+        problems.push(
+            pipeline
+                .source
+                .diagnostic(
+                    None,
+                    format!("--env {env}: the pipeline defines no such environment"),
+                )
+                .with_hint(if known.is_empty() {
+                    "add it under `environments:`".to_owned()
+                } else {
+                    format!("choose one of: {}", known.join(", "))
+                }),
+        );
     }
 
     for name in file.images.keys() {
@@ -92,17 +92,15 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
             checked.tags.retain(|tag| !has_expression(tag));
             let resolved_later =
                 serde_json::to_string(&checked).is_ok_and(|text| has_expression(&text));
-            if !resolved_later {
-                if let Err(problem) = checked.validate() {
-                    let at_path = path.key("push").join_relative(problem.field);
-                    problems.push(at(
-                        &at_path,
-                        format!(
-                            "push.{} `{}`: {}",
-                            problem.field, problem.value, problem.reason
-                        ),
-                    ));
-                }
+            if !resolved_later && let Err(problem) = checked.validate() {
+                let at_path = path.key("push").join_relative(problem.field);
+                problems.push(at(
+                    &at_path,
+                    format!(
+                        "push.{} `{}`: {}",
+                        problem.field, problem.value, problem.reason
+                    ),
+                ));
             }
         }
     }
@@ -246,13 +244,13 @@ fn check_expressions(pipeline: &Pipeline) -> Vec<Diagnostic> {
         }
     }
     for section in ["name", "version"] {
-        if let Some(serde_json::Value::String(s)) = pipeline.document.value.get(section) {
-            if has_expression(s) {
-                problems.push(pipeline.diagnostic_at(
-                    &root.key(section),
-                    format!("`{section}` cannot use ${{{{ … }}}} expressions"),
-                ));
-            }
+        if let Some(serde_json::Value::String(s)) = pipeline.document.value.get(section)
+            && has_expression(s)
+        {
+            problems.push(pipeline.diagnostic_at(
+                &root.key(section),
+                format!("`{section}` cannot use ${{{{ … }}}} expressions"),
+            ));
         }
     }
     problems

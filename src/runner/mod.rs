@@ -299,10 +299,10 @@ impl Runner<'_> {
             .collect();
         for upstream in failed {
             for downstream in self.graph.downstream_of(&upstream) {
-                if let Some(stage) = record.stage_mut(&downstream) {
-                    if stage.status == StageStatus::Pending {
-                        let _ = stage.block(&upstream);
-                    }
+                if let Some(stage) = record.stage_mut(&downstream)
+                    && stage.status == StageStatus::Pending
+                {
+                    let _ = stage.block(&upstream);
                 }
             }
         }

@@ -164,7 +164,7 @@ impl StageExecutor for DockerDeployStage {
         let observer = Progress(context.sink);
         // Journaled before any container exists: if this process dies from here on, the
         // resumed stage re-attaches to this run's containers instead of starting afresh.
-        let reattach = context.previous_attempt.get("started").is_some();
+        let reattach = context.previous_attempt.contains_key("started");
         context.sink.output("started", json!(true))?;
         let outcome = if reattach {
             context

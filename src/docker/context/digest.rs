@@ -153,10 +153,10 @@ fn digest_context_at(
         state.hasher.update(Sha256::digest(&contents));
     }
 
-    if let Some(writer) = new.take() {
-        if let Err(err) = writer.commit() {
-            warning = Some(err.to_string());
-        }
+    if let Some(writer) = new.take()
+        && let Err(err) = writer.commit()
+    {
+        warning = Some(err.to_string());
     }
     let mut summary = state.summary;
     summary.digest = format!("sha256:{}", hex::encode(state.hasher.finalize()));
@@ -213,10 +213,10 @@ impl DigestState {
                 } else {
                     self.summary.hashed_bytes += pending.key.size;
                 }
-                if let Some(cache) = cache.as_deref_mut() {
-                    if !pending.key.is_racy(self.racy_after) {
-                        cache.append(&pending.relative, &pending.key, &hash);
-                    }
+                if let Some(cache) = cache.as_deref_mut()
+                    && !pending.key.is_racy(self.racy_after)
+                {
+                    cache.append(&pending.relative, &pending.key, &hash);
                 }
             } else {
                 self.hasher

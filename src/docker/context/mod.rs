@@ -287,10 +287,10 @@ impl BuildContext {
         if selection == Selection::Classic && is_excluded(&base, DOCKERIGNORE) {
             patterns.push(format!("!{DOCKERIGNORE}"));
         }
-        if let DockerfileLocation::InContext(relative) = &self.dockerfile {
-            if is_excluded(&base, relative) {
-                patterns.push(format!("!{relative}"));
-            }
+        if let DockerfileLocation::InContext(relative) = &self.dockerfile
+            && is_excluded(&base, relative)
+        {
+            patterns.push(format!("!{relative}"));
         }
         PatternMatcher::new(&patterns).unwrap_or_default()
     }

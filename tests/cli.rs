@@ -340,3 +340,27 @@ fn an_invalid_repository_name_is_reported_at_its_value() {
         "{run:?}"
     );
 }
+
+#[test]
+fn resume_refuses_a_changed_pipeline_file_or_a_moved_checkout() {
+    let project = Project::new();
+    let pipeline = "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { deployment: web, container: web }\n";
+    project
+        .file("shipit.yaml", pipeline)
+        .file("web/Dockerfile", "FROM scratch\n")
+        .commit();
+    assert_eq!(project.shipit(&["run", "--only", "deploy:web"]).code, 1);
+
+    project.file("shipit.yaml", format!("{pipeline}# edited\n"));
+    let run = project.shipit(&["resume"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("differs from the one run"), "{run:?}");
+
+    project
+        .file("shipit.yaml", pipeline)
+        .file("web/other.txt", "x")
+        .commit();
+    let run = project.shipit(&["resume"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("the checkout moved from"), "{run:?}");
+}

@@ -26,9 +26,11 @@ pub async fn dispatch(cli: &Cli) -> i32 {
     let global = &cli.global;
     match &cli.command {
         Command::Validate => validate(global),
-        Command::Plan(select) => plan(global, select).await,
-        Command::Run(select) => run(global, select).await,
-        Command::Resume { run_id } => resume(global, run_id.as_deref()).await,
+        Command::Plan(select) => plan(global, select).await.unwrap_or_else(|code| code),
+        Command::Run(select) => run(global, select).await.unwrap_or_else(|code| code),
+        Command::Resume { run_id } => resume(global, run_id.as_deref())
+            .await
+            .unwrap_or_else(|code| code),
         Command::Runs => runs(global),
         Command::Show { run_id } => show(global, run_id),
         Command::Schema => schema(),
@@ -47,6 +49,12 @@ fn load(global: &GlobalArgs) -> Result<Pipeline, i32> {
         }
         exit::INVALID_INPUT
     })
+}
+
+/// Prints an invalid-input error and gives its exit code.
+fn invalid(err: impl std::fmt::Display) -> i32 {
+    print_error(&err.to_string());
+    exit::INVALID_INPUT
 }
 
 fn validate(global: &GlobalArgs) -> i32 {
@@ -209,28 +217,16 @@ fn participation(
         })
 }
 
-async fn plan(global: &GlobalArgs, select: &SelectArgs) -> i32 {
+async fn plan(global: &GlobalArgs, select: &SelectArgs) -> Result<i32, i32> {
     let Prepared {
         pipeline,
         graph,
         store,
-    } = match prepare_pipeline(global) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    } = prepare_pipeline(global)?;
     let selection = selection(select);
-    let participation = match participation(&graph, &selection) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    let participation = participation(&graph, &selection)?;
     let run_id = "plan";
-    let (values, git) = match base_values(&pipeline, run_id) {
-        Ok(v) => v,
-        Err(d) => {
-            print_error(&d.to_string());
-            return exit::INVALID_INPUT;
-        }
-    };
+    let (values, git) = base_values(&pipeline, run_id).map_err(invalid)?;
     let executors = Executors::default_set(&global.state_dir);
     let reporter = crate::report::FanOut(Vec::new());
     let runner = Runner {
@@ -319,9 +315,9 @@ async fn plan(global: &GlobalArgs, select: &SelectArgs) -> i32 {
         }
     }
     if rows.iter().any(|(_, action, _)| *action == "error") {
-        exit::STAGE_FAILED
+        Ok(exit::STAGE_FAILED)
     } else {
-        exit::OK
+        Ok(exit::OK)
     }
 }
 
@@ -353,41 +349,21 @@ fn new_record(
     }
 }
 
-async fn run(global: &GlobalArgs, select: &SelectArgs) -> i32 {
+async fn run(global: &GlobalArgs, select: &SelectArgs) -> Result<i32, i32> {
     let Prepared {
         pipeline,
         graph,
         store,
-    } = match prepare_pipeline(global) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    } = prepare_pipeline(global)?;
     let selection = selection(select);
-    let participation = match participation(&graph, &selection) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let _lock = match store.lock() {
-        Ok(lock) => lock,
-        Err(err) => {
-            print_error(&err.to_string());
-            return exit::INVALID_INPUT;
-        }
-    };
+    let participation = participation(&graph, &selection)?;
+    let _lock = store.lock().map_err(invalid)?;
     let run_id = new_run_id(chrono::Utc::now());
-    let (values, git) = match base_values(&pipeline, &run_id) {
-        Ok(v) => v,
-        Err(d) => {
-            print_error(&d.to_string());
-            return exit::INVALID_INPUT;
-        }
-    };
-    if let Err(problems) = preflight(&pipeline, &graph, &values) {
-        print_error(&LoadError::Invalid(problems).to_string());
-        return exit::INVALID_INPUT;
-    }
+    let (values, git) = base_values(&pipeline, &run_id).map_err(invalid)?;
+    preflight(&pipeline, &graph, &values)
+        .map_err(|problems| invalid(LoadError::Invalid(problems)))?;
     let record = new_record(&pipeline, &graph, &run_id, global, selection, git);
-    execute(
+    let code = execute(
         global,
         &pipeline,
         &graph,
@@ -397,68 +373,43 @@ async fn run(global: &GlobalArgs, select: &SelectArgs) -> i32 {
         record,
         false,
     )
-    .await
+    .await;
+    Ok(code)
 }
 
-async fn resume(global: &GlobalArgs, run_id: Option<&str>) -> i32 {
+async fn resume(global: &GlobalArgs, run_id: Option<&str>) -> Result<i32, i32> {
     let Prepared {
         pipeline,
         graph,
         store,
-    } = match prepare_pipeline(global) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let _lock = match store.lock() {
-        Ok(lock) => lock,
-        Err(err) => {
-            print_error(&err.to_string());
-            return exit::INVALID_INPUT;
-        }
-    };
+    } = prepare_pipeline(global)?;
+    let _lock = store.lock().map_err(invalid)?;
     let record = match run_id {
         Some(id) => store.load(id),
         None => latest_run(&store),
     };
-    let mut record = match record {
-        Ok(r) => r,
-        Err(err) => {
-            print_error(&err.to_string());
-            return exit::INVALID_INPUT;
-        }
-    };
+    let mut record = record.map_err(invalid)?;
     if record.status == RunStatus::Succeeded {
         eprintln!("run {} already succeeded; nothing to resume", record.run_id);
-        return exit::OK;
+        return Ok(exit::OK);
     }
     if record.pipeline_digest != pipeline_digest(&pipeline) || record.pipeline != pipeline.file.name
     {
-        print_error(&format!(
+        return Err(invalid(format!(
             "the pipeline file (or --env) differs from the one run {} started with\n  hint: start a new run with `shipit run`: it reuses every stage whose inputs are unchanged",
             record.run_id
-        ));
-        return exit::INVALID_INPUT;
+        )));
     }
-    let (values, git) = match base_values(&pipeline, &record.run_id) {
-        Ok(v) => v,
-        Err(d) => {
-            print_error(&d.to_string());
-            return exit::INVALID_INPUT;
-        }
-    };
+    let (values, git) = base_values(&pipeline, &record.run_id).map_err(invalid)?;
     if git.sha != record.git.sha {
-        print_error(&format!(
+        return Err(invalid(format!(
             "the checkout moved from {} to {} since run {} started\n  hint: start a new run with `shipit run`: it reuses every stage whose inputs are unchanged",
             record.git.sha.as_deref().unwrap_or("(no commit)"),
             git.sha.as_deref().unwrap_or("(no commit)"),
             record.run_id
-        ));
-        return exit::INVALID_INPUT;
+        )));
     }
-    let participation = match participation(&graph, &record.selection) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    let participation = participation(&graph, &record.selection)?;
     let now = chrono::Utc::now();
     for stage in &mut record.stages {
         stage.mark_abandoned(now);
@@ -468,7 +419,7 @@ async fn resume(global: &GlobalArgs, run_id: Option<&str>) -> i32 {
     }
     record.status = RunStatus::Running;
     record.finished_at = None;
-    execute(
+    let code = execute(
         global,
         &pipeline,
         &graph,
@@ -478,7 +429,8 @@ async fn resume(global: &GlobalArgs, run_id: Option<&str>) -> i32 {
         record,
         true,
     )
-    .await
+    .await;
+    Ok(code)
 }
 
 fn latest_run(store: &FsJournalStore) -> Result<RunRecord, crate::journal::JournalError> {

@@ -166,11 +166,11 @@ fn a_failing_build_exits_1_naming_the_step_and_its_output() {
     );
 }
 
-#[test]
-fn a_run_killed_mid_stage_is_completed_by_resume_without_redoing_finished_stages() {
-    let (project, _) = two_image_project(8);
+/// Starts `args`, SIGKILLs it once build:fast succeeded and build:slow runs, and returns the
+/// killed run's id.
+fn kill_mid_slow_build(project: &Project, args: &[&str]) -> String {
     let mut child = project
-        .command(&["run", "--no-progress"])
+        .command(args)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -190,30 +190,76 @@ fn a_run_killed_mid_stage_is_completed_by_resume_without_redoing_finished_stages
         "running",
         "the killed run's journal is left as it was"
     );
+    run_id
+}
 
+fn resumed_stages(project: &Project, run_id: &str) -> (serde_json::Value, String) {
     let resumed = project.shipit(&["resume", "--output", "json"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");
     let result = resumed.json();
-    assert_eq!(result["run_id"], run_id.as_str(), "the same run continues");
+    assert_eq!(result["run_id"], run_id, "the same run continues");
     assert_eq!(result["status"], "succeeded");
-    let by_stage = |id: &str| {
-        result["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["stage"] == id)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(by_stage("build:fast")["status"], "skipped");
-    assert_eq!(by_stage("build:fast")["reason"], "already done in this run");
-    assert_eq!(by_stage("build:slow")["status"], "succeeded");
+    (result, resumed.stderr)
+}
+
+fn stage_of(result: &serde_json::Value, id: &str) -> serde_json::Value {
+    result["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == id)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_run_killed_mid_stage_is_completed_by_resume_without_redoing_finished_stages() {
+    let (project, _) = two_image_project(8);
+    let run_id = kill_mid_slow_build(&project, &["run", "--no-progress"]);
+    let (result, stderr) = resumed_stages(&project, &run_id);
+    assert_eq!(stage_of(&result, "build:fast")["status"], "skipped");
     assert_eq!(
-        by_stage("build:slow")["attempts"],
+        stage_of(&result, "build:fast")["reason"],
+        "already done in this run"
+    );
+    assert_eq!(stage_of(&result, "build:slow")["status"], "succeeded");
+    assert_eq!(
+        stage_of(&result, "build:slow")["attempts"],
         2,
         "the killed attempt counts"
     );
-    assert!(resumed.stderr.contains("resuming run"), "{resumed:?}");
+    assert!(stderr.contains("resuming run"), "{stderr}");
+}
+
+#[test]
+fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_was_pruned() {
+    let (project, _) = two_image_project(8);
+    let run_id = kill_mid_slow_build(&project, &["run", "--force", "--no-progress"]);
+    let (result, _) = resumed_stages(&project, &run_id);
+    assert_eq!(
+        stage_of(&result, "build:fast")["reason"],
+        "already done in this run"
+    );
+
+    // A second killed run, and this time the finished image is pruned before the resume.
+    let (project, _) = two_image_project(8);
+    let run_id = kill_mid_slow_build(&project, &["run", "--no-progress"]);
+    let fast = project.journal(&run_id)["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "build:fast")
+        .unwrap()
+        .clone();
+    support::docker(&[
+        "rmi",
+        "-f",
+        fast["outputs"]["local_ref"].as_str().unwrap(),
+        fast["outputs"]["image_id"].as_str().unwrap(),
+    ]);
+    let (result, _) = resumed_stages(&project, &run_id);
+    assert_eq!(stage_of(&result, "build:fast")["status"], "succeeded");
+    assert_eq!(stage_of(&result, "build:fast")["attempts"], 2);
 }
 
 fn interrupt_with(signal: &str, expected_code: i32) {

@@ -260,6 +260,15 @@ impl StageRecord {
         Ok(())
     }
 
+    /// A success whose outputs no longer exist becomes pending again, forgetting them.
+    pub fn reopen(&mut self) {
+        if self.status.is_success() {
+            self.status = StageStatus::Pending;
+            self.outputs.clear();
+            self.reused_from = None;
+        }
+    }
+
     /// A record left `running` by a process that died is an interrupted attempt.
     pub fn mark_abandoned(&mut self, now: DateTime<Utc>) {
         if self.status == StageStatus::Running {
@@ -392,6 +401,19 @@ mod tests {
         s.record_output("image_id", "a".into()).unwrap();
         s.finish(StageStatus::Failed, None, now()).unwrap();
         s.start("d2".into(), "r".into(), now()).unwrap();
+        assert!(s.outputs.is_empty());
+    }
+
+    #[test]
+    fn a_reopened_success_can_run_again_without_its_old_outputs() {
+        let mut s = stage();
+        s.start("d1".into(), "r".into(), now()).unwrap();
+        s.record_output("image_id", "gone".into()).unwrap();
+        s.finish(StageStatus::Succeeded, None, now()).unwrap();
+        s.reopen();
+        s.start("d1".into(), "outputs are gone".into(), now())
+            .unwrap();
+        assert_eq!(s.attempts, 2);
         assert!(s.outputs.is_empty());
     }
 

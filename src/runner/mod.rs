@@ -207,6 +207,10 @@ impl Runner<'_> {
                     );
                 }
             },
+            // A resumed forced run does not redo what it already finished.
+            Participation::Forced if history.done_in_this_run && outputs_exist => {
+                decide(&history, false, &record.run_id)
+            }
             Participation::Forced => decide(&history, true, &record.run_id),
             Participation::Excluded => Decision::Skip {
                 reason: crate::journal::record::NOT_SELECTED.to_owned(),

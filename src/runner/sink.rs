@@ -37,6 +37,9 @@ impl JournalSink<'_> {
         let now = chrono::Utc::now();
         let result = self.update(|stage| {
             stage.mark_abandoned(now);
+            // A success of this run whose outputs are gone (an image pruned before a resume)
+            // is work to do again.
+            stage.reopen();
             let _ = stage.start(digest, reason.clone(), now);
             (stage.outputs.clone(), stage.attempts)
         });

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    ContainerSweep, Project, containers_of, free_ports, http_get, repo_root, unique_name,
+    ContainerSweep, Project, containers_of, free_ports, http_get, repo_root, stage, unique_name,
 };
 
 /// A project holding a copy of the demo app, deployed as `name` on `port` (and the ports after).
@@ -31,12 +31,7 @@ fn demo_project(name: &str, port: u16, extra: &str) -> Project {
 }
 
 fn deployed_ports(result: &serde_json::Value) -> Vec<u16> {
-    let deploy = result["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "deploy:web")
-        .unwrap();
+    let deploy = stage(result, "deploy:web");
     deploy["outputs"]["containers"]
         .as_array()
         .unwrap_or(&Vec::new())
@@ -77,13 +72,7 @@ fn a_healthy_deploy_serves_from_every_replica_and_the_next_one_replaces_it() {
             Some("<h1>second version</h1>\n")
         );
     }
-    let deploy = second["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "deploy:web")
-        .unwrap()
-        .clone();
+    let deploy = stage(&second, "deploy:web").clone();
     assert_eq!(
         deploy["outputs"]["replaced"].as_array().unwrap().len(),
         2,
@@ -200,13 +189,7 @@ fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
     assert_eq!(resumed.code, 0, "{resumed:?}");
     let result = resumed.json();
     assert_eq!(result["status"], "succeeded");
-    let deploy = result["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "deploy:web")
-        .unwrap()
-        .clone();
+    let deploy = stage(&result, "deploy:web").clone();
     assert_eq!(deploy["attempts"], 2, "{deploy}");
     assert_eq!(deploy["outputs"]["containers"].as_array().unwrap().len(), 2);
     assert_eq!(

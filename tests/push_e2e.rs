@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Project, testenv, unique_name};
+use support::{Project, stage, testenv, unique_name};
 
 fn manifest_digest(
     registry: &str,
@@ -32,15 +32,6 @@ fn manifest_digest(
                 .or_else(|| line.strip_prefix("docker-content-digest: "))
         })
         .map(|d| d.trim().to_owned())
-}
-
-fn stage<'a>(result: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    result["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == id)
-        .unwrap()
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Project, unique_name};
+use support::{Project, stage, unique_name};
 
 /// Two images: `fast` builds at once, `slow` sleeps in a RUN step long enough to be caught
 /// mid-build. The nonce keeps the daemon's layer cache from answering for `slow`.
@@ -77,13 +77,7 @@ fn a_second_run_skips_unchanged_stages_force_rebuilds_and_a_change_rebuilds_only
     let forced = project.shipit(&["run", "--force", "--only", "build:fast", "--output", "json"]);
     assert_eq!(forced.code, 0, "{forced:?}");
     let forced = forced.json();
-    let fast = forced["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "build:fast")
-        .unwrap()
-        .clone();
+    let fast = stage(&forced, "build:fast").clone();
     assert_eq!(fast["status"], "succeeded");
     assert_eq!(fast["reason"], "forced");
 
@@ -91,15 +85,7 @@ fn a_second_run_skips_unchanged_stages_force_rebuilds_and_a_change_rebuilds_only
     let changed = project.shipit(&["run", "--output", "json"]);
     assert_eq!(changed.code, 0, "{changed:?}");
     let changed = changed.json();
-    let by_stage = |id: &str| {
-        changed["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["stage"] == id)
-            .unwrap()
-            .clone()
-    };
+    let by_stage = |id: &str| stage(&changed, id).clone();
     assert_eq!(by_stage("build:fast")["status"], "succeeded");
     assert!(
         by_stage("build:fast")["reason"]
@@ -202,29 +188,19 @@ fn resumed_stages(project: &Project, run_id: &str) -> (serde_json::Value, String
     (result, resumed.stderr)
 }
 
-fn stage_of(result: &serde_json::Value, id: &str) -> serde_json::Value {
-    result["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == id)
-        .unwrap()
-        .clone()
-}
-
 #[test]
 fn a_run_killed_mid_stage_is_completed_by_resume_without_redoing_finished_stages() {
     let (project, _) = two_image_project(8);
     let run_id = kill_mid_slow_build(&project, &["run", "--no-progress"]);
     let (result, stderr) = resumed_stages(&project, &run_id);
-    assert_eq!(stage_of(&result, "build:fast")["status"], "skipped");
+    assert_eq!(stage(&result, "build:fast")["status"], "skipped");
     assert_eq!(
-        stage_of(&result, "build:fast")["reason"],
+        stage(&result, "build:fast")["reason"],
         "already done in this run"
     );
-    assert_eq!(stage_of(&result, "build:slow")["status"], "succeeded");
+    assert_eq!(stage(&result, "build:slow")["status"], "succeeded");
     assert_eq!(
-        stage_of(&result, "build:slow")["attempts"],
+        stage(&result, "build:slow")["attempts"],
         2,
         "the killed attempt counts"
     );
@@ -237,20 +213,14 @@ fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_
     let run_id = kill_mid_slow_build(&project, &["run", "--force", "--no-progress"]);
     let (result, _) = resumed_stages(&project, &run_id);
     assert_eq!(
-        stage_of(&result, "build:fast")["reason"],
+        stage(&result, "build:fast")["reason"],
         "already done in this run"
     );
 
     // A second killed run, and this time the finished image is pruned before the resume.
     let (project, _) = two_image_project(8);
     let run_id = kill_mid_slow_build(&project, &["run", "--no-progress"]);
-    let fast = project.journal(&run_id)["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "build:fast")
-        .unwrap()
-        .clone();
+    let fast = stage(&project.journal(&run_id), "build:fast").clone();
     support::docker(&[
         "rmi",
         "-f",
@@ -258,8 +228,8 @@ fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_
         fast["outputs"]["image_id"].as_str().unwrap(),
     ]);
     let (result, _) = resumed_stages(&project, &run_id);
-    assert_eq!(stage_of(&result, "build:fast")["status"], "succeeded");
-    assert_eq!(stage_of(&result, "build:fast")["attempts"], 2);
+    assert_eq!(stage(&result, "build:fast")["status"], "succeeded");
+    assert_eq!(stage(&result, "build:fast")["attempts"], 2);
 }
 
 fn interrupt_with(signal: &str, expected_code: i32) {
@@ -311,15 +281,7 @@ fn plan_reports_what_would_be_skipped_after_a_run() {
     let plan = project.shipit(&["plan", "--output", "json"]);
     assert_eq!(plan.code, 0, "{plan:?}");
     let plan = plan.json();
-    let action = |id: &str| {
-        plan["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["stage"] == id)
-            .unwrap()["action"]
-            .clone()
-    };
+    let action = |id: &str| stage(&plan, id)["action"].clone();
     assert_eq!(action("build:fast"), "run");
     assert_eq!(action("build:slow"), "skip");
 }

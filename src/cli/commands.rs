@@ -211,10 +211,7 @@ fn participation(
     graph
         .participation(selection)
         .map(|list| list.into_iter().collect())
-        .map_err(|err| {
-            print_error(&err.to_string());
-            exit::INVALID_INPUT
-        })
+        .map_err(invalid)
 }
 
 async fn plan(global: &GlobalArgs, select: &SelectArgs) -> Result<i32, i32> {

@@ -140,6 +140,18 @@ impl Project {
     }
 }
 
+/// The record of stage `id` (`build:web`) in a JSON result, plan or journal.
+pub fn stage<'a>(result: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    find_stage(result, id).unwrap_or_else(|| panic!("no stage {id} in {result}"))
+}
+
+fn find_stage<'a>(result: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    result["stages"]
+        .as_array()?
+        .iter()
+        .find(|s| s["stage"] == id)
+}
+
 /// The repository's own folder (for `pipelines/`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -264,11 +276,7 @@ impl Project {
         let text =
             std::fs::read_to_string(self.journal_dir().join(id).join("journal.json")).ok()?;
         let journal: serde_json::Value = serde_json::from_str(&text).ok()?;
-        journal["stages"]
-            .as_array()?
-            .iter()
-            .find(|s| s["stage"] == stage)
-            .cloned()
+        find_stage(&journal, stage).cloned()
     }
 
     /// Waits (bounded) until `check` holds for the latest journal.

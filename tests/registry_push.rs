@@ -421,6 +421,31 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// Reads and discards the request body the head announces (bounded in size and time).
+async fn drain_body(stream: &mut TcpStream, head: &str) {
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<u64>().ok())?
+        })
+        .unwrap_or(0)
+        .min(256 * 1024 * 1024);
+    let mut remaining = length;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let drain = async {
+        while remaining > 0 {
+            let want = buffer.len().min(remaining as usize);
+            match stream.read(&mut buffer[..want]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => remaining -= n as u64,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+}
+
 async fn handle_connection(
     mut client: TcpStream,
     upstream: SocketAddr,
@@ -459,6 +484,9 @@ async fn handle_connection(
         }
         Some(Fault::Status(code, body)) => {
             injected.fetch_add(1, Ordering::SeqCst);
+            // A registry reads the request before it answers; answering first would let the
+            // client see a broken pipe instead of the status, depending on timing.
+            drain_body(&mut client, &text).await;
             let reason = match code {
                 401 => "Unauthorized",
                 429 => "Too Many Requests",

@@ -7,7 +7,7 @@
 //! start, completion, cache and error state) and per-vertex logs. Output lines for
 //! BuildKit are numbered like `docker build --progress=plain` (`#3 …`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bollard::moby::buildkit::v1::StatusResponse;
 use bollard::models::{BuildInfo, BuildInfoAux};
@@ -74,6 +74,8 @@ struct Vertex {
     errored: bool,
     partial: Vec<u8>,
     tail: VecDeque<String>,
+    /// Sub-task ids already reported as done.
+    finished_tasks: HashSet<String>,
 }
 
 /// Accumulates what the daemon said during one build.
@@ -253,6 +255,23 @@ impl BuildOutput {
                 self.emit_line(line, None, events);
             }
         }
+        // Progress of a step's sub-tasks ("transferring context"): reported once,
+        // when done, with the amount, as the CLI's plain progress does.
+        for progress in &status.statuses {
+            let Some(state) = self.vertices.get_mut(&progress.vertex) else {
+                continue;
+            };
+            if progress.completed.is_none() || !state.finished_tasks.insert(progress.id.clone()) {
+                continue;
+            }
+            let line = format!(
+                "#{} {}: {} done",
+                state.number,
+                progress.id.trim_end_matches(':'),
+                decimal_bytes(progress.current)
+            );
+            self.emit_line(line, Some(&progress.vertex), events);
+        }
         for log in &status.logs {
             let Some(state) = self.vertices.get_mut(&log.vertex) else {
                 continue;
@@ -279,6 +298,21 @@ impl BuildOutput {
         }
         events.push(OutputEvent::Line(line));
     }
+}
+
+/// Bytes in decimal units, the way BuildKit's progress shows them (`20.97MB`).
+fn decimal_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
 }
 
 fn push_bounded(tail: &mut VecDeque<String>, line: String) {
@@ -379,6 +413,43 @@ mod tests {
             ..BuildInfo::default()
         });
         assert_eq!(output.image_id(), Some("sha256:feed"));
+    }
+
+    #[test]
+    fn finished_sub_tasks_are_reported_once_with_their_size() {
+        use bollard::moby::buildkit::v1::VertexStatus;
+        let mut output = BuildOutput::new(Redactor::default());
+        let transfer = |current: i64, done: bool| VertexStatus {
+            id: "transferring context:".to_string(),
+            vertex: "sha256:ctx".to_string(),
+            current,
+            completed: done.then(prost_types_timestamp),
+            ..VertexStatus::default()
+        };
+        let mut events = output.push(&trace(StatusResponse {
+            vertexes: vec![started(vertex(
+                "sha256:ctx",
+                "[internal] load build context",
+            ))],
+            statuses: vec![transfer(1_000, false)],
+            ..StatusResponse::default()
+        }));
+        for status in [transfer(20_971_520, true), transfer(20_971_520, true)] {
+            events.extend(output.push(&trace(StatusResponse {
+                statuses: vec![status],
+                ..StatusResponse::default()
+            })));
+        }
+        assert_eq!(
+            lines(&events),
+            [
+                "#1 [internal] load build context",
+                "#1 transferring context: 20.97MB done"
+            ]
+        );
+        assert_eq!(decimal_bytes(999), "999B");
+        assert_eq!(decimal_bytes(2_340), "2.34kB");
+        assert_eq!(decimal_bytes(3_500_000_000), "3.50GB");
     }
 
     #[test]

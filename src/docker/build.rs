@@ -1,12 +1,15 @@
 //! Building an image through the Engine API: the request, the builder choice,
 //! streaming the context, following the output and inspecting the result.
 //!
-//! Both builders go through bollard's `build_image` with the context tar streamed
-//! as the request body. For BuildKit the build also needs a session (see
-//! [`super::session`]); bollard's own BuildKit path would open a second session
-//! under the same id that offers no secrets, so the request is made as a classic
-//! one and rewritten on the way out (`version=2&session=ID`) by a request
-//! modifier on a private clone of the client.
+//! Both builders go through bollard's `build_image`. The classic builder gets the
+//! context as a tar streamed in the request body. BuildKit gets no body
+//! (`remote=client-session`): it reads the context through the build's session
+//! (see [`super::session`] and [`super::context::filesync`]) the way it does from
+//! the docker CLI, so an unchanged context is not sent again. bollard's own
+//! BuildKit path would open a second session under the same id that serves
+//! neither files nor secrets, so the request is made as a classic one and
+//! rewritten on the way out (`version=2&session=ID`) by a request modifier on a
+//! private clone of the client.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -19,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::build_output::{BuildOutput, OutputEvent, Redactor};
 use super::connect::{DockerClient, DockerError};
+use super::context::filesync::{SyncFailure, SyncedDirs};
 use super::context::tar_stream::start_context_tar;
-use super::context::{BuildContext, ContextError, Selection};
+use super::context::{BuildContext, ContextError};
 use super::session::{SessionError, open_session};
 
 /// How long one build request may run; cancellation is the caller's tool for
@@ -230,18 +234,29 @@ pub async fn build_image(
     .map_err(|_| BuildError::Cancelled)??;
 
     let mut docker = client.bollard().clone().with_timeout(BUILD_REQUEST_TIMEOUT);
+    let sync_failure = SyncFailure::default();
     let session = if builder == BuilderKind::BuildKit {
         let secrets: HashMap<String, Vec<u8>> = request
             .secrets
             .iter()
             .map(|(id, value)| (id.clone(), value.0.clone()))
             .collect();
-        let session = open_session(client.endpoint(), client.api_version(), secrets)
-            .await
-            .map_err(|source| BuildError::Session {
-                endpoint: client.endpoint().to_string(),
-                source,
-            })?;
+        let dirs = SyncedDirs {
+            context: context.root().to_path_buf(),
+            dockerfile_dir: context.dockerfile_dir_and_name().0,
+        };
+        let session = open_session(
+            client.endpoint(),
+            client.api_version(),
+            secrets,
+            Some(dirs),
+            sync_failure.clone(),
+        )
+        .await
+        .map_err(|source| BuildError::Session {
+            endpoint: client.endpoint().to_string(),
+            source,
+        })?;
         let session_id = session.id().to_string();
         docker = docker.with_request_modifier(move |mut request| {
             let rewritten = buildkit_uri(request.uri(), &session_id);
@@ -255,24 +270,24 @@ pub async fn build_image(
         None
     };
 
-    let selection = match builder {
-        BuilderKind::BuildKit => Selection::BuildKit,
-        _ => Selection::Classic,
+    let (options, body, tar_producer) = if session.is_some() {
+        let mut options = build_options(request, &context.dockerfile_dir_and_name().1);
+        options.remote = Some("client-session".to_string());
+        // The daemon reads nothing from the body; bollard insists on one.
+        (options, bollard::body_full(bytes::Bytes::new()), None)
+    } else {
+        let tar = start_context_tar(&context);
+        let options = build_options(request, &tar.dockerfile_name);
+        (
+            options,
+            bollard::body_try_stream(tar.body),
+            Some(tar.producer),
+        )
     };
-    if selection == Selection::BuildKit && context.dockerfile_is_ignored() {
-        // BuildKit applies no .dockerignore to a tar context and reads the
-        // Dockerfile from it, so the file cannot be hidden from `COPY .` the way
-        // the docker CLI's file-sync session hides it.
-        observer.on_output_line(
-            "warning: .dockerignore excludes the Dockerfile, but BuildKit reads it from the streamed context, so a COPY of the whole context includes it",
-        );
-    }
-    let tar = start_context_tar(&context, selection);
-    let options = build_options(request, &tar.dockerfile_name);
     let redactor = Redactor::new(request.secrets.values().map(|value| value.0.as_slice()));
     let mut output = BuildOutput::new(redactor);
 
-    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(tar.body)));
+    let mut stream = docker.build_image(options, None, Some(body));
     let mut daemon_error: Option<String> = None;
     loop {
         let item = tokio::select! {
@@ -300,10 +315,15 @@ pub async fn build_image(
     drop(session);
 
     // A context problem explains a failed request better than the daemon's view
-    // of a truncated upload, so it wins.
-    match tar.producer.await {
-        Ok(Err(ContextError::ReceiverGone)) | Err(_) | Ok(Ok(_)) => {}
-        Ok(Err(err)) => return Err(BuildError::Context(err)),
+    // of a truncated upload or a failed file sync, so it wins.
+    if let Some(producer) = tar_producer {
+        match producer.await {
+            Ok(Err(ContextError::ReceiverGone)) | Err(_) | Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(BuildError::Context(err)),
+        }
+    }
+    if let Some(err) = sync_failure.take() {
+        return Err(BuildError::Context(err));
     }
     if let Some(message) = daemon_error {
         let report = output.failure(&message);

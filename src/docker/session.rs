@@ -1,14 +1,16 @@
-//! The BuildKit session a BuildKit build attaches to, serving build secrets.
+//! The BuildKit session a BuildKit build attaches to, serving the build context
+//! and build secrets.
 //!
-//! A BuildKit build (`/build?version=2&session=ID`) asks the client for secrets
-//! over a gRPC session that the client opens by upgrading a `POST /session`
+//! A BuildKit build (`/build?version=2&session=ID`) asks the client for files and
+//! secrets over a gRPC session that the client opens by upgrading a `POST /session`
 //! request (`Upgrade: h2c`); after the upgrade the daemon is the HTTP/2 client and
 //! we are the server. bollard keeps its session code crate-private and its public
 //! build call only offers registry auth there, so this module opens the session
 //! itself, on a connection of its own to the same endpoint, and serves the gRPC
-//! health service (the daemon drops sessions that fail it) and the secrets
-//! service with values held in memory: secrets never touch the disk, the
-//! environment, the build arguments or the image.
+//! health service (the daemon drops sessions that fail it), the file-sync service
+//! the daemon reads the context through (see [`super::context::filesync`]), and
+//! the secrets service with values held in memory: secrets never touch the disk,
+//! the environment, the build arguments or the image.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,21 +25,27 @@ use bollard::health::{
 };
 use bollard::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
 use bollard::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
+use bollard::moby::filesync::v1::file_sync_server::FileSyncServer;
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 use super::connect::{DaemonEndpoint, TlsFiles, install_crypto_provider};
+use super::context::filesync::{FileSyncService, SyncFailure, SyncedDirs};
 
 /// gRPC methods the daemon may call on the session, announced when opening it.
 const SESSION_METHODS: &[&str] = &[
     "/grpc.health.v1.Health/Check",
     "/moby.buildkit.secrets.v1.Secrets/GetSecret",
 ];
+/// Announced when the session serves the build context.
+const FILE_SYNC_METHOD: &str = "/moby.filesync.v1.FileSync/DiffCopy";
 
 /// Why the session could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +78,29 @@ impl Drop for BuildSession {
     }
 }
 
-/// Opens a session on `endpoint` that hands out `secrets` by id.
+/// The session's shared key: the daemon keeps the context it received under it
+/// and, next time, asks only for the files whose stats changed. Stable per
+/// context directory, as the CLI's (which hashes its node id with the path).
+fn shared_key(dirs: Option<&SyncedDirs>) -> Option<String> {
+    let dirs = dirs?;
+    let mut hash = Sha256::new();
+    hash.update(b"shipit build context\0");
+    hash.update(dirs.context.as_os_str().as_encoded_bytes());
+    Some(hex::encode(hash.finalize()))
+}
+
+/// Opens a session on `endpoint` that hands out `secrets` by id and, when
+/// `files` is given, serves the build context and the Dockerfile's directory
+/// (recording the first problem reading them in `failure`).
 pub(crate) async fn open_session(
     endpoint: &DaemonEndpoint,
     api_version: &str,
     secrets: HashMap<String, Vec<u8>>,
+    files: Option<SyncedDirs>,
+    failure: SyncFailure,
 ) -> Result<BuildSession, SessionError> {
     let id = hex::encode(rand::random::<[u8; 16]>());
+    let shared_key = shared_key(files.as_ref()).unwrap_or_else(|| id.clone());
     let stream = dial(endpoint).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -92,9 +116,12 @@ pub(crate) async fn open_session(
         .header(http::header::UPGRADE, "h2c")
         .header("X-Docker-Expose-Session-Uuid", &id)
         .header("X-Docker-Expose-Session-Name", "shipit")
-        .header("X-Docker-Expose-Session-Sharedkey", &id);
+        .header("X-Docker-Expose-Session-Sharedkey", &shared_key);
     for method in SESSION_METHODS {
         request = request.header("X-Docker-Expose-Session-Grpc-Method", *method);
+    }
+    if files.is_some() {
+        request = request.header("X-Docker-Expose-Session-Grpc-Method", FILE_SYNC_METHOD);
     }
     let request = request
         .body(http_body_util::Empty::<Bytes>::new())
@@ -128,13 +155,22 @@ pub(crate) async fn open_session(
         values: Arc::new(secrets),
     };
     let server = tokio::spawn(async move {
-        let incoming = futures::stream::iter(vec![Ok::<_, io::Error>(io)]);
+        // The one connection, then nothing: an incoming stream that ended would
+        // make tonic stop serving. With a shutdown signal set, aborting this task
+        // (dropping the session) shuts the connection down too; without one, the
+        // connection task would outlive the session.
+        let incoming =
+            futures::stream::iter(vec![Ok::<_, io::Error>(io)]).chain(futures::stream::pending());
         // The session ends when the daemon closes it or the build drops it; an
         // error here only means the connection went away.
-        let _ = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .add_service(HealthServer::new(AlwaysServing))
             .add_service(SecretsServer::new(store))
-            .serve_with_incoming(incoming)
+            .add_optional_service(
+                files.map(|dirs| FileSyncServer::new(FileSyncService::new(dirs, failure))),
+            );
+        let _ = router
+            .serve_with_incoming_shutdown(incoming, futures::future::pending::<()>())
             .await;
     });
     Ok(BuildSession { id, server })

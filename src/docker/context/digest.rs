@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use super::walk::{EntryKind, walk_context, walk_order};
-use super::{BuildContext, ContextError, DockerfileLocation, Selection};
+use super::{BuildContext, ContextError, DockerfileLocation};
 
 /// Entries gathered before the files among them are hashed in parallel.
 const BATCH_ENTRIES: usize = 4096;
@@ -97,7 +97,7 @@ fn digest_context_at(
         .map(|count| count.get())
         .unwrap_or(1);
 
-    let matcher = context.matcher(Selection::Classic);
+    let matcher = context.matcher();
     let mut batch: Vec<Pending> = Vec::with_capacity(BATCH_ENTRIES);
     walk_context(root, &matcher, &mut |entry| {
         let meta = entry.metadata;

@@ -8,6 +8,7 @@
 
 pub(crate) mod digest;
 pub(crate) mod dockerignore;
+pub(crate) mod filesync;
 pub(crate) mod tar_stream;
 pub(crate) mod walk;
 
@@ -40,20 +41,6 @@ pub(crate) enum DockerfileLocation {
     InContext(String),
     /// Outside the context: the CLI then adds it to the tar under a generated name.
     Outside(PathBuf),
-}
-
-/// Which special files are forced into the context although `.dockerignore`
-/// excludes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Selection {
-    /// The classic builder reads `.dockerignore` and the Dockerfile from the tar and
-    /// removes them afterwards when they are excluded, so both are sent (the CLI's
-    /// `TrimBuildFilesFromExcludes`).
-    Classic,
-    /// BuildKit given a tar context ignores `.dockerignore` altogether and copies
-    /// whatever the tar holds, so an excluded `.dockerignore` is left out; the
-    /// Dockerfile must stay because the frontend reads it from the tar.
-    BuildKit,
 }
 
 /// A problem with the build context, always naming the path involved.
@@ -252,30 +239,35 @@ impl BuildContext {
     /// sends), e.g. to inspect or measure what a build uploads.
     pub fn write_tar<W: std::io::Write>(&self, out: W) -> Result<TarSummary, ContextError> {
         let name = tar_stream::dockerfile_name_in_tar(self);
-        tar_stream::write_context_tar(self, Selection::Classic, &name, out)
+        tar_stream::write_context_tar(self, &name, out)
     }
 
-    /// Whether `.dockerignore` excludes the Dockerfile itself (which is still
-    /// sent, because the builder reads it from the context).
-    pub(crate) fn dockerfile_is_ignored(&self) -> bool {
-        let DockerfileLocation::InContext(relative) = &self.dockerfile else {
-            return false;
+    /// The directory holding the Dockerfile and the Dockerfile's name in it: what
+    /// the BuildKit session serves as `dockerfile` (the CLI's layout).
+    pub(crate) fn dockerfile_dir_and_name(&self) -> (PathBuf, String) {
+        let path = match &self.dockerfile {
+            DockerfileLocation::InContext(relative) => self.root.join(relative),
+            DockerfileLocation::Outside(path) => path.clone(),
         };
-        let patterns: Vec<&str> = self
-            .ignore_lines
-            .iter()
-            .map(|line| line.pattern.as_str())
-            .collect();
-        PatternMatcher::new(&patterns).is_ok_and(|matcher| is_excluded(&matcher, relative))
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".to_string());
+        let dir = path
+            .parent()
+            .map_or_else(|| self.root.clone(), Path::to_path_buf);
+        (dir, name)
     }
 
     pub(crate) fn dockerignore_bytes(&self) -> Option<&[u8]> {
         self.dockerignore.as_deref()
     }
 
-    /// The matcher deciding which entries are sent, with the CLI's forced
-    /// re-inclusions for the given builder.
-    pub(crate) fn matcher(&self, selection: Selection) -> PatternMatcher {
+    /// The matcher deciding which entries the tar context holds, with the CLI's
+    /// forced re-inclusions: the classic builder reads `.dockerignore` and the
+    /// Dockerfile from the tar and removes them afterwards when they are excluded,
+    /// so both are sent (the CLI's `TrimBuildFilesFromExcludes`).
+    pub(crate) fn matcher(&self) -> PatternMatcher {
         let mut patterns: Vec<String> = self
             .ignore_lines
             .iter()
@@ -284,7 +276,7 @@ impl BuildContext {
         // Every line was validated in `open`, so compiling cannot fail here; an
         // empty matcher would be the safe fallback anyway.
         let base = PatternMatcher::new(&patterns).unwrap_or_default();
-        if selection == Selection::Classic && is_excluded(&base, DOCKERIGNORE) {
+        if is_excluded(&base, DOCKERIGNORE) {
             patterns.push(format!("!{DOCKERIGNORE}"));
         }
         if let DockerfileLocation::InContext(relative) = &self.dockerfile
@@ -386,18 +378,35 @@ mod tests {
     }
 
     #[test]
-    fn excluded_dockerfile_and_dockerignore_are_forced_back_for_the_classic_builder() {
+    fn excluded_dockerfile_and_dockerignore_are_forced_back_into_the_tar() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
         fs::write(dir.path().join(".dockerignore"), "*\n").unwrap();
         let context = BuildContext::open(dir.path(), None).unwrap();
-        let classic = context.matcher(Selection::Classic);
+        let classic = context.matcher();
         assert!(!classic.matches(b"Dockerfile"));
         assert!(!classic.matches(b".dockerignore"));
         assert!(classic.matches(b"other"));
-        assert!(context.dockerfile_is_ignored());
-        let buildkit = context.matcher(Selection::BuildKit);
-        assert!(!buildkit.matches(b"Dockerfile"));
-        assert!(buildkit.matches(b".dockerignore"));
+    }
+
+    #[test]
+    fn the_dockerfile_directory_is_served_with_the_dockerfile_name() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("ctx/docker")).unwrap();
+        fs::write(
+            dir.path().join("ctx/docker/app.Dockerfile"),
+            "FROM scratch\n",
+        )
+        .unwrap();
+        fs::write(dir.path().join("Outside.Dockerfile"), "FROM scratch\n").unwrap();
+        let ctx = dir.path().join("ctx");
+        let inside = BuildContext::open(&ctx, Some(Path::new("docker/app.Dockerfile"))).unwrap();
+        let (folder, name) = inside.dockerfile_dir_and_name();
+        assert_eq!(folder, inside.root().join("docker"));
+        assert_eq!(name, "app.Dockerfile");
+        let outside = BuildContext::open(&ctx, Some(Path::new("../Outside.Dockerfile"))).unwrap();
+        let (folder, name) = outside.dockerfile_dir_and_name();
+        assert_eq!(folder, std::fs::canonicalize(dir.path()).unwrap());
+        assert_eq!(name, "Outside.Dockerfile");
     }
 }

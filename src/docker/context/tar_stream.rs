@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::walk::{EntryKind, WalkEntry, relative_os, walk_context};
-use super::{BuildContext, ContextError, DOCKERIGNORE, DockerfileLocation, Selection};
+use super::{BuildContext, ContextError, DOCKERIGNORE, DockerfileLocation};
 
 /// Size of the chunks handed to the request body.
 const CHUNK_SIZE: usize = 256 * 1024;
@@ -52,7 +52,7 @@ pub(crate) struct ContextTar {
 }
 
 /// Starts streaming the context as a tar on a blocking thread.
-pub(crate) fn start_context_tar(context: &BuildContext, selection: Selection) -> ContextTar {
+pub(crate) fn start_context_tar(context: &BuildContext) -> ContextTar {
     let (sender, mut receiver) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_CHUNKS);
     let dockerfile_name = dockerfile_name_in_tar(context);
     let context = context.clone();
@@ -64,7 +64,7 @@ pub(crate) fn start_context_tar(context: &BuildContext, selection: Selection) ->
                 sender: sender.clone(),
             },
         );
-        let result = write_context_tar(&context, selection, &name, writer);
+        let result = write_context_tar(&context, &name, writer);
         if let Err(err) = &result {
             // Fail the request body too, so the daemon does not build from a
             // truncated context. Nobody listening any more is fine.
@@ -95,18 +95,17 @@ pub(crate) fn dockerfile_name_in_tar(context: &BuildContext) -> String {
 /// Writes the whole context as a tar into `out`.
 pub(crate) fn write_context_tar<W: Write>(
     context: &BuildContext,
-    selection: Selection,
     dockerfile_name: &str,
     out: W,
 ) -> Result<TarSummary, ContextError> {
-    let matcher = context.matcher(selection);
+    let matcher = context.matcher();
     let outside = match context.dockerfile() {
         DockerfileLocation::Outside(path) => Some(path.clone()),
         DockerfileLocation::InContext(_) => None,
     };
     // With an outside Dockerfile the classic builder must be told to drop the
     // generated file from the context, through `.dockerignore` (CLI behaviour).
-    let patch_dockerignore = outside.is_some() && selection == Selection::Classic;
+    let patch_dockerignore = outside.is_some();
     let mut writer = EntryWriter {
         builder: tar::Builder::new(out),
         summary: TarSummary::default(),
@@ -431,11 +430,11 @@ mod tests {
         data: Vec<u8>,
     }
 
-    fn tar_of(root: &Path, dockerfile: Option<&Path>, selection: Selection) -> Vec<Entry> {
+    fn tar_of(root: &Path, dockerfile: Option<&Path>) -> Vec<Entry> {
         let context = BuildContext::open(root, dockerfile).unwrap();
         let name = dockerfile_name_in_tar(&context);
         let mut out = Vec::new();
-        write_context_tar(&context, selection, &name, &mut out).unwrap();
+        write_context_tar(&context, &name, &mut out).unwrap();
         let mut archive = tar::Archive::new(out.as_slice());
         let mut entries = Vec::new();
         for entry in archive.entries().unwrap() {
@@ -481,7 +480,7 @@ mod tests {
             fs::Permissions::from_mode(0o4751),
         )
         .unwrap();
-        let entries = tar_of(dir.path(), None, Selection::Classic);
+        let entries = tar_of(dir.path(), None);
         assert_eq!(names(&entries), ["Dockerfile", "bin", "bin/run"]);
         let run = &entries[2];
         assert_eq!(run.kind, tar::EntryType::Regular);
@@ -500,7 +499,7 @@ mod tests {
             .unwrap();
         let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_600_000_000, 987_654_321);
         file.set_modified(when).unwrap();
-        let entries = tar_of(dir.path(), None, Selection::Classic);
+        let entries = tar_of(dir.path(), None);
         assert_eq!(entries[0].mtime, 1_600_000_000);
     }
 
@@ -512,7 +511,7 @@ mod tests {
         symlink("self", dir.path().join("self")).unwrap();
         let long_target = "x/".repeat(80);
         symlink(&long_target, dir.path().join("long")).unwrap();
-        let entries = tar_of(dir.path(), None, Selection::Classic);
+        let entries = tar_of(dir.path(), None);
         let link = |name: &str| {
             let entry = entries.iter().find(|entry| entry.path == name).unwrap();
             assert_eq!(entry.kind, tar::EntryType::Symlink);
@@ -528,7 +527,7 @@ mod tests {
     fn hard_links_point_at_the_first_path() {
         let dir = context_with(&[("Dockerfile", "FROM scratch\n"), ("a", "same")]);
         fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
-        let entries = tar_of(dir.path(), None, Selection::Classic);
+        let entries = tar_of(dir.path(), None);
         let b = entries.iter().find(|entry| entry.path == "b").unwrap();
         assert_eq!(b.kind, tar::EntryType::Link);
         assert_eq!(b.link.as_deref(), Some(&b"a"[..]));
@@ -538,7 +537,7 @@ mod tests {
     fn long_paths_survive() {
         let deep = format!("{}/file", "directory".repeat(20));
         let dir = context_with(&[("Dockerfile", "FROM scratch\n"), (deep.as_str(), "x")]);
-        let entries = tar_of(dir.path(), None, Selection::Classic);
+        let entries = tar_of(dir.path(), None);
         assert!(entries.iter().any(|entry| entry.path == deep));
     }
 
@@ -550,13 +549,11 @@ mod tests {
             ("secret.env", "x"),
             ("src/main.rs", "fn main() {}"),
         ]);
-        let classic = tar_of(dir.path(), None, Selection::Classic);
+        let classic = tar_of(dir.path(), None);
         assert_eq!(
             names(&classic),
             [".dockerignore", "Dockerfile", "src", "src/main.rs"]
         );
-        let buildkit = tar_of(dir.path(), None, Selection::BuildKit);
-        assert_eq!(names(&buildkit), ["Dockerfile", "src", "src/main.rs"]);
     }
 
     #[test]
@@ -565,11 +562,7 @@ mod tests {
         fs::create_dir(dir.path().join("ctx")).unwrap();
         fs::write(dir.path().join("ctx/app"), "x").unwrap();
         fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-        let entries = tar_of(
-            &dir.path().join("ctx"),
-            Some(Path::new("../Dockerfile")),
-            Selection::Classic,
-        );
+        let entries = tar_of(&dir.path().join("ctx"), Some(Path::new("../Dockerfile")));
         let generated = entries
             .iter()
             .find(|entry| entry.path.starts_with(".dockerfile."))
@@ -592,7 +585,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let entries = tar_of(dir.path(), None, Selection::Classic);
+        let entries = tar_of(dir.path(), None);
         let pipe = entries.iter().find(|entry| entry.path == "pipe").unwrap();
         assert_eq!(pipe.kind, tar::EntryType::Fifo);
     }
@@ -620,7 +613,7 @@ mod tests {
         let big = "y".repeat(3 * CHUNK_SIZE + 17);
         let dir = context_with(&[("Dockerfile", "FROM scratch\n"), ("big", big.as_str())]);
         let context = BuildContext::open(dir.path(), None).unwrap();
-        let mut tar = start_context_tar(&context, Selection::Classic);
+        let mut tar = start_context_tar(&context);
         let mut bytes = Vec::new();
         while let Some(chunk) = tar.body.next().await {
             bytes.extend_from_slice(&chunk.unwrap());
@@ -635,7 +628,7 @@ mod tests {
         let big = "z".repeat(4 * CHUNK_SIZE * CHANNEL_CHUNKS);
         let dir = context_with(&[("Dockerfile", "FROM scratch\n"), ("big", big.as_str())]);
         let context = BuildContext::open(dir.path(), None).unwrap();
-        let tar = start_context_tar(&context, Selection::Classic);
+        let tar = start_context_tar(&context);
         drop(tar.body);
         let result = tar.producer.await.unwrap();
         assert!(matches!(result, Err(ContextError::ReceiverGone)));

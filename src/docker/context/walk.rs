@@ -43,13 +43,58 @@ struct OpenDir {
     names: std::vec::IntoIter<OsString>,
 }
 
-/// Walks `root`, calling `visit` for every entry the matcher keeps.
-///
-/// Sockets are skipped (the CLI's tar writer cannot represent them). An entry that
-/// disappears during the walk is skipped; any other I/O error names its path.
+/// What the walk does with one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Hand it to the visitor (and walk into it, if it is a directory).
+    Send,
+    /// Walk into the directory without sending it: an exception may bring back
+    /// something below it.
+    EnterOnly,
+    /// Neither send it nor look below it.
+    Skip,
+}
+
+/// Decides which entries of the tree are in the context.
+pub(crate) trait EntryFilter {
+    /// `relative` is slash-separated; called in walk order, parents first.
+    fn verdict(&mut self, relative: &[u8], is_dir: bool) -> Verdict;
+}
+
+/// `.dockerignore` as the CLI's tar writer applies it: an excluded directory is
+/// never sent, but is entered when an exception names something below it.
+struct TarFilter<'a>(&'a PatternMatcher);
+
+impl EntryFilter for TarFilter<'_> {
+    fn verdict(&mut self, relative: &[u8], is_dir: bool) -> Verdict {
+        if !self.0.matches(relative) {
+            Verdict::Send
+        } else if is_dir && self.0.may_reinclude_below(relative) {
+            Verdict::EnterOnly
+        } else {
+            Verdict::Skip
+        }
+    }
+}
+
+/// Walks `root`, calling `visit` for every entry the matcher keeps (the CLI's
+/// tar semantics).
 pub(crate) fn walk_context(
     root: &Path,
     matcher: &PatternMatcher,
+    visit: &mut dyn FnMut(WalkEntry<'_>) -> Result<(), ContextError>,
+) -> Result<(), ContextError> {
+    walk_filtered(root, &mut TarFilter(matcher), visit)
+}
+
+/// Walks `root`, calling `visit` for every entry `filter` sends.
+///
+/// Sockets are skipped (neither the CLI's tar writer nor its file sync sends
+/// them). An entry that disappears during the walk is skipped; any other I/O
+/// error names its path.
+pub(crate) fn walk_filtered(
+    root: &Path,
+    filter: &mut dyn EntryFilter,
     visit: &mut dyn FnMut(WalkEntry<'_>) -> Result<(), ContextError>,
 ) -> Result<(), ContextError> {
     let mut stack = vec![OpenDir {
@@ -96,18 +141,19 @@ pub(crate) fn walk_context(
             continue;
         };
 
-        let descend = if matcher.matches(&relative) {
-            // An excluded directory is still walked when an exception names
-            // something below it; the directory itself is not sent.
-            kind == EntryKind::Directory && matcher.may_reinclude_below(&relative)
-        } else {
-            visit(WalkEntry {
-                relative: &relative,
-                absolute: &absolute,
-                metadata: &metadata,
-                kind,
-            })?;
-            kind == EntryKind::Directory
+        let is_dir = kind == EntryKind::Directory;
+        let descend = match filter.verdict(&relative, is_dir) {
+            Verdict::Skip => false,
+            Verdict::EnterOnly => is_dir,
+            Verdict::Send => {
+                visit(WalkEntry {
+                    relative: &relative,
+                    absolute: &absolute,
+                    metadata: &metadata,
+                    kind,
+                })?;
+                is_dir
+            }
         };
         if descend {
             let names = read_sorted_names(&absolute)?;

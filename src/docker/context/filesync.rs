@@ -741,9 +741,7 @@ fn symlink_targets(root: &Path, relative: &str, allow_wildcard: bool) -> Vec<Str
         return Vec::new();
     };
     let target = target.to_string_lossy().into_owned();
-    if target.starts_with('/') {
-        vec![clean_relative(&target)]
-    } else if parent == "." {
+    if target.starts_with('/') || parent == "." {
         vec![clean_relative(&target)]
     } else {
         vec![clean_relative(&format!("{parent}/{target}"))]

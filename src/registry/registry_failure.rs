@@ -203,7 +203,14 @@ fn from_status(code: u16, body: &str) -> RegistryFailure {
         return html_failure(code);
     }
     let reason = if body.trim().is_empty() {
-        format!("HTTP {code}")
+        // An empty answer (a HEAD's, say) has only its status to tell.
+        match http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|status| status.canonical_reason())
+        {
+            Some(phrase) => format!("HTTP {code} ({phrase})"),
+            None => format!("HTTP {code}"),
+        }
     } else {
         format!("HTTP {code}: {}", summarize(body))
     };
@@ -365,7 +372,9 @@ mod tests {
     fn plain_text_bodies_are_summarized_on_one_line() {
         let failure = answer(500, "upstream\n  busy  ");
         assert_eq!(failure.reason, "HTTP 500: upstream busy");
-        assert_eq!(answer(500, " ").reason, "HTTP 500");
+        assert_eq!(answer(500, " ").reason, "HTTP 500 (Internal Server Error)");
+        assert_eq!(answer(429, "").reason, "HTTP 429 (Too Many Requests)");
+        assert_eq!(answer(599, "").reason, "HTTP 599");
     }
 
     #[test]

@@ -737,7 +737,11 @@ impl RegistrySession {
         let mut url = Url::parse(&challenge.realm).map_err(|_| {
             protocol_violation("the Bearer challenge names a token service that is not a URL")
         })?;
-        let service_host = url.host_str().unwrap_or("?").to_string();
+        let service_host = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            (None, _) => "?".to_string(),
+        };
         {
             let mut query = url.query_pairs_mut();
             if let Some(service) = &challenge.service {

@@ -709,6 +709,160 @@ async fn html_server() -> SocketAddr {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A token-auth front: the Docker token protocol in front of the open registry
+
+/// What a `TokenFront` saw and did.
+#[derive(Default)]
+struct FrontLog {
+    /// Tokens issued, in order.
+    issued: Vec<String>,
+    /// The query of every token request that was granted.
+    token_queries: Vec<String>,
+    /// Token requests refused for wrong or missing credentials.
+    token_refusals: usize,
+    /// Registry requests answered 401 (no token, unknown token, or the first one expired).
+    challenged: usize,
+    /// Registry requests forwarded, with the token each carried.
+    forwarded: Vec<(String, String)>,
+}
+
+/// Answers registry requests without a valid `Authorization: Bearer` with a 401 and a Bearer
+/// challenge naming its own `/token` endpoint; that endpoint checks Basic credentials and
+/// issues tokens; requests with a valid token go on to `upstream` (an open registry). After
+/// `first_token_uses` requests the first token is refused, as if it had expired.
+struct TokenFront {
+    addr: SocketAddr,
+    log: Arc<Mutex<FrontLog>>,
+}
+
+const FRONT_SERVICE: &str = "shipit-test-registry";
+
+impl TokenFront {
+    async fn start(
+        upstream: &str,
+        user: &str,
+        password: &str,
+        first_token_uses: Option<usize>,
+    ) -> TokenFront {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream: SocketAddr = upstream.parse().expect("upstream is an ip:port");
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let log: Arc<Mutex<FrontLog>> = Arc::default();
+        let first_uses = Arc::new(AtomicUsize::new(0));
+        let log_task = log.clone();
+        tokio::spawn(async move {
+            for _ in 0..2000 {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log_task.clone();
+                let expected = expected.clone();
+                let first_uses = first_uses.clone();
+                tokio::spawn(async move {
+                    let _ = front_connection(
+                        client,
+                        addr,
+                        upstream,
+                        &expected,
+                        first_token_uses,
+                        &first_uses,
+                        &log,
+                    )
+                    .await;
+                });
+            }
+        });
+        TokenFront { addr, log }
+    }
+
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+async fn front_connection(
+    mut client: TcpStream,
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    expected_basic: &str,
+    first_token_uses: Option<usize>,
+    first_uses: &AtomicUsize,
+    log: &Mutex<FrontLog>,
+) -> std::io::Result<()> {
+    let head = String::from_utf8_lossy(&read_head(&mut client).await?).into_owned();
+    let path = head
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .unwrap_or_default()
+        .to_string();
+    let authorization = head_value(&head, "authorization").unwrap_or_default();
+    if let Some(query) = path.strip_prefix("/token") {
+        if authorization != expected_basic {
+            log.lock().unwrap().token_refusals += 1;
+            return answer(
+                &mut client,
+                401,
+                "",
+                "{\"details\":\"incorrect username or password\"}",
+            )
+            .await;
+        }
+        let token = format!("front-token-{}", unique());
+        {
+            let mut log = log.lock().unwrap();
+            log.issued.push(token.clone());
+            log.token_queries.push(query.to_string());
+        }
+        let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+        return answer(&mut client, 200, "", &body).await;
+    }
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .unwrap_or_default()
+        .to_string();
+    let valid = {
+        let log = log.lock().unwrap();
+        match log.issued.iter().position(|t| *t == token) {
+            Some(0) => match first_token_uses {
+                Some(limit) => first_uses.fetch_add(1, Ordering::SeqCst) < limit,
+                None => true,
+            },
+            Some(_) => true,
+            None => false,
+        }
+    };
+    if !valid {
+        drain_body(&mut client, &head).await;
+        log.lock().unwrap().challenged += 1;
+        // The scope a registry names: the repository in the path, if any.
+        let repository = path
+            .strip_prefix("/v2/")
+            .and_then(|rest| {
+                ["/blobs/", "/manifests/", "/tags/"]
+                    .iter()
+                    .find_map(|marker| rest.split_once(marker).map(|(repo, _)| repo))
+            })
+            .map(str::to_string);
+        let scope = repository
+            .map(|r| format!(",scope=\"repository:{r}:pull,push\""))
+            .unwrap_or_default();
+        let challenge = format!(
+            "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"{FRONT_SERVICE}\"{scope}\r\n"
+        );
+        let body =
+            "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}";
+        return answer(&mut client, 401, &challenge, body).await;
+    }
+    log.lock().unwrap().forwarded.push((path, token));
+    forward(&mut client, &head, upstream, &["authorization"]).await
+}
+
+// ---------------------------------------------------------------------------------------------
 // Pushing to a registry without auth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1149,6 +1303,160 @@ async fn a_registry_that_wants_credentials_says_so_when_none_are_configured() {
         .0
         .unwrap_err();
     assert!(err.to_string().contains("requires credentials"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bearer tokens from a token service
+
+/// A front user with a password unique to the test, in the shared Docker config.
+fn front_login(front: &TokenFront, password: &str) {
+    add_docker_config(&front.host(), basic_entry("robot", password), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_through_a_bearer_token_service_with_docker_config_credentials() {
+    let env = env();
+    let docker = docker().await;
+    let password = format!("front-pw-{}", unique());
+    let front = TokenFront::start(&env.registry, "robot", &password, None).await;
+    front_login(&front, &password);
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("b.bin", random_bytes(200_000))],
+    )
+    .await;
+    let cfg = config(&front.host(), &repository("bearer"), &["v1"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
+
+    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(sha256(&body), pushed.digest);
+    let log = front.log.lock().unwrap();
+    assert!(!log.issued.is_empty());
+    // One token serves the whole push: it was asked for push on the repository.
+    assert_eq!(log.issued.len(), 1, "tokens: {:?}", log.token_queries);
+    let query = &log.token_queries[0];
+    assert!(
+        query.contains(&format!("service={FRONT_SERVICE}")),
+        "{query}"
+    );
+    assert!(
+        query.contains(&format!(
+            "scope=repository%3A{}%3Apull%2Cpush",
+            cfg.repository.replace('/', "%2F")
+        )),
+        "{query}"
+    );
+    assert!(
+        log.forwarded
+            .iter()
+            .any(|(path, _)| path.contains("/manifests/v1")),
+        "{:?}",
+        log.forwarded
+    );
+    assert!(
+        log.forwarded
+            .iter()
+            .all(|(_, token)| *token == log.issued[0])
+    );
+    for line in recorder.lines() {
+        assert!(
+            !line.contains(&password) && !line.contains(&log.issued[0]),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_service_refusing_the_credentials_is_an_auth_error_naming_the_target() {
+    let env = env();
+    let docker = docker().await;
+    let password = format!("front-pw-{}", unique());
+    let front = TokenFront::start(&env.registry, "robot", &password, None).await;
+    let wrong = format!("wrong-pw-{}", unique());
+    front_login(&front, &wrong);
+    let cfg = config(&front.host(), &repository("bearer-wrong"), &["v1"]);
+    let (result, recorder) = push(&docker, &env.base_image, &cfg, cache_dir().path()).await;
+    let err = result.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PushError::Authentication { .. }), "{text}");
+    assert!(
+        text.contains(&front.host()) && text.contains(&cfg.repository),
+        "{text}"
+    );
+    assert!(text.contains("token service"), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    let debug = format!("{err:?}");
+    for shown in [&text, &debug] {
+        assert!(
+            !shown.contains(&wrong) && !shown.contains(&password),
+            "{shown}"
+        );
+    }
+    assert!(err.hint().unwrap().contains("docker login"));
+    for line in recorder.lines() {
+        assert!(!line.contains(&wrong), "{line}");
+    }
+    let log = front.log.lock().unwrap();
+    assert_eq!(log.token_refusals, 1, "refused credentials are not retried");
+    assert!(log.issued.is_empty() && log.forwarded.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_that_expires_mid_push_is_renewed_and_the_push_completes() {
+    let env = env();
+    let docker = docker().await;
+    let password = format!("front-pw-{}", unique());
+    // The first token is good for four registry requests: the blob checks of a two-layer
+    // image and little more.
+    let front = TokenFront::start(&env.registry, "robot", &password, Some(4)).await;
+    front_login(&front, &password);
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[
+            ("x1.bin", random_bytes(300_000)),
+            ("x2.bin", random_bytes(300_000)),
+        ],
+    )
+    .await;
+    let cfg = config(&front.host(), &repository("bearer-expiry"), &["v1", "v2"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
+    for tag in ["v1", "v2"] {
+        let (status, body) = fetch_manifest(&env.registry, &cfg.repository, tag, None).await;
+        assert_eq!(status, 200, "{tag}");
+        assert_eq!(sha256(&body), pushed.digest, "{tag}");
+    }
+    let log = front.log.lock().unwrap();
+    assert!(
+        log.issued.len() >= 2,
+        "no new token: {:?}",
+        log.token_queries
+    );
+    let first = &log.issued[0];
+    assert_eq!(
+        log.forwarded.iter().filter(|(_, t)| t == first).count(),
+        4,
+        "the first token served exactly its four requests"
+    );
+    assert!(
+        log.forwarded.iter().any(|(_, t)| t != first),
+        "nothing went through on a renewed token"
+    );
+    assert!(
+        recorder.count("refused the token") >= 1,
+        "{:?}",
+        recorder.lines()
+    );
+    for line in recorder.lines() {
+        assert!(
+            log.issued.iter().all(|t| !line.contains(t.as_str())) && !line.contains(&password),
+            "{line}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -820,7 +820,9 @@ impl RegistrySession {
             .unwrap_or(DEFAULT_TOKEN_LIFETIME);
         Ok(BearerToken {
             value,
-            renew_at: Instant::now() + lifetime.saturating_sub(TOKEN_EXPIRY_MARGIN),
+            // A short-lived token is renewed at half its life rather than on every request.
+            renew_at: Instant::now()
+                + lifetime.saturating_sub(TOKEN_EXPIRY_MARGIN.min(lifetime / 2)),
             challenge: challenge.clone(),
         })
     }
@@ -1207,9 +1209,11 @@ impl RegistrySession {
                         offset: acknowledged,
                     });
                 }
-                Ok(_) => self.say(format!(
-                    "the registry holds more of blob {} than it has; starting the upload again",
-                    short(&blob.digest)
+                Ok((acknowledged, _)) => self.say(format!(
+                    "the registry says it holds {acknowledged} bytes of blob {}, which has {}; \
+                     starting the upload again",
+                    short(&blob.digest),
+                    blob.size
                 )),
                 Err(failure) if failure.kind == FailureKind::NotFound => {
                     // The upload may have completed before its answer was lost.
@@ -1268,6 +1272,14 @@ impl RegistrySession {
                 .unwrap_or(start + len);
             if let Some(location) = location_of(&response) {
                 current.location = location;
+            }
+            if acknowledged <= start {
+                // Nothing was taken: not progress, or a registry doing this would loop forever.
+                return Err(RegistryFailure {
+                    reason: format!("the registry took none of the chunk at byte {start}"),
+                    retry: Retryable::Transient { retry_after: None },
+                    kind: FailureKind::Other,
+                });
             }
             current.offset = acknowledged.min(blob.size);
             backoff.progressed();

@@ -355,6 +355,9 @@ enum Fault {
     /// Answer with this status and an error envelope that echoes the request's credentials,
     /// as a careless proxy or registry might.
     EchoCredentials(u16),
+    /// Forward, then answer a chunk's PATCH as ECR does: `201 Created` instead of `202`, and a
+    /// `Range` stuck at the end of the first chunk.
+    EcrLikeChunk,
 }
 
 /// The form of an injected `Retry-After`.
@@ -552,13 +555,8 @@ async fn answer(
     client.shutdown().await
 }
 
-/// Sends the request on to `upstream` on a connection of its own and relays the answer.
-async fn forward(
-    client: &mut TcpStream,
-    head: &str,
-    upstream: SocketAddr,
-    drop_headers: &[&str],
-) -> std::io::Result<()> {
+/// The request head with `Connection: close` and without `drop_headers`.
+fn close_after(head: &str, drop_headers: &[&str]) -> String {
     let mut rewritten = String::new();
     for line in head.trim_end_matches("\r\n").split("\r\n") {
         let name = line
@@ -573,8 +571,20 @@ async fn forward(
         rewritten.push_str("\r\n");
     }
     rewritten.push_str("Connection: close\r\n\r\n");
+    rewritten
+}
+
+/// Sends the request on to `upstream` on a connection of its own and relays the answer.
+async fn forward(
+    client: &mut TcpStream,
+    head: &str,
+    upstream: SocketAddr,
+    drop_headers: &[&str],
+) -> std::io::Result<()> {
     let mut server = TcpStream::connect(upstream).await?;
-    server.write_all(rewritten.as_bytes()).await?;
+    server
+        .write_all(close_after(head, drop_headers).as_bytes())
+        .await?;
     tokio::io::copy_bidirectional(client, &mut server).await?;
     Ok(())
 }
@@ -595,16 +605,16 @@ async fn handle_connection(
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
+    // Every matching rule counts the request; the first whose turn it is applies.
     let mut fault = None;
     for (index, rule) in rules.iter().enumerate() {
         if rule.method == method && path.contains(rule.path_contains) {
             let mut counters = counters.lock().unwrap();
             let seen = counters.entry(index).or_insert(0);
             *seen += 1;
-            if rule.fail_on.contains(seen) {
+            if fault.is_none() && rule.fail_on.contains(seen) {
                 fault = Some(rule.fault);
             }
-            break;
         }
     }
     let wall = SystemTime::now();
@@ -674,6 +684,30 @@ async fn handle_connection(
             })
             .to_string();
             answer(&mut client, code, "", &body).await
+        }
+        Some(Fault::EcrLikeChunk) => {
+            let mut server = TcpStream::connect(upstream).await?;
+            server.write_all(close_after(&text, &[]).as_bytes()).await?;
+            let length = head_value(&text, "content-length")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            tokio::io::copy(&mut (&mut client).take(length), &mut server).await?;
+            let answer = String::from_utf8_lossy(&read_head(&mut server).await?).into_owned();
+            let mut rewritten = String::new();
+            for line in answer.trim_end_matches("\r\n").split("\r\n") {
+                if line.starts_with("HTTP/1.1 202") {
+                    rewritten.push_str("HTTP/1.1 201 Created\r\n");
+                } else if line.to_ascii_lowercase().starts_with("range:") {
+                    rewritten.push_str("Range: 0-16777215\r\n");
+                } else {
+                    rewritten.push_str(line);
+                    rewritten.push_str("\r\n");
+                }
+            }
+            rewritten.push_str("\r\n");
+            client.write_all(rewritten.as_bytes()).await?;
+            tokio::io::copy(&mut server, &mut client).await?;
+            client.shutdown().await
         }
         None => forward(&mut client, &text, upstream, &[]).await,
     }
@@ -1933,6 +1967,16 @@ async fn an_upload_the_registry_lost_starts_again_from_zero() {
                 fault: Fault::CutBody(1024 * 1024),
             },
             Rule {
+                // The second chunk of the new upload: the registry disputes the offset.
+                method: "PATCH",
+                path_contains: "/blobs/uploads/",
+                fail_on: vec![4],
+                fault: Fault::Status(
+                    416,
+                    "{\"errors\":[{\"code\":\"BLOB_UPLOAD_INVALID\",\"message\":\"range\"}]}",
+                ),
+            },
+            Rule {
                 method: "GET",
                 path_contains: "/blobs/uploads/",
                 fail_on: vec![1],
@@ -1992,6 +2036,80 @@ async fn an_upload_the_registry_lost_starts_again_from_zero() {
         1,
         "{:?}",
         recorder.lines()
+    );
+    // A 416 starts the upload again too, without asking the registry's status.
+    let disputed = seen
+        .iter()
+        .position(|s| {
+            s.injected && s.method == "PATCH" && s.content_range.is_some() && s.at > seen[cut].at
+        })
+        .unwrap_or_else(|| panic!("no disputed PATCH: {seen:?}"));
+    let later = &seen[disputed + 1..];
+    let patch = later
+        .iter()
+        .position(|s| s.method == "PATCH")
+        .unwrap_or_else(|| panic!("no PATCH after the disputed one: {seen:?}"));
+    assert_eq!(later[patch].range_start(), Some(0), "{seen:?}");
+    assert_ne!(
+        later[patch].resource(),
+        seen[disputed].resource(),
+        "{seen:?}"
+    );
+    assert!(
+        later[..patch].iter().any(|s| s.method == "POST")
+            && later[..patch].iter().all(|s| s.method != "GET"),
+        "a new upload, no status check: {seen:?}"
+    );
+    assert_eq!(
+        recorder.count("disputes the offset"),
+        1,
+        "{:?}",
+        recorder.lines()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunked_uploads_survive_ecr_answers_201_and_a_stale_range() {
+    let env = env();
+    let docker = docker().await;
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![Rule {
+            method: "PATCH",
+            path_contains: "/blobs/uploads/",
+            fail_on: (1..100).collect(),
+            fault: Fault::EcrLikeChunk,
+        }],
+    )
+    .await;
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("big.bin", random_bytes(BIG_LAYER))],
+    )
+    .await;
+    let cfg = config(&proxy.host(), &repository("ecr-like"), &["v1"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let pushed = result.unwrap_or_else(|err| {
+        panic!(
+            "push failed: {err}\n{:?}\n{:?}",
+            recorder.lines(),
+            proxy.seen()
+        )
+    });
+    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(sha256(&body), pushed.digest);
+    let starts: Vec<Option<u64>> = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .map(Seen::range_start)
+        .collect();
+    assert_eq!(
+        starts,
+        vec![Some(0), Some(16 << 20), Some(32 << 20)],
+        "three chunks, each after the last, whatever Range said"
     );
 }
 

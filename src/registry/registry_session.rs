@@ -9,7 +9,9 @@
 //! Uploads: a blob up to `CHUNKED_ABOVE` goes in one PUT (restarted whole when interrupted); a
 //! larger one in `CHUNK_SIZE` PATCHes, and after an interruption the registry is asked how far
 //! it got (`GET` on the upload → `Range`) and the upload continues from there, or starts again
-//! when the registry lost it.
+//! when the registry lost it (404) or disputes the offset (416). ECR's deviations are allowed
+//! for: it answers a PATCH with 201, and its `Range` after a PATCH lags, so a chunk's success
+//! is read from the status alone.
 //!
 //! Credentials: Basic (the Docker config's, or the ECR token), or a bearer token from the
 //! registry's token service (the Docker token protocol: the `WWW-Authenticate: Bearer` challenge
@@ -339,8 +341,30 @@ impl Request {
 #[derive(Debug, Clone)]
 struct UploadCursor {
     location: Url,
-    /// Bytes the registry acknowledged.
+    /// Bytes the registry took.
     offset: u64,
+    /// Whether the offset came from the registry's status after an interruption.
+    resumed: bool,
+}
+
+/// What the answer to a chunk's PATCH means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkVerdict {
+    /// The chunk is stored: go on after it. Any 2xx: the spec says 202, ECR answers 201. The
+    /// answer's `Range` is not read: ECR's stays at the first chunk's end.
+    Taken,
+    /// 416: the registry's idea of the offset differs from shipit's.
+    OffsetDisputed,
+    Failed,
+}
+
+/// Judges a chunk's PATCH answer by its status. Pure.
+pub(crate) fn judge_chunk(status: u16) -> ChunkVerdict {
+    match status {
+        200..=299 => ChunkVerdict::Taken,
+        416 => ChunkVerdict::OffsetDisputed,
+        _ => ChunkVerdict::Failed,
+    }
 }
 
 /// One repository of one registry.
@@ -1207,6 +1231,7 @@ impl RegistrySession {
                     *cursor = Some(UploadCursor {
                         location: location.unwrap_or(current.location),
                         offset: acknowledged,
+                        resumed: true,
                     });
                 }
                 Ok((acknowledged, _)) => self.say(format!(
@@ -1237,6 +1262,7 @@ impl RegistrySession {
             *cursor = Some(UploadCursor {
                 location: self.start_upload().await?,
                 offset: 0,
+                resumed: false,
             });
         }
         let current = cursor.as_mut().expect("an upload is open");
@@ -1253,40 +1279,51 @@ impl RegistrySession {
                     len,
                 });
             let response = self.exchange(&request).await?;
-            if response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
-                // The registry holds another amount than shipit thinks: ask it, then go on.
-                return Err(RegistryFailure {
-                    reason: format!(
-                        "the registry refused the chunk at byte {start} (HTTP 416: it holds \
-                         another amount of the upload)"
-                    ),
-                    retry: Retryable::Transient { retry_after: None },
-                    kind: FailureKind::Other,
-                });
+            match judge_chunk(response.status().as_u16()) {
+                ChunkVerdict::Taken => {
+                    if let Some(location) = location_of(&response) {
+                        current.location = location;
+                    }
+                    current.offset = start + len;
+                    backoff.progressed();
+                }
+                ChunkVerdict::OffsetDisputed => {
+                    // The registry holds another amount than shipit was told: start again
+                    // rather than trust its status a second time.
+                    *cursor = None;
+                    self.say(format!(
+                        "the registry disputes the offset of the upload of blob {}; starting it \
+                         again",
+                        short(&blob.digest)
+                    ));
+                    return Err(RegistryFailure {
+                        reason: format!(
+                            "the registry refused the chunk at byte {start} (HTTP 416)"
+                        ),
+                        retry: Retryable::Transient { retry_after: None },
+                        kind: FailureKind::Other,
+                    });
+                }
+                ChunkVerdict::Failed => {
+                    return Err(lost_upload_is_transient(failure_of(response).await));
+                }
             }
-            let response = expect(response, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
-                .await
-                .map_err(lost_upload_is_transient)?;
-            let acknowledged = header_text(response.headers(), header::RANGE)
-                .and_then(|range| acknowledged_bytes(&range))
-                .unwrap_or(start + len);
-            if let Some(location) = location_of(&response) {
-                current.location = location;
-            }
-            if acknowledged <= start {
-                // Nothing was taken: not progress, or a registry doing this would loop forever.
-                return Err(RegistryFailure {
-                    reason: format!("the registry took none of the chunk at byte {start}"),
-                    retry: Retryable::Transient { retry_after: None },
-                    kind: FailureKind::Other,
-                });
-            }
-            current.offset = acknowledged.min(blob.size);
-            backoff.progressed();
         }
+        let resumed = current.resumed;
         self.finish_upload(&current.location, &blob.digest)
             .await
-            .map_err(lost_upload_is_transient)
+            .map_err(|failure| {
+                if resumed && failure.reason.contains("DIGEST_INVALID") {
+                    // A registry whose status misled the resume: the bytes are wrong, so the
+                    // upload starts again (once more at most: a fresh upload is not resumed).
+                    *cursor = None;
+                    return RegistryFailure {
+                        retry: Retryable::Transient { retry_after: None },
+                        ..failure
+                    };
+                }
+                lost_upload_is_transient(failure)
+            })
     }
 
     /// Asks the registry how much of an upload it holds: the bytes acknowledged, and the
@@ -1497,6 +1534,17 @@ mod tests {
         assert_eq!(acknowledged_bytes("5-10"), None);
         assert_eq!(acknowledged_bytes("0-"), None);
         assert_eq!(acknowledged_bytes("garbage"), None);
+    }
+
+    #[test]
+    fn any_success_takes_a_chunk_and_416_disputes_the_offset() {
+        for status in [202, 201, 204, 200] {
+            assert_eq!(judge_chunk(status), ChunkVerdict::Taken, "{status}");
+        }
+        assert_eq!(judge_chunk(416), ChunkVerdict::OffsetDisputed);
+        for status in [400, 401, 404, 500, 307] {
+            assert_eq!(judge_chunk(status), ChunkVerdict::Failed, "{status}");
+        }
     }
 
     #[test]

@@ -1758,6 +1758,32 @@ async fn cancellation_stops_the_push() {
 // ---------------------------------------------------------------------------------------------
 // Retry-After and interrupted uploads
 
+/// Builds an image with `files`, pushes it as `v1` through `proxy` (in front of the open
+/// registry) and checks that the registry serves the pushed manifest back; what the proxy saw,
+/// and the progress lines.
+async fn push_through(
+    proxy: &FaultProxy,
+    name: &str,
+    files: &[(&str, Vec<u8>)],
+) -> (Vec<Seen>, Recorder) {
+    let env = env();
+    let docker = docker().await;
+    let image = build_image(&docker, &env.base_image, files).await;
+    let cfg = config(&proxy.host(), &repository(name), &["v1"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let pushed = result.unwrap_or_else(|err| {
+        panic!(
+            "push failed: {err}\n{:?}\n{:?}",
+            recorder.lines(),
+            proxy.seen()
+        )
+    });
+    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(sha256(&body), pushed.digest, "v1 points elsewhere");
+    (proxy.seen(), recorder)
+}
+
 /// The first request after `fault` for the same method and resource: its retry.
 fn retry_of<'a>(seen: &'a [Seen], fault: &Seen) -> &'a Seen {
     seen.iter()
@@ -1768,7 +1794,6 @@ fn retry_of<'a>(seen: &'a [Seen], fault: &Seen) -> &'a Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_after_is_honoured_in_seconds_and_as_an_http_date() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.registry,
         vec![
@@ -1787,26 +1812,9 @@ async fn retry_after_is_honoured_in_seconds_and_as_an_http_date() {
         ],
     )
     .await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("r.bin", random_bytes(100_000))],
-    )
-    .await;
-    let cfg = config(&proxy.host(), &repository("retry-after"), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| {
-        panic!(
-            "push failed: {err}\n{:?}\n{:?}",
-            recorder.lines(),
-            proxy.seen()
-        )
-    });
-    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest);
+    let (seen, recorder) =
+        push_through(&proxy, "retry-after", &[("r.bin", random_bytes(100_000))]).await;
 
-    let seen = proxy.seen();
     let faults: Vec<&Seen> = seen.iter().filter(|s| s.injected).collect();
     assert_eq!(faults.len(), 2, "{seen:?}");
     for fault in faults {
@@ -1888,7 +1896,6 @@ const BIG_LAYER: usize = 40 * 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_interrupted_chunked_upload_resumes_from_the_acknowledged_offset() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.registry,
         vec![Rule {
@@ -1899,26 +1906,9 @@ async fn an_interrupted_chunked_upload_resumes_from_the_acknowledged_offset() {
         }],
     )
     .await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("big.bin", random_bytes(BIG_LAYER))],
-    )
-    .await;
-    let cfg = config(&proxy.host(), &repository("resume"), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| {
-        panic!(
-            "push failed: {err}\n{:?}\n{:?}",
-            recorder.lines(),
-            proxy.seen()
-        )
-    });
-    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest);
+    let (seen, recorder) =
+        push_through(&proxy, "resume", &[("big.bin", random_bytes(BIG_LAYER))]).await;
 
-    let seen = proxy.seen();
     let cut = seen
         .iter()
         .find(|s| s.injected)
@@ -1956,7 +1946,6 @@ async fn an_interrupted_chunked_upload_resumes_from_the_acknowledged_offset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_the_registry_lost_starts_again_from_zero() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.registry,
         vec![
@@ -1988,26 +1977,9 @@ async fn an_upload_the_registry_lost_starts_again_from_zero() {
         ],
     )
     .await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("big.bin", random_bytes(BIG_LAYER))],
-    )
-    .await;
-    let cfg = config(&proxy.host(), &repository("restart"), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| {
-        panic!(
-            "push failed: {err}\n{:?}\n{:?}",
-            recorder.lines(),
-            proxy.seen()
-        )
-    });
-    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest);
+    let (seen, recorder) =
+        push_through(&proxy, "restart", &[("big.bin", random_bytes(BIG_LAYER))]).await;
 
-    let seen = proxy.seen();
     let cut = seen
         .iter()
         .position(|s| s.injected && s.method == "PATCH")
@@ -2071,7 +2043,6 @@ async fn an_upload_the_registry_lost_starts_again_from_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chunked_uploads_survive_ecr_answers_201_and_a_stale_range() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.registry,
         vec![Rule {
@@ -2082,26 +2053,8 @@ async fn chunked_uploads_survive_ecr_answers_201_and_a_stale_range() {
         }],
     )
     .await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("big.bin", random_bytes(BIG_LAYER))],
-    )
-    .await;
-    let cfg = config(&proxy.host(), &repository("ecr-like"), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| {
-        panic!(
-            "push failed: {err}\n{:?}\n{:?}",
-            recorder.lines(),
-            proxy.seen()
-        )
-    });
-    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest);
-    let starts: Vec<Option<u64>> = proxy
-        .seen()
+    let (seen, _) = push_through(&proxy, "ecr-like", &[("big.bin", random_bytes(BIG_LAYER))]).await;
+    let starts: Vec<Option<u64>> = seen
         .iter()
         .filter(|s| s.method == "PATCH")
         .map(Seen::range_start)

@@ -1177,12 +1177,11 @@ impl RegistrySession {
         let mut interrupted = false;
         let mut attempt = 0u32;
         loop {
-            if self.cancel.is_cancelled() {
-                return Err(self.cancelled());
-            }
-            let step = self
-                .upload_step(blob, &path, &mut cursor, interrupted, &mut backoff)
-                .await;
+            let step = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(self.cancelled()),
+                step = self.upload_step(blob, &path, &mut cursor, interrupted, &mut backoff) => step,
+            };
             let failure = match step {
                 Ok(()) => return Ok(()),
                 Err(failure) => failure,

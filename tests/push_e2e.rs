@@ -136,3 +136,53 @@ fn registry_ecr_gets_a_token_from_the_aws_api_and_pushes_with_it() {
     .unwrap();
     assert!(!journal.contains(&auth.1), "nor in the journal");
 }
+
+#[test]
+fn wrong_registry_credentials_fail_the_run_with_exit_1_naming_the_target_and_no_password() {
+    use base64::Engine;
+    let host = testenv("SHIPIT_TEST_AUTH_REGISTRY");
+    let user = testenv("SHIPIT_TEST_AUTH_REGISTRY_USER");
+    let name = unique_name("e2e-badauth");
+    let repository = format!("e2e/{name}");
+    let wrong = format!("wrong-{name}");
+    let docker_config = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{wrong}"));
+    std::fs::write(
+        docker_config.path().join("config.json"),
+        serde_json::json!({ "auths": { host.clone(): { "auth": auth } } }).to_string(),
+    )
+    .unwrap();
+    let project = Project::with_docker().env(
+        "DOCKER_CONFIG",
+        docker_config.path().to_str().expect("a UTF-8 temp path"),
+    );
+    project
+        .file(
+            "shipit.yaml",
+            format!(
+                "version: 1\nname: {name}\nimages:\n  web:\n    context: web\n    push:\n      registry: {host}\n      repository: {repository}\n      tags: [v1]\n"
+            ),
+        )
+        .file("web/Dockerfile", format!("FROM busybox:latest\nRUN echo {name} > /id.txt\n"))
+        .commit();
+    let run = project.shipit(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        output.contains("failed to authenticate")
+            && output.contains("rejected the credentials from the Docker config")
+            && output.contains(&host)
+            && output.contains(&repository),
+        "{run:?}"
+    );
+    for secret in [&wrong, &auth] {
+        assert!(
+            !output.contains(secret.as_str()),
+            "a credential leaked: {run:?}"
+        );
+    }
+    let run_id = project.run_ids().pop().expect("the run was journaled");
+    let journal =
+        std::fs::read_to_string(project.journal_dir().join(run_id).join("journal.json")).unwrap();
+    assert!(!journal.contains(&wrong) && !journal.contains(&auth));
+}

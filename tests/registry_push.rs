@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bollard::Docker;
@@ -343,10 +343,30 @@ fn assert_no_secret(text: &str) {
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
-    /// Answer with this status and body, and close.
+    /// Answer with this status and body, and close (a 429 says `Retry-After: 1`).
     Status(u16, &'static str),
+    /// Answer with this status and a `Retry-After` header (and a `Date` header, as servers do).
+    RetryAfter(u16, After),
     /// Reset the connection without answering.
     Reset,
+    /// Read this many bytes of the request body, then reset the connection; nothing reaches
+    /// the registry, so it still holds what it acknowledged before.
+    CutBody(usize),
+    /// Answer with this status and an error envelope that echoes the request's credentials,
+    /// as a careless proxy or registry might.
+    EchoCredentials(u16),
+    /// Forward, then answer a chunk's PATCH as ECR does: `201 Created` instead of `202`, and a
+    /// `Range` stuck at the end of the first chunk.
+    EcrLikeChunk,
+}
+
+/// The form of an injected `Retry-After`.
+#[derive(Clone, Copy, Debug)]
+enum After {
+    /// Delay-seconds: `Retry-After: 2`.
+    Seconds(u64),
+    /// An HTTP-date this many seconds after the answer's own `Date`.
+    DateIn(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -358,9 +378,54 @@ struct Rule {
     fault: Fault,
 }
 
+/// A request the proxy saw.
+#[derive(Clone)]
+struct Seen {
+    at: Instant,
+    wall: SystemTime,
+    method: String,
+    /// Path and query, as sent.
+    path: String,
+    content_range: Option<String>,
+    injected: bool,
+    /// For an injected Retry-After: the earliest time the header allows the next try.
+    not_before: Option<SystemTime>,
+}
+
+impl Seen {
+    /// The path without its query (an upload's location carries changing state there).
+    fn resource(&self) -> &str {
+        self.path.split('?').next().unwrap_or_default()
+    }
+
+    /// Where a PATCH's Content-Range starts.
+    fn range_start(&self) -> Option<u64> {
+        self.content_range
+            .as_deref()?
+            .split('-')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.resource())?;
+        if let Some(range) = &self.content_range {
+            write!(f, " [{range}]")?;
+        }
+        if self.injected {
+            write!(f, " (fault)")?;
+        }
+        Ok(())
+    }
+}
+
 struct FaultProxy {
     addr: SocketAddr,
-    requests: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<Seen>>>,
     injected: Arc<AtomicUsize>,
 }
 
@@ -404,6 +469,10 @@ impl FaultProxy {
     fn host(&self) -> String {
         self.addr.to_string()
     }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.requests.lock().unwrap().clone()
+    }
 }
 
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
@@ -421,17 +490,23 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
-/// Reads and discards the request body the head announces (bounded in size and time).
-async fn drain_body(stream: &mut TcpStream, head: &str) {
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<u64>().ok())?
-        })
+/// A header's value in a request head.
+fn head_value(head: &str, wanted: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case(wanted)
+            .then(|| value.trim().to_string())
+    })
+}
+
+/// Reads and discards up to `limit` bytes of the request body the head announces (bounded in
+/// size and time).
+async fn drain_body_up_to(stream: &mut TcpStream, head: &str, limit: u64) {
+    let length = head_value(head, "content-length")
+        .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0)
-        .min(256 * 1024 * 1024);
+        .min(limit);
     let mut remaining = length;
     let mut buffer = vec![0u8; 64 * 1024];
     let drain = async {
@@ -443,7 +518,75 @@ async fn drain_body(stream: &mut TcpStream, head: &str) {
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+}
+
+async fn drain_body(stream: &mut TcpStream, head: &str) {
+    drain_body_up_to(stream, head, 256 * 1024 * 1024).await;
+}
+
+fn http_date(at: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+/// Writes one whole answer and closes.
+async fn answer(
+    client: &mut TcpStream,
+    code: u16,
+    extra_headers: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n{extra_headers}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(response.as_bytes()).await?;
+    client.shutdown().await
+}
+
+/// The request head with `Connection: close` and without `drop_headers`.
+fn close_after(head: &str, drop_headers: &[&str]) -> String {
+    let mut rewritten = String::new();
+    for line in head.trim_end_matches("\r\n").split("\r\n") {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if name == "connection" || drop_headers.contains(&name.as_str()) {
+            continue;
+        }
+        rewritten.push_str(line);
+        rewritten.push_str("\r\n");
+    }
+    rewritten.push_str("Connection: close\r\n\r\n");
+    rewritten
+}
+
+/// Sends the request on to `upstream` on a connection of its own and relays the answer.
+async fn forward(
+    client: &mut TcpStream,
+    head: &str,
+    upstream: SocketAddr,
+    drop_headers: &[&str],
+) -> std::io::Result<()> {
+    let mut server = TcpStream::connect(upstream).await?;
+    server
+        .write_all(close_after(head, drop_headers).as_bytes())
+        .await?;
+    tokio::io::copy_bidirectional(client, &mut server).await?;
+    Ok(())
 }
 
 async fn handle_connection(
@@ -451,7 +594,7 @@ async fn handle_connection(
     upstream: SocketAddr,
     rules: &[Rule],
     counters: &Mutex<HashMap<usize, usize>>,
-    requests: &Mutex<Vec<String>>,
+    requests: &Mutex<Vec<Seen>>,
     injected: &AtomicUsize,
 ) -> std::io::Result<()> {
     let head = read_head(&mut client).await?;
@@ -462,67 +605,117 @@ async fn handle_connection(
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    requests.lock().unwrap().push(format!("{method} {path}"));
+    // Every matching rule counts the request; the first whose turn it is applies.
     let mut fault = None;
     for (index, rule) in rules.iter().enumerate() {
         if rule.method == method && path.contains(rule.path_contains) {
             let mut counters = counters.lock().unwrap();
             let seen = counters.entry(index).or_insert(0);
             *seen += 1;
-            if rule.fail_on.contains(seen) {
+            if fault.is_none() && rule.fail_on.contains(seen) {
                 fault = Some(rule.fault);
             }
-            break;
         }
+    }
+    let wall = SystemTime::now();
+    let not_before = match fault {
+        Some(Fault::RetryAfter(_, After::Seconds(secs))) => Some(wall + Duration::from_secs(secs)),
+        // HTTP-dates have whole seconds: the Date sent is `wall` rounded down.
+        Some(Fault::RetryAfter(_, After::DateIn(secs))) => {
+            Some(whole_seconds(wall) + Duration::from_secs(secs))
+        }
+        _ => None,
+    };
+    requests.lock().unwrap().push(Seen {
+        at: Instant::now(),
+        wall,
+        method: method.to_string(),
+        path: path.to_string(),
+        content_range: head_value(&text, "content-range"),
+        injected: fault.is_some(),
+        not_before,
+    });
+    if fault.is_some() {
+        injected.fetch_add(1, Ordering::SeqCst);
     }
     match fault {
         Some(Fault::Reset) => {
-            injected.fetch_add(1, Ordering::SeqCst);
             // Closing with unread request bytes makes the kernel answer with a reset.
             drop(client);
             Ok(())
         }
+        Some(Fault::CutBody(after)) => {
+            drain_body_up_to(&mut client, &text, after as u64).await;
+            drop(client);
+            Ok(())
+        }
         Some(Fault::Status(code, body)) => {
-            injected.fetch_add(1, Ordering::SeqCst);
             // A registry reads the request before it answers; answering first would let the
             // client see a broken pipe instead of the status, depending on timing.
             drain_body(&mut client, &text).await;
-            let reason = match code {
-                401 => "Unauthorized",
-                429 => "Too Many Requests",
-                503 => "Service Unavailable",
-                _ => "Error",
-            };
             let extra = if code == 429 {
                 "Retry-After: 1\r\n"
             } else {
                 ""
             };
-            let response = format!(
-                "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n{extra}\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            client.write_all(response.as_bytes()).await?;
-            client.shutdown().await?;
-            Ok(())
+            answer(&mut client, code, extra, body).await
         }
-        None => {
-            let mut rewritten = String::new();
-            for line in text.trim_end_matches("\r\n").split("\r\n") {
-                if line.to_ascii_lowercase().starts_with("connection:") {
-                    continue;
-                }
-                rewritten.push_str(line);
-                rewritten.push_str("\r\n");
-            }
-            rewritten.push_str("Connection: close\r\n\r\n");
+        Some(Fault::RetryAfter(code, after)) => {
+            drain_body(&mut client, &text).await;
+            let value = match after {
+                After::Seconds(secs) => secs.to_string(),
+                After::DateIn(_) => http_date(not_before.expect("a date was chosen")),
+            };
+            let extra = format!("Date: {}\r\nRetry-After: {value}\r\n", http_date(wall));
+            let body = "{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"slow down\"}]}";
+            answer(&mut client, code, &extra, body).await
+        }
+        Some(Fault::EchoCredentials(code)) => {
+            drain_body(&mut client, &text).await;
+            let authorization = head_value(&text, "authorization").unwrap_or_default();
+            let decoded = authorization
+                .strip_prefix("Basic ")
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let message = format!("not accepted for Authorization: {authorization} ({decoded})");
+            let body = serde_json::json!({
+                "errors": [{"code": "MANIFEST_INVALID", "message": message}]
+            })
+            .to_string();
+            answer(&mut client, code, "", &body).await
+        }
+        Some(Fault::EcrLikeChunk) => {
             let mut server = TcpStream::connect(upstream).await?;
-            server.write_all(rewritten.as_bytes()).await?;
-            tokio::io::copy_bidirectional(&mut client, &mut server).await?;
-            Ok(())
+            server.write_all(close_after(&text, &[]).as_bytes()).await?;
+            let length = head_value(&text, "content-length")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            tokio::io::copy(&mut (&mut client).take(length), &mut server).await?;
+            let answer = String::from_utf8_lossy(&read_head(&mut server).await?).into_owned();
+            let mut rewritten = String::new();
+            for line in answer.trim_end_matches("\r\n").split("\r\n") {
+                if line.starts_with("HTTP/1.1 202") {
+                    rewritten.push_str("HTTP/1.1 201 Created\r\n");
+                } else if line.to_ascii_lowercase().starts_with("range:") {
+                    rewritten.push_str("Range: 0-16777215\r\n");
+                } else {
+                    rewritten.push_str(line);
+                    rewritten.push_str("\r\n");
+                }
+            }
+            rewritten.push_str("\r\n");
+            client.write_all(rewritten.as_bytes()).await?;
+            tokio::io::copy(&mut server, &mut client).await?;
+            client.shutdown().await
         }
+        None => forward(&mut client, &text, upstream, &[]).await,
     }
+}
+
+fn whole_seconds(at: SystemTime) -> SystemTime {
+    let since = at.duration_since(UNIX_EPOCH).unwrap();
+    UNIX_EPOCH + Duration::from_secs(since.as_secs())
 }
 
 /// A server that answers every request with an HTML page, like a login portal.
@@ -547,6 +740,160 @@ async fn html_server() -> SocketAddr {
         }
     });
     addr
+}
+
+// ---------------------------------------------------------------------------------------------
+// A token-auth front: the Docker token protocol in front of the open registry
+
+/// What a `TokenFront` saw and did.
+#[derive(Default)]
+struct FrontLog {
+    /// Tokens issued, in order.
+    issued: Vec<String>,
+    /// The query of every token request that was granted.
+    token_queries: Vec<String>,
+    /// Token requests refused for wrong or missing credentials.
+    token_refusals: usize,
+    /// Registry requests answered 401 (no token, unknown token, or the first one expired).
+    challenged: usize,
+    /// Registry requests forwarded, with the token each carried.
+    forwarded: Vec<(String, String)>,
+}
+
+/// Answers registry requests without a valid `Authorization: Bearer` with a 401 and a Bearer
+/// challenge naming its own `/token` endpoint; that endpoint checks Basic credentials and
+/// issues tokens; requests with a valid token go on to `upstream` (an open registry). After
+/// `first_token_uses` requests the first token is refused, as if it had expired.
+struct TokenFront {
+    addr: SocketAddr,
+    log: Arc<Mutex<FrontLog>>,
+}
+
+const FRONT_SERVICE: &str = "shipit-test-registry";
+
+impl TokenFront {
+    async fn start(
+        upstream: &str,
+        user: &str,
+        password: &str,
+        first_token_uses: Option<usize>,
+    ) -> TokenFront {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream: SocketAddr = upstream.parse().expect("upstream is an ip:port");
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let log: Arc<Mutex<FrontLog>> = Arc::default();
+        let first_uses = Arc::new(AtomicUsize::new(0));
+        let log_task = log.clone();
+        tokio::spawn(async move {
+            for _ in 0..2000 {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log_task.clone();
+                let expected = expected.clone();
+                let first_uses = first_uses.clone();
+                tokio::spawn(async move {
+                    let _ = front_connection(
+                        client,
+                        addr,
+                        upstream,
+                        &expected,
+                        first_token_uses,
+                        &first_uses,
+                        &log,
+                    )
+                    .await;
+                });
+            }
+        });
+        TokenFront { addr, log }
+    }
+
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+async fn front_connection(
+    mut client: TcpStream,
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    expected_basic: &str,
+    first_token_uses: Option<usize>,
+    first_uses: &AtomicUsize,
+    log: &Mutex<FrontLog>,
+) -> std::io::Result<()> {
+    let head = String::from_utf8_lossy(&read_head(&mut client).await?).into_owned();
+    let path = head
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .unwrap_or_default()
+        .to_string();
+    let authorization = head_value(&head, "authorization").unwrap_or_default();
+    if let Some(query) = path.strip_prefix("/token") {
+        if authorization != expected_basic {
+            log.lock().unwrap().token_refusals += 1;
+            return answer(
+                &mut client,
+                401,
+                "",
+                "{\"details\":\"incorrect username or password\"}",
+            )
+            .await;
+        }
+        let token = format!("front-token-{}", unique());
+        {
+            let mut log = log.lock().unwrap();
+            log.issued.push(token.clone());
+            log.token_queries.push(query.to_string());
+        }
+        let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+        return answer(&mut client, 200, "", &body).await;
+    }
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .unwrap_or_default()
+        .to_string();
+    let valid = {
+        let log = log.lock().unwrap();
+        match log.issued.iter().position(|t| *t == token) {
+            Some(0) => match first_token_uses {
+                Some(limit) => first_uses.fetch_add(1, Ordering::SeqCst) < limit,
+                None => true,
+            },
+            Some(_) => true,
+            None => false,
+        }
+    };
+    if !valid {
+        drain_body(&mut client, &head).await;
+        log.lock().unwrap().challenged += 1;
+        // The scope a registry names: the repository in the path, if any.
+        let repository = path
+            .strip_prefix("/v2/")
+            .and_then(|rest| {
+                ["/blobs/", "/manifests/", "/tags/"]
+                    .iter()
+                    .find_map(|marker| rest.split_once(marker).map(|(repo, _)| repo))
+            })
+            .map(str::to_string);
+        let scope = repository
+            .map(|r| format!(",scope=\"repository:{r}:pull,push\""))
+            .unwrap_or_default();
+        let challenge = format!(
+            "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"{FRONT_SERVICE}\"{scope}\r\n"
+        );
+        let body =
+            "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}";
+        return answer(&mut client, 401, &challenge, body).await;
+    }
+    log.lock().unwrap().forwarded.push((path, token));
+    forward(&mut client, &head, upstream, &["authorization"]).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -993,6 +1340,160 @@ async fn a_registry_that_wants_credentials_says_so_when_none_are_configured() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Bearer tokens from a token service
+
+/// A front user with a password unique to the test, in the shared Docker config.
+fn front_login(front: &TokenFront, password: &str) {
+    add_docker_config(&front.host(), basic_entry("robot", password), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_through_a_bearer_token_service_with_docker_config_credentials() {
+    let env = env();
+    let docker = docker().await;
+    let password = format!("front-pw-{}", unique());
+    let front = TokenFront::start(&env.registry, "robot", &password, None).await;
+    front_login(&front, &password);
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("b.bin", random_bytes(200_000))],
+    )
+    .await;
+    let cfg = config(&front.host(), &repository("bearer"), &["v1"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
+
+    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(sha256(&body), pushed.digest);
+    let log = front.log.lock().unwrap();
+    assert!(!log.issued.is_empty());
+    // One token serves the whole push: it was asked for push on the repository.
+    assert_eq!(log.issued.len(), 1, "tokens: {:?}", log.token_queries);
+    let query = &log.token_queries[0];
+    assert!(
+        query.contains(&format!("service={FRONT_SERVICE}")),
+        "{query}"
+    );
+    assert!(
+        query.contains(&format!(
+            "scope=repository%3A{}%3Apull%2Cpush",
+            cfg.repository.replace('/', "%2F")
+        )),
+        "{query}"
+    );
+    assert!(
+        log.forwarded
+            .iter()
+            .any(|(path, _)| path.contains("/manifests/v1")),
+        "{:?}",
+        log.forwarded
+    );
+    assert!(
+        log.forwarded
+            .iter()
+            .all(|(_, token)| *token == log.issued[0])
+    );
+    for line in recorder.lines() {
+        assert!(
+            !line.contains(&password) && !line.contains(&log.issued[0]),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_service_refusing_the_credentials_is_an_auth_error_naming_the_target() {
+    let env = env();
+    let docker = docker().await;
+    let password = format!("front-pw-{}", unique());
+    let front = TokenFront::start(&env.registry, "robot", &password, None).await;
+    let wrong = format!("wrong-pw-{}", unique());
+    front_login(&front, &wrong);
+    let cfg = config(&front.host(), &repository("bearer-wrong"), &["v1"]);
+    let (result, recorder) = push(&docker, &env.base_image, &cfg, cache_dir().path()).await;
+    let err = result.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PushError::Authentication { .. }), "{text}");
+    assert!(
+        text.contains(&front.host()) && text.contains(&cfg.repository),
+        "{text}"
+    );
+    assert!(text.contains("token service"), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    let debug = format!("{err:?}");
+    for shown in [&text, &debug] {
+        assert!(
+            !shown.contains(&wrong) && !shown.contains(&password),
+            "{shown}"
+        );
+    }
+    assert!(err.hint().unwrap().contains("docker login"));
+    for line in recorder.lines() {
+        assert!(!line.contains(&wrong), "{line}");
+    }
+    let log = front.log.lock().unwrap();
+    assert_eq!(log.token_refusals, 1, "refused credentials are not retried");
+    assert!(log.issued.is_empty() && log.forwarded.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_that_expires_mid_push_is_renewed_and_the_push_completes() {
+    let env = env();
+    let docker = docker().await;
+    let password = format!("front-pw-{}", unique());
+    // The first token is good for four registry requests: the blob checks of a two-layer
+    // image and little more.
+    let front = TokenFront::start(&env.registry, "robot", &password, Some(4)).await;
+    front_login(&front, &password);
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[
+            ("x1.bin", random_bytes(300_000)),
+            ("x2.bin", random_bytes(300_000)),
+        ],
+    )
+    .await;
+    let cfg = config(&front.host(), &repository("bearer-expiry"), &["v1", "v2"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
+    for tag in ["v1", "v2"] {
+        let (status, body) = fetch_manifest(&env.registry, &cfg.repository, tag, None).await;
+        assert_eq!(status, 200, "{tag}");
+        assert_eq!(sha256(&body), pushed.digest, "{tag}");
+    }
+    let log = front.log.lock().unwrap();
+    assert!(
+        log.issued.len() >= 2,
+        "no new token: {:?}",
+        log.token_queries
+    );
+    let first = &log.issued[0];
+    assert_eq!(
+        log.forwarded.iter().filter(|(_, t)| t == first).count(),
+        4,
+        "the first token served exactly its four requests"
+    );
+    assert!(
+        log.forwarded.iter().any(|(_, t)| t != first),
+        "nothing went through on a renewed token"
+    );
+    assert!(
+        recorder.count("refused the token") >= 1,
+        "{:?}",
+        recorder.lines()
+    );
+    for line in recorder.lines() {
+        assert!(
+            log.issued.iter().all(|t| !line.contains(t.as_str())) && !line.contains(&password),
+            "{line}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Faults: retries, restarts, bad servers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1109,6 +1610,80 @@ async fn a_server_answering_html_is_named_as_not_a_registry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_html_error_page_mid_push_is_named_and_not_echoed() {
+    let env = env();
+    let docker = docker().await;
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![Rule {
+            method: "PUT",
+            path_contains: "/manifests/",
+            fail_on: (1..50).collect(),
+            fault: Fault::Status(
+                500,
+                "<!DOCTYPE html><html><head><title>Oops</title></head>\
+                 <body>Internal error, request id 42</body></html>",
+            ),
+        }],
+    )
+    .await;
+    let cfg = config(&proxy.host(), &repository("html-mid"), &["v1"]);
+    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
+        .await
+        .0
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PushError::Registry { .. }), "{text}");
+    assert!(text.contains("HTTP 500 with an HTML page"), "{text}");
+    assert!(text.contains("push the manifest"), "{text}");
+    assert!(
+        text.contains(&proxy.host()) && text.contains(&cfg.repository),
+        "{text}"
+    );
+    assert!(text.contains("after 5 attempts"), "{text}");
+    assert!(
+        !text.contains("request id") && !text.contains("<"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_a_registry_echoes_in_an_error_never_reach_the_message() {
+    let env = env();
+    let docker = docker().await;
+    let proxy = FaultProxy::start(
+        &env.auth_registry,
+        vec![Rule {
+            method: "PUT",
+            path_contains: "/manifests/",
+            fail_on: (1..50).collect(),
+            fault: Fault::EchoCredentials(400),
+        }],
+    )
+    .await;
+    add_docker_config(
+        &proxy.host(),
+        basic_entry(&env.auth_user, &env.auth_password),
+        None,
+    );
+    let cfg = config(&proxy.host(), &repository("echo"), &["v1"]);
+    let (result, recorder) = push(&docker, &env.base_image, &cfg, cache_dir().path()).await;
+    let err = result.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("MANIFEST_INVALID"), "{text}");
+    assert!(text.contains("not accepted for Authorization"), "{text}");
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", env.auth_user, env.auth_password));
+    for shown in [text.clone(), format!("{err:?}")]
+        .into_iter()
+        .chain(recorder.lines())
+    {
+        assert_no_secret(&shown);
+        assert!(!shown.contains(&basic), "{shown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_registry_fails_after_retries_naming_it() {
     let env = env();
     let docker = docker().await;
@@ -1178,6 +1753,317 @@ async fn cancellation_stops_the_push() {
     .await
     .unwrap_err();
     assert!(matches!(err, PushError::Cancelled { .. }), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retry-After and interrupted uploads
+
+/// Builds an image with `files`, pushes it as `v1` through `proxy` (in front of the open
+/// registry) and checks that the registry serves the pushed manifest back; what the proxy saw,
+/// and the progress lines.
+async fn push_through(
+    proxy: &FaultProxy,
+    name: &str,
+    files: &[(&str, Vec<u8>)],
+) -> (Vec<Seen>, Recorder) {
+    let env = env();
+    let docker = docker().await;
+    let image = build_image(&docker, &env.base_image, files).await;
+    let cfg = config(&proxy.host(), &repository(name), &["v1"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let pushed = result.unwrap_or_else(|err| {
+        panic!(
+            "push failed: {err}\n{:?}\n{:?}",
+            recorder.lines(),
+            proxy.seen()
+        )
+    });
+    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(sha256(&body), pushed.digest, "v1 points elsewhere");
+    (proxy.seen(), recorder)
+}
+
+/// The first request after `fault` for the same method and resource: its retry.
+fn retry_of<'a>(seen: &'a [Seen], fault: &Seen) -> &'a Seen {
+    seen.iter()
+        .find(|s| s.at > fault.at && s.method == fault.method && s.resource() == fault.resource())
+        .unwrap_or_else(|| panic!("no retry of {fault:?} in {seen:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retry_after_is_honoured_in_seconds_and_as_an_http_date() {
+    let env = env();
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![
+            Rule {
+                method: "HEAD",
+                path_contains: "/blobs/",
+                fail_on: vec![1],
+                fault: Fault::RetryAfter(429, After::Seconds(2)),
+            },
+            Rule {
+                method: "PUT",
+                path_contains: "/manifests/",
+                fail_on: vec![1],
+                fault: Fault::RetryAfter(503, After::DateIn(2)),
+            },
+        ],
+    )
+    .await;
+    let (seen, recorder) =
+        push_through(&proxy, "retry-after", &[("r.bin", random_bytes(100_000))]).await;
+
+    let faults: Vec<&Seen> = seen.iter().filter(|s| s.injected).collect();
+    assert_eq!(faults.len(), 2, "{seen:?}");
+    for fault in faults {
+        let not_before = fault.not_before.expect("a Retry-After fault");
+        let retry = retry_of(&seen, fault);
+        assert!(
+            retry.wall >= not_before,
+            "{fault:?} was retried {:?} before its Retry-After allowed",
+            not_before.duration_since(retry.wall).unwrap_or_default()
+        );
+        // And not much later either: the wait is the header's, not a long backoff.
+        assert!(
+            retry.at - fault.at < Duration::from_secs(10),
+            "{fault:?} retried after {:?}",
+            retry.at - fault.at
+        );
+    }
+    assert_eq!(
+        recorder.count("as the registry's Retry-After asks"),
+        2,
+        "{:?}",
+        recorder.lines()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_beyond_the_cap_fails_at_once_saying_so() {
+    let env = env();
+    let docker = docker().await;
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![Rule {
+            method: "HEAD",
+            path_contains: "/blobs/",
+            fail_on: (1..100).collect(),
+            fault: Fault::RetryAfter(429, After::Seconds(3600)),
+        }],
+    )
+    .await;
+    let cfg = config(&proxy.host(), &repository("retry-cap"), &["v1"]);
+    let started = Instant::now();
+    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
+        .await
+        .0
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the push waited {:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(matches!(err, PushError::Registry { .. }), "{text}");
+    assert!(text.contains("HTTP 429"), "{text}");
+    assert!(
+        text.contains("asked to wait 3600s") && text.contains("Retry-After"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&proxy.host()) && text.contains(&cfg.repository),
+        "{text}"
+    );
+    // Each blob check was tried once: nobody waits out an hour.
+    let seen = proxy.seen();
+    let mut heads: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "HEAD")
+        .map(Seen::resource)
+        .collect();
+    let total = heads.len();
+    heads.sort();
+    heads.dedup();
+    assert_eq!(heads.len(), total, "{seen:?}");
+}
+
+/// Bytes of random data that stay above shipit's chunked-upload threshold (32 MiB) once
+/// compressed: random data does not compress.
+const BIG_LAYER: usize = 40 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_chunked_upload_resumes_from_the_acknowledged_offset() {
+    let env = env();
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![Rule {
+            method: "PATCH",
+            path_contains: "/blobs/uploads/",
+            fail_on: vec![2],
+            fault: Fault::CutBody(1024 * 1024),
+        }],
+    )
+    .await;
+    let (seen, recorder) =
+        push_through(&proxy, "resume", &[("big.bin", random_bytes(BIG_LAYER))]).await;
+
+    let cut = seen
+        .iter()
+        .find(|s| s.injected)
+        .unwrap_or_else(|| panic!("no PATCH was cut: {seen:?}"));
+    let offset = cut.range_start().expect("the PATCH had a Content-Range");
+    assert!(
+        offset > 0,
+        "the second chunk starts after the first: {seen:?}"
+    );
+    // The same upload after the cut: its status, then the chunk again from the offset the
+    // registry acknowledged; never from zero, never a new upload.
+    let upload: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.resource() == cut.resource() && s.at > cut.at)
+        .collect();
+    assert!(upload.len() >= 3, "{upload:?}");
+    assert_eq!(upload[0].method, "GET", "{upload:?}");
+    assert_eq!(upload[1].method, "PATCH", "{upload:?}");
+    assert_eq!(upload[1].range_start(), Some(offset), "{upload:?}");
+    assert_eq!(upload.last().unwrap().method, "PUT", "{upload:?}");
+    assert!(
+        seen.iter()
+            .filter(|s| s.at > cut.at && s.method == "PATCH")
+            .all(|s| s.range_start() != Some(0)),
+        "the upload restarted: {seen:?}"
+    );
+    assert_eq!(
+        recorder.count(&format!("at byte {offset} of")),
+        1,
+        "{:?}",
+        recorder.lines()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_the_registry_lost_starts_again_from_zero() {
+    let env = env();
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![
+            Rule {
+                method: "PATCH",
+                path_contains: "/blobs/uploads/",
+                fail_on: vec![2],
+                fault: Fault::CutBody(1024 * 1024),
+            },
+            Rule {
+                // The second chunk of the new upload: the registry disputes the offset.
+                method: "PATCH",
+                path_contains: "/blobs/uploads/",
+                fail_on: vec![4],
+                fault: Fault::Status(
+                    416,
+                    "{\"errors\":[{\"code\":\"BLOB_UPLOAD_INVALID\",\"message\":\"range\"}]}",
+                ),
+            },
+            Rule {
+                method: "GET",
+                path_contains: "/blobs/uploads/",
+                fail_on: vec![1],
+                fault: Fault::Status(
+                    404,
+                    "{\"errors\":[{\"code\":\"BLOB_UPLOAD_UNKNOWN\",\"message\":\"blob upload unknown\"}]}",
+                ),
+            },
+        ],
+    )
+    .await;
+    let (seen, recorder) =
+        push_through(&proxy, "restart", &[("big.bin", random_bytes(BIG_LAYER))]).await;
+
+    let cut = seen
+        .iter()
+        .position(|s| s.injected && s.method == "PATCH")
+        .unwrap_or_else(|| panic!("no PATCH was cut: {seen:?}"));
+    let after: Vec<&Seen> = seen[cut + 1..]
+        .iter()
+        .filter(|s| s.resource().contains("/blobs/"))
+        .collect();
+    let lost = after
+        .iter()
+        .position(|s| s.method == "GET" && s.injected)
+        .unwrap_or_else(|| panic!("no status check after the cut: {after:?}"));
+    let restarted = after[lost + 1..]
+        .iter()
+        .position(|s| s.method == "POST")
+        .map(|i| i + lost + 1)
+        .unwrap_or_else(|| panic!("no new upload after the lost one: {after:?}"));
+    let first_patch = after[restarted..]
+        .iter()
+        .find(|s| s.method == "PATCH")
+        .unwrap_or_else(|| panic!("no PATCH in the new upload: {after:?}"));
+    assert_eq!(first_patch.range_start(), Some(0), "{after:?}");
+    assert_ne!(first_patch.resource(), seen[cut].resource(), "{after:?}");
+    assert_eq!(
+        recorder.count("lost the upload"),
+        1,
+        "{:?}",
+        recorder.lines()
+    );
+    // A 416 starts the upload again too, without asking the registry's status.
+    let disputed = seen
+        .iter()
+        .position(|s| {
+            s.injected && s.method == "PATCH" && s.content_range.is_some() && s.at > seen[cut].at
+        })
+        .unwrap_or_else(|| panic!("no disputed PATCH: {seen:?}"));
+    let later = &seen[disputed + 1..];
+    let patch = later
+        .iter()
+        .position(|s| s.method == "PATCH")
+        .unwrap_or_else(|| panic!("no PATCH after the disputed one: {seen:?}"));
+    assert_eq!(later[patch].range_start(), Some(0), "{seen:?}");
+    assert_ne!(
+        later[patch].resource(),
+        seen[disputed].resource(),
+        "{seen:?}"
+    );
+    assert!(
+        later[..patch].iter().any(|s| s.method == "POST")
+            && later[..patch].iter().all(|s| s.method != "GET"),
+        "a new upload, no status check: {seen:?}"
+    );
+    assert_eq!(
+        recorder.count("disputes the offset"),
+        1,
+        "{:?}",
+        recorder.lines()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunked_uploads_survive_ecr_answers_201_and_a_stale_range() {
+    let env = env();
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![Rule {
+            method: "PATCH",
+            path_contains: "/blobs/uploads/",
+            fail_on: (1..100).collect(),
+            fault: Fault::EcrLikeChunk,
+        }],
+    )
+    .await;
+    let (seen, _) = push_through(&proxy, "ecr-like", &[("big.bin", random_bytes(BIG_LAYER))]).await;
+    let starts: Vec<Option<u64>> = seen
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .map(Seen::range_start)
+        .collect();
+    assert_eq!(
+        starts,
+        vec![Some(0), Some(16 << 20), Some(32 << 20)],
+        "three chunks, each after the last, whatever Range said"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

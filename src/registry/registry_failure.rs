@@ -1,10 +1,12 @@
 //! What an error from the registry protocol means: a human reason fit to print, whether trying
 //! again can help, and whether the credentials were refused. Pure, so every wire failure the
-//! adapter can meet is tested here without a server.
+//! adapter can meet is tested here without a server. The wire itself is shipit's own
+//! (`registry_session`), so every answer's status, headers and body are at hand here.
 
 use std::error::Error as _;
+use std::time::Duration;
 
-use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
+use oci_client::errors::{OciEnvelope, OciErrorCode};
 
 use super::retry::Retryable;
 
@@ -15,7 +17,8 @@ const MAX_REASON_CHARS: usize = 300;
 pub(crate) enum FailureKind {
     /// The registry refused the credentials (401/403, UNAUTHORIZED, DENIED).
     Auth,
-    /// The thing asked for does not exist (404, BLOB_UNKNOWN, MANIFEST_UNKNOWN).
+    /// The thing asked for does not exist (404, BLOB_UNKNOWN, BLOB_UPLOAD_UNKNOWN,
+    /// MANIFEST_UNKNOWN).
     NotFound,
     Other,
 }
@@ -45,84 +48,101 @@ fn status_kind(code: u16) -> FailureKind {
     }
 }
 
-pub(crate) fn classify(error: &OciDistributionError) -> RegistryFailure {
-    match error {
-        OciDistributionError::RequestError(err) => {
-            if let Some(status) = err.status() {
-                return from_status(status.as_u16(), "");
-            }
-            let what = if err.is_connect() {
-                "cannot connect (connection refused, or the host is unreachable)"
-            } else if err.is_timeout() {
-                "the request timed out"
-            } else if err.is_decode() {
-                "the answer could not be decoded"
-            } else {
-                "the connection failed"
-            };
-            // reqwest's own message repeats the URL; the innermost cause is the useful part
-            // ("connection reset by peer", "dns error: …").
-            let mut innermost: Option<String> = None;
-            let mut source = err.source();
-            while let Some(cause) = source {
-                innermost = Some(cause.to_string());
-                source = cause.source();
-            }
-            let reason = match innermost {
-                Some(cause) => format!("{what}: {}", summarize(&cause)),
-                None => what.to_string(),
-            };
-            let retry = if err.is_builder() || err.is_redirect() || err.is_decode() {
-                Retryable::Permanent
-            } else {
-                transient()
-            };
-            RegistryFailure {
-                reason,
-                retry,
-                kind: FailureKind::Other,
-            }
-        }
-        OciDistributionError::ServerError { code, message, .. } => from_status(*code, message),
-        OciDistributionError::RegistryError { envelope, .. } => from_envelope(envelope),
-        OciDistributionError::UnauthorizedError { .. } => RegistryFailure {
-            reason: "the registry answered 401 Unauthorized".into(),
-            retry: Retryable::Permanent,
-            kind: FailureKind::Auth,
+/// An error answer from a registry, as much of it as a verdict needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ErrorAnswer<'a> {
+    pub status: u16,
+    pub content_type: Option<&'a str>,
+    /// The parsed `Retry-After` header, when the answer had a readable one.
+    pub retry_after: Option<Duration>,
+    /// The start of the body (the adapter reads at most a few KiB of an error body).
+    pub body: &'a str,
+}
+
+/// Classifies a registry's error answer: the distribution spec's error envelope when the body
+/// holds one, an HTML page named as such (never echoed), the status otherwise; 408, 429 and 5xx
+/// are retried, after the server's Retry-After when it gave one.
+pub(crate) fn from_answer(answer: &ErrorAnswer<'_>) -> RegistryFailure {
+    let html = answer
+        .content_type
+        .is_some_and(|ct| ct.to_ascii_lowercase().contains("text/html"));
+    let mut failure = if html {
+        html_failure(answer.status)
+    } else {
+        from_status(answer.status, answer.body)
+    };
+    if let Retryable::Transient { retry_after } = &mut failure.retry {
+        *retry_after = answer.retry_after;
+    }
+    failure
+}
+
+/// A transport failure (no answer, or an answer cut short): the innermost cause is the useful
+/// part ("connection reset by peer", "dns error: …"); reqwest's own message repeats the URL.
+pub(crate) fn from_transport(err: &reqwest::Error) -> RegistryFailure {
+    let what = if err.is_connect() {
+        "cannot connect (connection refused, or the host is unreachable)"
+    } else if err.is_timeout() {
+        "the request timed out"
+    } else if err.is_decode() {
+        "the answer could not be decoded"
+    } else if err.is_body() {
+        "the connection broke while sending the request body"
+    } else {
+        "the connection failed"
+    };
+    let mut innermost: Option<String> = None;
+    let mut source = err.source();
+    while let Some(cause) = source {
+        innermost = Some(cause.to_string());
+        source = cause.source();
+    }
+    let reason = match innermost {
+        Some(cause) if cause != what => format!("{what}: {}", summarize(&cause)),
+        _ => what.to_string(),
+    };
+    let retry = if err.is_builder() || err.is_redirect() || err.is_decode() {
+        Retryable::Permanent
+    } else {
+        transient()
+    };
+    RegistryFailure {
+        reason,
+        retry,
+        kind: FailureKind::Other,
+    }
+}
+
+/// An I/O failure on this machine (reading a spooled blob): not the registry's doing.
+pub(crate) fn from_local_io(err: &std::io::Error) -> RegistryFailure {
+    RegistryFailure {
+        reason: format!("reading the blob from the spool failed: {err}"),
+        retry: Retryable::Permanent,
+        kind: FailureKind::Other,
+    }
+}
+
+/// An answer the protocol does not allow at this step (a 200 where 202 was due, no Location).
+pub(crate) fn protocol_violation(what: &str) -> RegistryFailure {
+    RegistryFailure {
+        reason: format!("the registry does not follow the distribution spec: {what}"),
+        retry: Retryable::Permanent,
+        kind: FailureKind::Other,
+    }
+}
+
+fn html_failure(code: u16) -> RegistryFailure {
+    RegistryFailure {
+        reason: format!(
+            "the server answered HTTP {code} with an HTML page instead of the registry API; \
+             is this host a registry, or a proxy or login page in front of one?"
+        ),
+        retry: if status_is_transient(code) {
+            transient()
+        } else {
+            Retryable::Permanent
         },
-        OciDistributionError::AuthenticationFailure(text) => RegistryFailure {
-            reason: format!(
-                "the token service refused the credentials: {}",
-                summarize(text)
-            ),
-            retry: Retryable::Permanent,
-            kind: FailureKind::Auth,
-        },
-        OciDistributionError::ImageManifestNotFoundError(_) => RegistryFailure {
-            reason: "the manifest does not exist".into(),
-            retry: Retryable::Permanent,
-            kind: FailureKind::NotFound,
-        },
-        OciDistributionError::SpecViolationError(text) => RegistryFailure {
-            reason: format!(
-                "the registry does not follow the distribution spec: {}",
-                summarize(text)
-            ),
-            retry: Retryable::Permanent,
-            kind: FailureKind::Other,
-        },
-        OciDistributionError::RegistryNoLocationError => RegistryFailure {
-            reason: "the registry did not say where to upload (no Location header); is it a \
-                     registry, or a proxy in front of one?"
-                .into(),
-            retry: Retryable::Permanent,
-            kind: FailureKind::Other,
-        },
-        other => RegistryFailure {
-            reason: summarize(&other.to_string()),
-            retry: Retryable::Permanent,
-            kind: FailureKind::Other,
-        },
+        kind: status_kind(code),
     }
 }
 
@@ -134,6 +154,7 @@ fn from_envelope(envelope: &OciEnvelope) -> RegistryFailure {
         match &err.code {
             OciErrorCode::Unauthorized | OciErrorCode::Denied => kind = FailureKind::Auth,
             OciErrorCode::BlobUnknown
+            | OciErrorCode::BlobUploadUnknown
             | OciErrorCode::ManifestUnknown
             | OciErrorCode::NameUnknown
             | OciErrorCode::NotFound => kind = FailureKind::NotFound,
@@ -164,8 +185,7 @@ fn from_status(code: u16, body: &str) -> RegistryFailure {
     } else {
         Retryable::Permanent
     };
-    // oci-client passes some error bodies through unparsed; the distribution spec's error
-    // envelope says more than the status does.
+    // The distribution spec's error envelope says more than the status does.
     if let Ok(envelope) = serde_json::from_str::<OciEnvelope>(body)
         && !envelope.errors.is_empty()
     {
@@ -179,13 +199,18 @@ fn from_status(code: u16, body: &str) -> RegistryFailure {
         }
         return failure;
     }
-    let reason = if looks_like_html(body) {
-        format!(
-            "the server answered HTTP {code} with an HTML page instead of the registry API; \
-             is this host a registry, or a proxy or login page in front of one?"
-        )
-    } else if body.trim().is_empty() {
-        format!("HTTP {code}")
+    if looks_like_html(body) {
+        return html_failure(code);
+    }
+    let reason = if body.trim().is_empty() {
+        // An empty answer (a HEAD's, say) has only its status to tell.
+        match http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|status| status.canonical_reason())
+        {
+            Some(phrase) => format!("HTTP {code} ({phrase})"),
+            None => format!("HTTP {code}"),
+        }
     } else {
         format!("HTTP {code}: {}", summarize(body))
     };
@@ -231,94 +256,125 @@ pub(crate) fn summarize(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn server(code: u16, message: &str) -> OciDistributionError {
-        OciDistributionError::ServerError {
-            code,
-            url: "http://127.0.0.1:5000/v2/app/blobs/uploads/?secret=1".into(),
-            message: message.into(),
-        }
-    }
-
-    fn envelope(json: &str) -> OciDistributionError {
-        OciDistributionError::RegistryError {
-            envelope: serde_json::from_str::<OciEnvelope>(json).unwrap(),
-            url: "http://127.0.0.1:5000/v2/".into(),
-        }
+    fn answer(status: u16, body: &str) -> RegistryFailure {
+        from_answer(&ErrorAnswer {
+            status,
+            body,
+            ..ErrorAnswer::default()
+        })
     }
 
     #[test]
     fn server_errors_and_rate_limits_are_transient() {
         for code in [500, 502, 503, 504, 429, 408] {
             assert!(
-                matches!(
-                    classify(&server(code, "")).retry,
-                    Retryable::Transient { .. }
-                ),
+                matches!(answer(code, "").retry, Retryable::Transient { .. }),
                 "{code}"
             );
         }
-        for code in [400, 404, 405, 413] {
-            assert_eq!(
-                classify(&server(code, "")).retry,
-                Retryable::Permanent,
-                "{code}"
-            );
+        for code in [400, 404, 405, 413, 416] {
+            assert_eq!(answer(code, "").retry, Retryable::Permanent, "{code}");
         }
+    }
+
+    #[test]
+    fn retry_after_rides_along_on_transient_answers_only() {
+        let wait = Some(Duration::from_secs(7));
+        let failure = from_answer(&ErrorAnswer {
+            status: 429,
+            retry_after: wait,
+            body: r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+            ..ErrorAnswer::default()
+        });
+        assert_eq!(failure.retry, Retryable::Transient { retry_after: wait });
+        assert_eq!(failure.reason, "HTTP 429: TOOMANYREQUESTS: slow down");
+        let failure = from_answer(&ErrorAnswer {
+            status: 503,
+            retry_after: wait,
+            content_type: Some("text/html"),
+            body: "<p>maintenance</p>",
+        });
+        assert_eq!(failure.retry, Retryable::Transient { retry_after: wait });
+        let failure = from_answer(&ErrorAnswer {
+            status: 400,
+            retry_after: wait,
+            ..ErrorAnswer::default()
+        });
+        assert_eq!(failure.retry, Retryable::Permanent);
     }
 
     #[test]
     fn refused_credentials_are_auth_failures() {
-        assert_eq!(classify(&server(401, "")).kind, FailureKind::Auth);
-        assert_eq!(classify(&server(403, "")).kind, FailureKind::Auth);
-        let failure = classify(&envelope(
+        assert_eq!(answer(401, "").kind, FailureKind::Auth);
+        assert_eq!(answer(403, "").kind, FailureKind::Auth);
+        let failure = answer(
+            401,
             r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
-        ));
-        assert_eq!(failure.kind, FailureKind::Auth);
-        assert_eq!(failure.reason, "UNAUTHORIZED: authentication required");
-        assert_eq!(
-            classify(&OciDistributionError::UnauthorizedError { url: "u".into() }).kind,
-            FailureKind::Auth
         );
+        assert_eq!(failure.kind, FailureKind::Auth);
+        assert_eq!(
+            failure.reason,
+            "HTTP 401: UNAUTHORIZED: authentication required"
+        );
+        // A DENIED envelope under another status is still a refusal.
+        let failure = answer(400, r#"{"errors":[{"code":"DENIED","message":"no push"}]}"#);
+        assert_eq!(failure.kind, FailureKind::Auth);
     }
 
     #[test]
     fn an_html_page_is_named_as_such_and_not_echoed() {
-        let failure = classify(&server(
-            502,
-            "<!DOCTYPE html><html><head><title>Bad gateway</title></head><body>…</body></html>",
-        ));
-        assert!(failure.reason.contains("HTML page"), "{}", failure.reason);
-        assert!(!failure.reason.contains("<title>"));
+        for (content_type, body) in [
+            (
+                None,
+                "<!DOCTYPE html><html><head><title>Bad gateway</title></head><body>…</body></html>",
+            ),
+            (Some("text/html; charset=utf-8"), "<title>Sign in</title>"),
+        ] {
+            let failure = from_answer(&ErrorAnswer {
+                status: 502,
+                content_type,
+                body,
+                ..ErrorAnswer::default()
+            });
+            assert!(failure.reason.contains("HTML page"), "{}", failure.reason);
+            assert!(!failure.reason.contains("<title>"), "{}", failure.reason);
+            assert!(matches!(failure.retry, Retryable::Transient { .. }));
+        }
+        let failure = answer(403, "<html><body>Forbidden by policy</body></html>");
+        assert_eq!(failure.kind, FailureKind::Auth);
+        assert_eq!(failure.retry, Retryable::Permanent);
+        assert!(!failure.reason.contains("policy"));
     }
 
     #[test]
     fn registry_error_codes_are_kept_and_rate_limits_retried() {
-        let failure = classify(&envelope(
-            r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":{}}]}"#,
-        ));
-        assert_eq!(failure.reason, "MANIFEST_INVALID: manifest invalid");
-        assert_eq!(failure.retry, Retryable::Permanent);
-        let failure = classify(&envelope(
-            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
-        ));
-        assert!(matches!(failure.retry, Retryable::Transient { .. }));
-        let failure = classify(&envelope(r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#));
-        assert_eq!(failure.kind, FailureKind::NotFound);
-    }
-
-    #[test]
-    fn an_unparsed_error_body_is_read_as_an_envelope() {
-        let failure = classify(&server(
+        let failure = answer(
             400,
-            r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}"#,
-        ));
+            r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":{}}]}"#,
+        );
         assert_eq!(
             failure.reason,
             "HTTP 400: MANIFEST_INVALID: manifest invalid"
         );
         assert_eq!(failure.retry, Retryable::Permanent);
-        let failure = classify(&server(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#));
-        assert_eq!(failure.kind, FailureKind::Auth);
+        let failure = answer(
+            400,
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow"}]}"#,
+        );
+        assert!(matches!(failure.retry, Retryable::Transient { .. }));
+        let failure = answer(404, r#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN"}]}"#);
+        assert_eq!(failure.kind, FailureKind::NotFound);
+        let failure = answer(400, r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#);
+        assert_eq!(failure.kind, FailureKind::NotFound);
+    }
+
+    #[test]
+    fn plain_text_bodies_are_summarized_on_one_line() {
+        let failure = answer(500, "upstream\n  busy  ");
+        assert_eq!(failure.reason, "HTTP 500: upstream busy");
+        assert_eq!(answer(500, " ").reason, "HTTP 500 (Internal Server Error)");
+        assert_eq!(answer(429, "").reason, "HTTP 429 (Too Many Requests)");
+        assert_eq!(answer(599, "").reason, "HTTP 599");
     }
 
     #[test]

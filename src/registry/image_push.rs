@@ -36,7 +36,7 @@ use super::image_layout::{
     source_image_from_config,
 };
 use super::layer_cache::{CachedLayer, LayerCache};
-use super::layer_packer::SpooledBlob;
+use super::layer_packer::{Packing, SpooledBlob};
 use super::push_config::{Compression, ManifestFormat, PushConfig, RegistryKind};
 use super::push_error::PushError;
 use super::registry_session::{Credentials, RegistrySession};
@@ -686,7 +686,10 @@ async fn push_from(
             ));
         }
         let plan = ScanPlan {
-            compression: cfg.compression,
+            packing: Packing {
+                compression: cfg.compression,
+                level: cfg.level(),
+            },
             present: present
                 .iter()
                 .map(|(diff_id, cached)| (diff_id.clone(), cached.uncompressed_size))

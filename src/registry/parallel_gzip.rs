@@ -303,7 +303,14 @@ mod tests {
 
     fn text(len: usize, seed: u64) -> Vec<u8> {
         let words: [&[u8]; 8] = [
-            b"layer ", b"digest ", b"registry ", b"push ", b"gzip ", b"blob ", b"tar\n", b"= ",
+            b"layer ",
+            b"digest ",
+            b"registry ",
+            b"push ",
+            b"gzip ",
+            b"blob ",
+            b"tar\n",
+            b"= ",
         ];
         let mut state = seed | 1;
         let mut out = Vec::with_capacity(len + 16);

@@ -19,6 +19,9 @@ use super::push_config::Compression;
 /// Most threads one layer is compressed on: a single export stream cannot feed more (each
 /// compresses 100–300 MB/s), and each one holds two blocks in flight.
 const MAX_THREADS: usize = 16;
+/// Bytes each zstd worker compresses at a time: like the gzip blocks, a few per thread in
+/// flight whatever the layer size.
+const ZSTD_JOB_BYTES: u32 = 2 * 1024 * 1024;
 /// Read size for layer content; large enough to keep syscalls rare, small enough not to matter.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -115,6 +118,9 @@ impl LayerCompressor {
             Compression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(out, packing.level as i32)?;
                 encoder.multithread(threads as u32)?;
+                // zstd's own job size (8 MiB at level 3, each in flight with its output) would
+                // take 300 MB with 16 threads.
+                encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_BYTES))?;
                 LayerCompressor::Zstd(encoder)
             }
         })

@@ -268,6 +268,7 @@ fn config(registry: &str, repository: &str, tags: &[&str]) -> PushConfig {
         repository: repository.to_string(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         compression: Compression::Gzip,
+        compression_level: None,
         format: ManifestFormat::Oci,
         ecr: None,
     }
@@ -2076,6 +2077,7 @@ fn ecr_config(repository: &str, tags: &[&str], settings: EcrSettings) -> PushCon
         repository: repository.to_string(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         compression: Compression::Gzip,
+        compression_level: None,
         format: ManifestFormat::Oci,
         ecr: Some(EcrSettings {
             region: Some("us-east-1".into()),

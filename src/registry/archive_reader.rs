@@ -17,7 +17,7 @@ use super::image_layout::{
     ArchiveMetadata, ContentKind, EntryRole, LayoutProblem, MAX_METADATA_BYTES, entry_role,
     normalize_entry_path, resolve_link, sniff_content,
 };
-use super::layer_packer::{self, PackedLayer, SpooledBlob, is_cancelled};
+use super::layer_packer::{self, PackedLayer, Packing, SpooledBlob, is_cancelled};
 use super::push_config::Compression;
 use super::push_error::PushError;
 
@@ -34,7 +34,8 @@ pub(crate) trait BlobSink: Sync {
 /// What is known before reading.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ScanPlan {
-    pub compression: Compression,
+    /// How to compress the layers shipit packs.
+    pub packing: Packing,
     /// Diff ids the registry already holds in compressed form, with the uncompressed size seen
     /// on an earlier push when known.
     pub present: HashMap<String, Option<u64>>,
@@ -307,7 +308,7 @@ pub(crate) fn scan_archive(
                                     blob,
                                 } = layer_packer::pack_layer(
                                     &mut source,
-                                    plan.compression,
+                                    plan.packing,
                                     spool_dir,
                                     on_bytes,
                                     cancel,

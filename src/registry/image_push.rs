@@ -36,7 +36,7 @@ use super::image_layout::{
     source_image_from_config,
 };
 use super::layer_cache::{CachedLayer, LayerCache};
-use super::layer_packer::SpooledBlob;
+use super::layer_packer::{Packing, SpooledBlob};
 use super::push_config::{Compression, ManifestFormat, PushConfig, RegistryKind};
 use super::push_error::PushError;
 use super::registry_session::{Credentials, RegistrySession};
@@ -48,6 +48,8 @@ const UPLOAD_CONCURRENCY: usize = 4;
 const CHECK_CONCURRENCY: usize = 8;
 /// Spool files waiting for an upload slot; bounds the disk the spool can take.
 const PENDING_BLOBS: usize = 2;
+/// Chunks of the daemon's export buffered ahead of the reader (each up to a few hundred KB).
+const EXPORT_CHUNKS_AHEAD: usize = 16;
 /// How often byte progress is reported.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -193,15 +195,33 @@ impl ArchiveSource {
         }
     }
 
-    /// A blocking reader over the archive, for the reader thread.
+    /// A blocking reader over the archive, for the reader thread. The daemon is asked for the
+    /// export at once, not at the first read: it writes the whole image out before it sends a
+    /// byte (about a second per 100 MB), and the registry can be connected to meanwhile.
+    /// Dropping the reader ends the request.
     fn open(&self) -> Result<Box<dyn Read + Send>, PushError> {
         match self {
             ArchiveSource::Daemon { docker, image } => {
-                let stream = Box::pin(
-                    docker
-                        .export_image(image)
-                        .map_err(|err| std::io::Error::other(DaemonStreamError(err.to_string()))),
-                );
+                let (chunks, mut received) = mpsc::channel(EXPORT_CHUNKS_AHEAD);
+                let mut export = docker.export_image(image);
+                tokio::spawn(async move {
+                    loop {
+                        let item = tokio::select! {
+                            item = export.next() => item,
+                            // The reader is gone (done, stopped early, failed): stop the export.
+                            () = chunks.closed() => break,
+                        };
+                        let Some(item) = item else { break };
+                        let item = item.map_err(|err| {
+                            std::io::Error::other(DaemonStreamError(err.to_string()))
+                        });
+                        let failed = item.is_err();
+                        if chunks.send(item).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+                let stream = futures::stream::poll_fn(move |cx| received.poll_recv(cx));
                 let reader = tokio_util::io::StreamReader::new(stream);
                 Ok(Box::new(tokio_util::io::SyncIoBridge::new(reader)))
             }
@@ -654,6 +674,8 @@ async fn push_from(
     } = hints;
 
     let run = async {
+        // The export first: the daemon prepares it while the registry is set up.
+        let first_reader = source.open()?;
         let target = open_target(cfg, &cancel, notify.clone(), true).await?;
         let session = target.session.clone();
         let registry = session.host.clone();
@@ -686,7 +708,10 @@ async fn push_from(
             ));
         }
         let plan = ScanPlan {
-            compression: cfg.compression,
+            packing: Packing {
+                compression: cfg.compression,
+                level: cfg.level(),
+            },
             present: present
                 .iter()
                 .map(|(diff_id, cached)| (diff_id.clone(), cached.uncompressed_size))
@@ -719,6 +744,7 @@ async fn push_from(
         notify(format!("reading {image_name}"));
         let first = run_pass(
             &source,
+            first_reader,
             plan.clone(),
             &session,
             spool.path(),
@@ -785,6 +811,7 @@ async fn push_from(
             };
             let second = run_pass(
                 &source,
+                source.open()?,
                 second_plan,
                 &session,
                 spool.path(),
@@ -1007,10 +1034,11 @@ fn immutable_tag_error(err: PushError, registry: &str, repository: &str, tag: &s
     }
 }
 
-/// One pass over the archive with the uploads running beside it.
+/// One pass over the archive (`reader`, opened from `source`) with the uploads running beside it.
 #[allow(clippy::too_many_arguments)]
 async fn run_pass(
     source: &ArchiveSource,
+    reader: Box<dyn Read + Send>,
     plan: ScanPlan,
     session: &Arc<RegistrySession>,
     spool_dir: &Path,
@@ -1026,7 +1054,6 @@ async fn run_pass(
         session: session.clone(),
         blobs: blob_tx,
     };
-    let reader = source.open()?;
     let spool_dir = spool_dir.to_path_buf();
     let reader_cancel = pass_cancel.clone();
     let reader_progress = progress.clone();

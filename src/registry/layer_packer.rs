@@ -2,34 +2,26 @@
 //! (its diff id), compress it on every core, and spool the compressed bytes to a file whose
 //! digest and size are known when the last byte is written.
 //!
-//! Memory stays at a few compression blocks per core whatever the layer size: gzp compresses
-//! 128 KiB blocks in parallel (pigz's scheme: each block primed with the previous 32 KiB, so
-//! the output is one ordinary gzip member and the same for any thread count), zstd uses its own
-//! worker threads.
-//!
-//! gzp runs on flate2's C zlib backend on purpose: with the zlib-rs backend a reused
-//! compressor carries state across blocks, so the output (and the layer digest) depended on
-//! which thread compressed which block. The thread-count test below guards that.
+//! Memory stays at a few compression blocks per core whatever the layer size: gzip goes
+//! through `parallel_gzip` (1 MiB blocks compressed on every core, pigz's scheme: one ordinary
+//! gzip member, the same bytes for any thread count), zstd uses its own worker threads.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use gzp::ZWriter;
-use gzp::deflate::Gzip;
-use gzp::par::compress::{ParCompress, ParCompressBuilder};
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::parallel_gzip::ParallelGzip;
 use super::push_config::Compression;
 
-/// gzip level 1. Measured on a 300 MB image of libraries, documentation and Python: level 1
-/// output is 31% of the input against 29% at level 3 and 27% at level 6, at 85, 60 and 27 MB/s
-/// per core. Compression, not the network, is what a push waits for, so the fastest level wins
-/// (a few percent more bytes cost less upload time than they save).
-const GZIP_LEVEL: u32 = 1;
-/// zstd's own default level.
-const ZSTD_LEVEL: i32 = 3;
+/// Most threads one layer is compressed on: a single export stream cannot feed more (each
+/// compresses 100–300 MB/s), and each one holds two blocks in flight.
+const MAX_THREADS: usize = 16;
+/// Bytes each zstd worker compresses at a time: like the gzip blocks, a few per thread in
+/// flight whatever the layer size.
+const ZSTD_JOB_BYTES: u32 = 2 * 1024 * 1024;
 /// Read size for layer content; large enough to keep syscalls rare, small enough not to matter.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -80,9 +72,32 @@ impl<W: Write> Write for DigestingWriter<W> {
 
 type SpoolWriter = DigestingWriter<BufWriter<File>>;
 
+/// How layers are compressed: the algorithm and its level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Packing {
+    pub compression: Compression,
+    pub level: u32,
+}
+
+impl Packing {
+    /// `compression` at its default level.
+    pub(crate) fn new(compression: Compression) -> Self {
+        Self {
+            compression,
+            level: compression.default_level(),
+        }
+    }
+}
+
+impl Default for Packing {
+    fn default() -> Self {
+        Self::new(Compression::default())
+    }
+}
+
 /// A streaming compressor over a spool file.
 enum LayerCompressor {
-    Gzip(ParCompress<'static, Gzip, SpoolWriter>),
+    Gzip(ParallelGzip<SpoolWriter>),
     Zstd(zstd::stream::write::Encoder<'static, SpoolWriter>),
 }
 
@@ -90,22 +105,22 @@ fn compression_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+        .min(MAX_THREADS)
 }
 
 impl LayerCompressor {
-    fn new(compression: Compression, out: SpoolWriter, threads: usize) -> io::Result<Self> {
+    fn new(packing: Packing, out: SpoolWriter, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
-        Ok(match compression {
+        Ok(match packing.compression {
             Compression::Gzip => {
-                let builder = ParCompressBuilder::<Gzip>::new()
-                    .num_threads(threads)
-                    .map_err(io::Error::other)?
-                    .compression_level(gzp::Compression::new(GZIP_LEVEL));
-                LayerCompressor::Gzip(builder.from_writer(out))
+                LayerCompressor::Gzip(ParallelGzip::new(out, packing.level, threads)?)
             }
             Compression::Zstd => {
-                let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+                let mut encoder = zstd::stream::write::Encoder::new(out, packing.level as i32)?;
                 encoder.multithread(threads as u32)?;
+                // zstd's own job size (8 MiB at level 3, each in flight with its output) would
+                // take 300 MB with 16 threads.
+                encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_BYTES))?;
                 LayerCompressor::Zstd(encoder)
             }
         })
@@ -120,7 +135,7 @@ impl LayerCompressor {
 
     fn finish(self) -> io::Result<SpoolWriter> {
         match self {
-            LayerCompressor::Gzip(mut writer) => writer.finish().map_err(io::Error::other),
+            LayerCompressor::Gzip(writer) => writer.finish(),
             LayerCompressor::Zstd(writer) => writer.finish(),
         }
     }
@@ -188,14 +203,14 @@ fn close_spool(writer: SpoolWriter, path: PathBuf) -> io::Result<SpooledBlob> {
 /// Hashes and compresses an uncompressed layer into a new spool file in `spool_dir`.
 pub(crate) fn pack_layer(
     source: &mut dyn Read,
-    compression: Compression,
+    packing: Packing,
     spool_dir: &Path,
     on_bytes: &mut dyn FnMut(u64),
     cancel: &CancellationToken,
 ) -> io::Result<PackedLayer> {
     let (path, spool) = create_spool(spool_dir)?;
     let result = (|| {
-        let mut compressor = LayerCompressor::new(compression, spool, compression_threads())?;
+        let mut compressor = LayerCompressor::new(packing, spool, compression_threads())?;
         let mut hasher = Sha256::new();
         let uncompressed_size = pump(source, cancel, on_bytes, |chunk| {
             hasher.update(chunk);
@@ -282,7 +297,8 @@ mod tests {
     fn pack_with(data: &[u8], compression: Compression, threads: usize) -> (PackedLayer, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let (path, spool) = create_spool(dir.path()).unwrap();
-        let mut compressor = LayerCompressor::new(compression, spool, threads).unwrap();
+        let mut compressor =
+            LayerCompressor::new(Packing::new(compression), spool, threads).unwrap();
         compressor.write_all(data).unwrap();
         let blob = close_spool(compressor.finish().unwrap(), path).unwrap();
         let bytes = std::fs::read(&blob.path).unwrap();
@@ -326,7 +342,7 @@ mod tests {
         let mut seen = 0u64;
         let packed = pack_layer(
             &mut Cursor::new(&data),
-            Compression::Gzip,
+            Packing::new(Compression::Gzip),
             dir.path(),
             &mut |n| seen += n,
             &CancellationToken::new(),
@@ -367,7 +383,7 @@ mod tests {
         cancel.cancel();
         let err = pack_layer(
             &mut Cursor::new(sample(1024)),
-            Compression::Gzip,
+            Packing::new(Compression::Gzip),
             dir.path(),
             &mut |_| {},
             &cancel,

@@ -4,10 +4,10 @@
 //!
 //! Files, in the order a push meets them: `push_config` (the `push:` block), `ecr_auth` and
 //! `docker_credentials` (credentials), `ecr_repository` (repository settings, scan gate),
-//! `registry_session` (the wire), `archive_reader` + `image_layout` + `layer_packer` (reading
-//! the export and turning it into blobs), `layer_cache` (what earlier pushes learned),
-//! `image_push` (the orchestration), `retry` and `registry_failure` (what a failure means and
-//! when to try again), `push_error`.
+//! `registry_session` (the wire), `archive_reader` + `image_layout` + `layer_packer` +
+//! `parallel_gzip` (reading the export and turning it into blobs), `layer_cache` (what earlier
+//! pushes learned), `image_push` (the orchestration), `retry` and `registry_failure` (what a
+//! failure means and when to try again), `push_error`.
 
 mod archive_reader;
 mod docker_credentials;
@@ -17,6 +17,7 @@ mod image_layout;
 mod image_push;
 mod layer_cache;
 mod layer_packer;
+mod parallel_gzip;
 mod push_config;
 mod push_error;
 mod registry_failure;

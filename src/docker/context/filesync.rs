@@ -843,7 +843,7 @@ mod tests {
         // /dev/null is 1:3, /dev/sda1 8:1, and a large minor is split in two.
         assert_eq!(device_numbers(0x103), (1, 3));
         assert_eq!(device_numbers(0x801), (8, 1));
-        assert_eq!(device_numbers(0x0010_0103), (1, 0x1003));
+        assert_eq!(device_numbers(0x0010_0103), (1, 0x103));
     }
 
     #[test]

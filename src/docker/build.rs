@@ -235,6 +235,7 @@ pub async fn build_image(
 
     let mut docker = client.bollard().clone().with_timeout(BUILD_REQUEST_TIMEOUT);
     let sync_failure = SyncFailure::default();
+    let (dockerfile_dir, dockerfile_name) = context.dockerfile_dir_and_name();
     let session = if builder == BuilderKind::BuildKit {
         let secrets: HashMap<String, Vec<u8>> = request
             .secrets
@@ -243,7 +244,7 @@ pub async fn build_image(
             .collect();
         let dirs = SyncedDirs {
             context: context.root().to_path_buf(),
-            dockerfile_dir: context.dockerfile_dir_and_name().0,
+            dockerfile_dir,
         };
         let session = open_session(
             client.endpoint(),
@@ -271,7 +272,7 @@ pub async fn build_image(
     };
 
     let (options, body, tar_producer) = if session.is_some() {
-        let mut options = build_options(request, &context.dockerfile_dir_and_name().1);
+        let mut options = build_options(request, &dockerfile_name);
         options.remote = Some("client-session".to_string());
         // The daemon reads nothing from the body; bollard insists on one.
         (options, bollard::body_full(bytes::Bytes::new()), None)

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ContextError;
-use super::dockerignore::PatternMatcher;
+use super::dockerignore::{PatternMatcher, clean_path};
 use super::walk::{EntryFilter, EntryKind, Verdict, WalkEntry, walk_filtered};
 
 /// Bytes per `DATA` packet; well under gRPC's 4 MiB message limit.
@@ -516,22 +516,14 @@ impl EntryFilter for SyncFilter {
     }
 }
 
-/// Go's `filepath.Clean` of a relative pattern, without a leading `./` or `/`.
+/// A path cleaned as if rooted at the context (Go's `filepath.Clean` of
+/// `/` + path, so `..` cannot climb out), then made relative again; `.` for the
+/// root itself.
 fn clean_relative(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    if parts.is_empty() {
-        ".".to_string()
-    } else {
-        parts.join("/")
+    let rooted = clean_path(&format!("/{path}"));
+    match rooted.trim_start_matches('/') {
+        "" => ".".to_string(),
+        relative => relative.to_string(),
     }
 }
 
@@ -816,6 +808,19 @@ mod tests {
         // Malformed patterns match nothing, as Go reports ErrBadPattern.
         assert!(!go_path_match("[", "["));
         assert!(!go_path_match("a\\", "a"));
+    }
+
+    #[test]
+    fn relative_cleaning_stays_inside_the_root() {
+        for (input, expected) in [
+            ("./Dockerfile", "Dockerfile"),
+            ("/a//b/", "a/b"),
+            ("../../x", "x"),
+            ("a/../..", "."),
+            ("", "."),
+        ] {
+            assert_eq!(clean_relative(input), expected, "clean_relative({input:?})");
+        }
     }
 
     #[test]

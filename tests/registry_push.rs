@@ -15,8 +15,9 @@ use base64::Engine as _;
 use bollard::Docker;
 use futures::StreamExt as _;
 use shipit::registry::{
-    Compression, EcrSettings, LifecycleSettings, ManifestFormat, PushConfig, PushError,
-    PushObserver, PushedImage, ScanGate, Severity, manifest_exists, push_archive, push_image,
+    Compression, EcrSettings, LayerSource, LifecycleSettings, ManifestFormat, PushConfig,
+    PushError, PushObserver, PushedImage, ScanGate, Severity, manifest_exists, push_archive,
+    push_image,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -269,6 +270,7 @@ fn config(registry: &str, repository: &str, tags: &[&str]) -> PushConfig {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         compression: Compression::Gzip,
         compression_level: None,
+        layer_source: LayerSource::Auto,
         format: ManifestFormat::Oci,
         ecr: None,
     }
@@ -902,6 +904,17 @@ async fn front_connection(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushes_a_daemon_image_with_every_tag_and_serves_the_manifest_back() {
+    pushes_a_daemon_image_with_every_tag(LayerSource::Auto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_a_daemon_image_read_from_its_export() {
+    pushes_a_daemon_image_with_every_tag(LayerSource::Export).await;
+}
+
+/// The test daemon's layer store is on this machine and readable, so `Auto` reads it: the
+/// export path is covered by asking for it.
+async fn pushes_a_daemon_image_with_every_tag(layer_source: LayerSource) {
     let env = env();
     let docker = docker().await;
     let image = build_image(
@@ -914,10 +927,18 @@ async fn pushes_a_daemon_image_with_every_tag_and_serves_the_manifest_back() {
     )
     .await;
     let repo = repository("plain");
-    let cfg = config(&env.registry, &repo, &["v1", "latest"]);
+    let cfg = PushConfig {
+        layer_source,
+        ..config(&env.registry, &repo, &["v1", "latest"])
+    };
     let cache = cache_dir();
     let (result, recorder) = push(&docker, &image, &cfg, cache.path()).await;
     let pushed = result.unwrap_or_else(|err| panic!("push failed: {err}"));
+    let from_store = recorder.count("from the daemon's layer store");
+    match layer_source {
+        LayerSource::Export => assert_eq!(from_store, 0, "{:?}", recorder.lines()),
+        _ => assert_eq!(from_store, 1, "{:?}", recorder.lines()),
+    }
 
     assert_eq!(pushed.registry, env.registry);
     assert_eq!(pushed.repository, repo);
@@ -997,7 +1018,56 @@ async fn a_rerun_pushes_the_same_digest_without_uploading_layers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_layer_store_and_the_export_give_the_same_blobs_and_manifest() {
+    let env = env();
+    let docker = docker().await;
+    // Random bytes, text, an empty file and a nested path: the tar-split rebuild must give
+    // the daemon's own tar byte for byte, or the diff ids (and the digests) differ.
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[
+            ("random.bin", random_bytes(2_500_000)),
+            ("notes.txt", b"line\n".repeat(20_000)),
+            ("empty", Vec::new()),
+        ],
+    )
+    .await;
+    let mut digests = Vec::new();
+    for layer_source in [LayerSource::LayerStore, LayerSource::Export] {
+        let cfg = PushConfig {
+            layer_source,
+            ..config(&env.registry, &repository("sources"), &["v1"])
+        };
+        let cache = cache_dir();
+        let (result, recorder) = push(&docker, &image, &cfg, cache.path()).await;
+        let pushed = result.unwrap_or_else(|err| panic!("{layer_source:?} push failed: {err}"));
+        let (_, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
+        assert_eq!(sha256(&body), pushed.digest);
+        assert!(
+            recorder.count("could not be read") == 0 && recorder.count("not readable") == 0,
+            "{:?}",
+            recorder.lines()
+        );
+        digests.push(pushed.digest);
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "layers rebuilt from the layer store must equal the export's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_warm_push_uploads_only_the_changed_top_layer() {
+    a_warm_push_uploads_only_the_top_layer(LayerSource::Auto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_push_from_the_export_uploads_only_the_changed_top_layer() {
+    a_warm_push_uploads_only_the_top_layer(LayerSource::Export).await;
+}
+
+async fn a_warm_push_uploads_only_the_top_layer(layer_source: LayerSource) {
     let env = env();
     let docker = docker().await;
     let base = build_image(
@@ -1011,10 +1081,16 @@ async fn a_warm_push_uploads_only_the_changed_top_layer() {
     .await;
     let top = build_image(&docker, &base, &[("app.bin", random_bytes(300_000))]).await;
     let cache = cache_dir();
-    let cfg = config(&env.registry, &repository("warm"), &["base"]);
+    let cfg = PushConfig {
+        layer_source,
+        ..config(&env.registry, &repository("warm"), &["base"])
+    };
     push(&docker, &base, &cfg, cache.path()).await.0.unwrap();
 
-    let cfg = config(&env.registry, &cfg.repository, &["top"]);
+    let cfg = PushConfig {
+        tags: vec!["top".into()],
+        ..cfg
+    };
     let (result, recorder) = push(&docker, &top, &cfg, cache.path()).await;
     result.unwrap();
     assert_eq!(
@@ -2078,6 +2154,7 @@ fn ecr_config(repository: &str, tags: &[&str], settings: EcrSettings) -> PushCon
         tags: tags.iter().map(|t| t.to_string()).collect(),
         compression: Compression::Gzip,
         compression_level: None,
+        layer_source: LayerSource::Auto,
         format: ManifestFormat::Oci,
         ecr: Some(EcrSettings {
             region: Some("us-east-1".into()),

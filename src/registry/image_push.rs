@@ -37,7 +37,10 @@ use super::image_layout::{
 };
 use super::layer_cache::{CachedLayer, LayerCache};
 use super::layer_packer::{Packing, SpooledBlob};
-use super::push_config::{Compression, ManifestFormat, PushConfig, RegistryKind};
+use super::layer_store::{
+    DaemonStorage, StoredImage, Unavailable, choose_store, find_image, pack_stored_layers,
+};
+use super::push_config::{Compression, LayerSource, ManifestFormat, PushConfig, RegistryKind};
 use super::push_error::PushError;
 use super::registry_session::{Credentials, RegistrySession};
 
@@ -102,6 +105,24 @@ pub async fn push_image(
         inspect.os.unwrap_or_else(|| "linux".into()),
         inspect.architecture.unwrap_or_else(|| "amd64".into())
     );
+    let stored = match cfg.layer_source {
+        LayerSource::Export => None,
+        mode => match find_in_layer_store(docker, inspect.id.as_deref(), &diff_ids).await {
+            Ok(stored) => Some(stored),
+            Err(why) if mode == LayerSource::Auto => {
+                observer.on_progress(&format!(
+                    "reading the daemon's export: its layer store is not readable here ({why})"
+                ));
+                None
+            }
+            Err(why) => {
+                return Err(PushError::Export {
+                    image: image.to_string(),
+                    reason: format!("layer_source is layer-store, but {why}"),
+                });
+            }
+        },
+    };
     let source = ArchiveSource::Daemon {
         docker: docker.clone(),
         image: image.to_string(),
@@ -111,8 +132,34 @@ pub async fn push_image(
         platform,
         image_id: inspect.id,
         total_bytes: inspect.size.unwrap_or(0).max(0) as u64,
+        stored,
     };
     push_from(source, hints, cfg, cache_dir, observer, cancel).await
+}
+
+/// The image in the daemon's layer store, when the store is on this machine and readable.
+async fn find_in_layer_store(
+    docker: &Docker,
+    image_id: Option<&str>,
+    diff_ids: &[String],
+) -> Result<StoredImage, Unavailable> {
+    let image_id = image_id
+        .ok_or_else(|| Unavailable("the daemon reported no image id".into()))?
+        .to_string();
+    let info = docker
+        .info()
+        .await
+        .map_err(|err| Unavailable(format!("docker info failed: {err}")))?;
+    let storage = DaemonStorage {
+        root_dir: info.docker_root_dir,
+        driver: info.driver,
+        driver_status: info.driver_status.unwrap_or_default(),
+    };
+    let (root, driver) = choose_store(&storage)?;
+    let diff_ids = diff_ids.to_vec();
+    tokio::task::spawn_blocking(move || find_image(&root, driver, &image_id, &diff_ids))
+        .await
+        .map_err(|err| Unavailable(format!("the layer store lookup stopped: {err}")))?
 }
 
 /// Pushes an image archive file: the output of `docker save`, or an OCI image layout archive
@@ -158,6 +205,7 @@ pub async fn push_archive(
         platform,
         image_id: None,
         total_bytes: total,
+        stored: None,
     };
     push_from(source, hints, cfg, cache_dir, observer, cancel).await
 }
@@ -649,6 +697,8 @@ struct SourceHints {
     image_id: Option<String>,
     /// About how many layer bytes the export holds, for progress.
     total_bytes: u64,
+    /// The image in the daemon's layer store, read instead of the export when present.
+    stored: Option<StoredImage>,
 }
 
 async fn push_from(
@@ -671,11 +721,16 @@ async fn push_from(
         platform,
         image_id,
         total_bytes,
+        stored,
     } = hints;
 
     let run = async {
-        // The export first: the daemon prepares it while the registry is set up.
-        let first_reader = source.open()?;
+        // The export first: the daemon prepares it while the registry is set up. Not when the
+        // layer store is read instead: the daemon would write out the whole image for nothing.
+        let mut first_reader = match stored {
+            Some(_) => None,
+            None => Some(source.open()?),
+        };
         let target = open_target(cfg, &cancel, notify.clone(), true).await?;
         let session = target.session.clone();
         let registry = session.host.clone();
@@ -741,56 +796,112 @@ async fn push_from(
             .collect();
         let mount_sources = Arc::new(mount_sources);
 
-        notify(format!("reading {image_name}"));
-        let first = run_pass(
-            &source,
-            first_reader,
-            plan.clone(),
-            &session,
-            spool.path(),
-            mount_sources.clone(),
-            notify.clone(),
-            progress.clone(),
-            &cancel,
-        )
-        .await?;
-        let mut outcomes = first.layers;
         let export_problem = |problem: LayoutProblem| PushError::Export {
             image: image_name.clone(),
             reason: problem.0,
         };
-        let image = match (&plan.stop_early, first.stopped_early, image_id.as_deref()) {
-            (Some(stop), true, Some(id)) => {
-                // Read part way: the config orders the layers, each one packed in this pass
-                // or already in the registry.
-                let config = first
-                    .metadata
-                    .files
-                    .get(&stop.config_entry)
-                    .cloned()
-                    .unwrap_or_default();
-                let image = source_image_from_config(config, id).map_err(export_problem)?;
-                let packed: Vec<LayerOutcome> = outcomes
-                    .values()
-                    .filter(|o| matches!(o, LayerOutcome::Packed { .. }))
-                    .cloned()
-                    .collect();
-                for outcome in packed {
-                    if let LayerOutcome::Packed { diff_id, .. } = &outcome {
-                        outcomes.insert(format!("diff:{diff_id}"), outcome.clone());
-                    }
+
+        // The layer store, when the daemon's is readable here: only the layers the registry
+        // lacks are read. A store that cannot be read after all (a file gone, a layer that
+        // does not hash to its diff id) leaves the export to do the job, unless the pipeline
+        // asked for the store alone.
+        let mut from_store = None;
+        if let (Some(stored), Some(id)) = (&stored, image_id.as_deref()) {
+            notify(format!(
+                "reading {image_name} from the daemon's layer store in {}",
+                stored.description
+            ));
+            let present_ids: HashSet<String> = present.keys().cloned().collect();
+            let packing = plan.packing;
+            let to_read = stored.clone();
+            let spool_dir = spool.path().to_path_buf();
+            let pass = run_pass(
+                &source,
+                move |sink, on_bytes, cancel| {
+                    pack_stored_layers(
+                        &to_read,
+                        &present_ids,
+                        packing,
+                        sink,
+                        &spool_dir,
+                        on_bytes,
+                        cancel,
+                    )
+                },
+                &session,
+                mount_sources.clone(),
+                notify.clone(),
+                progress.clone(),
+                &cancel,
+            )
+            .await;
+            match pass {
+                Ok(pass) => {
+                    let image = source_image_from_config(stored.config.clone(), id)
+                        .map_err(export_problem)?;
+                    let mut outcomes = pass.layers;
+                    add_present_layers(&mut outcomes, &present);
+                    from_store = Some((image, outcomes));
                 }
-                for (diff_id, cached) in &present {
-                    outcomes
-                        .entry(format!("diff:{diff_id}"))
-                        .or_insert_with(|| LayerOutcome::Verified {
-                            diff_id: diff_id.clone(),
-                            uncompressed_size: cached.uncompressed_size.unwrap_or(0),
-                        });
+                Err(PushError::Export { reason, .. }) if cfg.layer_source == LayerSource::Auto => {
+                    notify(format!(
+                        "the layer store could not be read ({reason}); reading the daemon's \
+                         export instead"
+                    ));
                 }
-                image
+                Err(err) => return Err(err),
             }
-            _ => read_source_image(&first.metadata, &platform).map_err(export_problem)?,
+        }
+
+        let (image, mut outcomes) = match from_store {
+            Some(found) => found,
+            None => {
+                notify(format!("reading {image_name}"));
+                let reader = match first_reader.take() {
+                    Some(reader) => reader,
+                    None => source.open()?,
+                };
+                let first = run_export_pass(
+                    &source,
+                    reader,
+                    plan.clone(),
+                    &session,
+                    spool.path(),
+                    mount_sources.clone(),
+                    notify.clone(),
+                    progress.clone(),
+                    &cancel,
+                )
+                .await?;
+                let mut outcomes = first.layers;
+                let image = match (&plan.stop_early, first.stopped_early, image_id.as_deref()) {
+                    (Some(stop), true, Some(id)) => {
+                        // Read part way: the config orders the layers, each one packed in this
+                        // pass or already in the registry.
+                        let config = first
+                            .metadata
+                            .files
+                            .get(&stop.config_entry)
+                            .cloned()
+                            .unwrap_or_default();
+                        let image = source_image_from_config(config, id).map_err(export_problem)?;
+                        let packed: Vec<LayerOutcome> = outcomes
+                            .values()
+                            .filter(|o| matches!(o, LayerOutcome::Packed { .. }))
+                            .cloned()
+                            .collect();
+                        for outcome in packed {
+                            if let LayerOutcome::Packed { diff_id, .. } = &outcome {
+                                outcomes.insert(format!("diff:{diff_id}"), outcome.clone());
+                            }
+                        }
+                        add_present_layers(&mut outcomes, &present);
+                        image
+                    }
+                    _ => read_source_image(&first.metadata, &platform).map_err(export_problem)?,
+                };
+                (image, outcomes)
+            }
         };
         let export_error = |problem: LayoutProblem| PushError::Export {
             image: image_name.clone(),
@@ -809,7 +920,7 @@ async fn push_from(
                 stop_early: None,
                 ..plan
             };
-            let second = run_pass(
+            let second = run_export_pass(
                 &source,
                 source.open()?,
                 second_plan,
@@ -1034,9 +1145,24 @@ fn immutable_tag_error(err: PushError, registry: &str, repository: &str, tag: &s
     }
 }
 
-/// One pass over the archive (`reader`, opened from `source`) with the uploads running beside it.
+/// Layers already in the registry, as outcomes keyed by diff id like the packed ones.
+fn add_present_layers(
+    outcomes: &mut HashMap<String, LayerOutcome>,
+    present: &HashMap<String, CachedLayer>,
+) {
+    for (diff_id, cached) in present {
+        outcomes
+            .entry(format!("diff:{diff_id}"))
+            .or_insert_with(|| LayerOutcome::Verified {
+                diff_id: diff_id.clone(),
+                uncompressed_size: cached.uncompressed_size.unwrap_or(0),
+            });
+    }
+}
+
+/// One pass over the export archive (`reader`, opened from `source`); see `run_pass`.
 #[allow(clippy::too_many_arguments)]
-async fn run_pass(
+async fn run_export_pass(
     source: &ArchiveSource,
     reader: Box<dyn Read + Send>,
     plan: ScanPlan,
@@ -1047,6 +1173,41 @@ async fn run_pass(
     progress: Arc<AtomicU64>,
     cancel: &CancellationToken,
 ) -> Result<ScanResult, PushError> {
+    let spool_dir = spool_dir.to_path_buf();
+    run_pass(
+        source,
+        move |sink, on_bytes, cancel| {
+            scan_archive(reader, &plan, sink, &spool_dir, on_bytes, cancel)
+        },
+        session,
+        mount_sources,
+        notify,
+        progress,
+        cancel,
+    )
+    .await
+}
+
+/// One reading pass (`read`, on a blocking thread: the export or the layer store) with the
+/// uploads of the blobs it hands over running beside it.
+async fn run_pass<F>(
+    source: &ArchiveSource,
+    read: F,
+    session: &Arc<RegistrySession>,
+    mount_sources: Arc<HashMap<String, Vec<String>>>,
+    notify: Arc<dyn Fn(String) + Send + Sync>,
+    progress: Arc<AtomicU64>,
+    cancel: &CancellationToken,
+) -> Result<ScanResult, PushError>
+where
+    F: FnOnce(
+            &dyn BlobSink,
+            &mut dyn FnMut(u64),
+            &CancellationToken,
+        ) -> Result<ScanResult, ScanError>
+        + Send
+        + 'static,
+{
     let pass_cancel = cancel.child_token();
     let (blob_tx, blob_rx) = mpsc::channel(PENDING_BLOBS);
     let sink = UploadSink {
@@ -1054,21 +1215,13 @@ async fn run_pass(
         session: session.clone(),
         blobs: blob_tx,
     };
-    let spool_dir = spool_dir.to_path_buf();
     let reader_cancel = pass_cancel.clone();
     let reader_progress = progress.clone();
     let scan = tokio::task::spawn_blocking(move || {
         let mut on_bytes = |n: u64| {
             reader_progress.fetch_add(n, Ordering::Relaxed);
         };
-        let result = scan_archive(
-            reader,
-            &plan,
-            &sink,
-            &spool_dir,
-            &mut on_bytes,
-            &reader_cancel,
-        );
+        let result = read(&sink, &mut on_bytes, &reader_cancel);
         // Closing the channel lets the uploads finish.
         drop(sink);
         result

@@ -17,6 +17,7 @@ mod image_layout;
 mod image_push;
 mod layer_cache;
 mod layer_packer;
+mod layer_store;
 mod parallel_gzip;
 mod push_config;
 mod push_error;
@@ -26,7 +27,7 @@ mod retry;
 
 pub use image_push::{PushObserver, PushedImage, manifest_exists, push_archive, push_image};
 pub use push_config::{
-    Compression, ConfigProblem, EcrSettings, HumanDuration, LifecycleSettings, ManifestFormat,
-    PushConfig, ScanGate, Severity,
+    Compression, ConfigProblem, EcrSettings, HumanDuration, LayerSource, LifecycleSettings,
+    ManifestFormat, PushConfig, ScanGate, Severity,
 };
 pub use push_error::PushError;

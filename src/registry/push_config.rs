@@ -36,6 +36,11 @@ pub struct PushConfig {
     /// Manifest format written to the registry.
     #[serde(default)]
     pub format: ManifestFormat,
+    /// Where layer content is read from: `auto` (the daemon's layer store when it is on this
+    /// machine and readable, else the export), `export` (always the Engine API export), or
+    /// `layer-store` (fail rather than read the export).
+    #[serde(default, skip_serializing_if = "LayerSource::is_auto")]
+    pub layer_source: LayerSource,
     /// Amazon ECR repository settings, applied before the push. Only with an ECR registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ecr: Option<EcrSettings>,
@@ -75,6 +80,25 @@ impl Compression {
             Compression::Gzip => 1..=9,
             Compression::Zstd => 1..=19,
         }
+    }
+}
+
+/// Where a push reads the image's layers from (see `registry::layer_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerSource {
+    /// The layer store when it can serve the image, the export otherwise.
+    #[default]
+    Auto,
+    /// The daemon's image export (`docker save`), whatever the daemon.
+    Export,
+    /// Only the layer store: a push that cannot read it fails.
+    LayerStore,
+}
+
+impl LayerSource {
+    fn is_auto(&self) -> bool {
+        *self == LayerSource::Auto
     }
 }
 
@@ -574,6 +598,7 @@ mod tests {
                 tags: vec![],
                 compression: Compression::Gzip,
                 compression_level: None,
+                layer_source: LayerSource::Auto,
                 format: ManifestFormat::Oci,
                 ecr: None,
             }

@@ -39,6 +39,7 @@ use super::layer_cache::{CachedLayer, LayerCache};
 use super::layer_packer::{Packing, SpooledBlob};
 use super::layer_store::{
     DaemonStorage, StoredImage, Unavailable, choose_store, find_image, pack_stored_layers,
+    store_from_graph_driver,
 };
 use super::push_config::{Compression, LayerSource, ManifestFormat, PushConfig, RegistryKind};
 use super::push_error::PushError;
@@ -107,7 +108,14 @@ pub async fn push_image(
     );
     let stored = match cfg.layer_source {
         LayerSource::Export => None,
-        mode => match find_in_layer_store(docker, inspect.id.as_deref(), &diff_ids).await {
+        mode => match find_in_layer_store(
+            docker,
+            inspect.id.as_deref(),
+            inspect.graph_driver.as_ref(),
+            &diff_ids,
+        )
+        .await
+        {
             Ok(stored) => Some(stored),
             Err(why) if mode == LayerSource::Auto => {
                 observer.on_progress(&format!(
@@ -141,21 +149,29 @@ pub async fn push_image(
 async fn find_in_layer_store(
     docker: &Docker,
     image_id: Option<&str>,
+    graph_driver: Option<&bollard::models::DriverData>,
     diff_ids: &[String],
 ) -> Result<StoredImage, Unavailable> {
     let image_id = image_id
         .ok_or_else(|| Unavailable("the daemon reported no image id".into()))?
         .to_string();
-    let info = docker
-        .info()
-        .await
-        .map_err(|err| Unavailable(format!("docker info failed: {err}")))?;
-    let storage = DaemonStorage {
-        root_dir: info.docker_root_dir,
-        driver: info.driver,
-        driver_status: info.driver_status.unwrap_or_default(),
+    let from_image = graph_driver.and_then(|graph| {
+        store_from_graph_driver(&graph.name, graph.data.get("UpperDir").map(String::as_str))
+    });
+    let (root, driver) = match from_image {
+        Some(found) => found,
+        None => {
+            let info = docker
+                .info()
+                .await
+                .map_err(|err| Unavailable(format!("docker info failed: {err}")))?;
+            choose_store(&DaemonStorage {
+                root_dir: info.docker_root_dir,
+                driver: info.driver,
+                driver_status: info.driver_status.unwrap_or_default(),
+            })?
+        }
     };
-    let (root, driver) = choose_store(&storage)?;
     let diff_ids = diff_ids.to_vec();
     tokio::task::spawn_blocking(move || find_image(&root, driver, &image_id, &diff_ids))
         .await

@@ -116,6 +116,28 @@ pub(crate) fn choose_store(storage: &DaemonStorage) -> Result<(PathBuf, StoreDri
     Ok((PathBuf::from(root), driver))
 }
 
+/// The store as an image's `GraphDriver` shows it, which saves asking `docker info` (tens of
+/// milliseconds, a fifth of a warm push): overlay drivers name the top layer's `UpperDir`,
+/// `<root>/<driver>/<cache id>/diff`. None when the data does not have that shape. Pure.
+pub(crate) fn store_from_graph_driver(
+    name: &str,
+    upper_dir: Option<&str>,
+) -> Option<(PathBuf, StoreDriver)> {
+    let driver = StoreDriver::from_name(name)?;
+    if driver == StoreDriver::Vfs {
+        return None;
+    }
+    let upper = Path::new(upper_dir?);
+    if !upper.is_absolute() || upper.file_name()? != "diff" {
+        return None;
+    }
+    let driver_dir = upper.parent()?.parent()?;
+    if driver_dir.file_name()? != driver.name() {
+        return None;
+    }
+    Some((driver_dir.parent()?.to_path_buf(), driver))
+}
+
 /// Chain ids of a layer stack: the first layer's is its diff id, each next one is the digest
 /// of `<parent chain id> <diff id>`. The layer store is keyed by them.
 pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
@@ -550,6 +572,43 @@ mod tests {
         );
         assert!(choose_store(&storage("overlay2", "", &[])).is_err());
         assert!(choose_store(&DaemonStorage::default()).is_err());
+    }
+
+    #[test]
+    fn the_store_is_found_from_an_overlay_upper_dir() {
+        assert_eq!(
+            store_from_graph_driver("overlay2", Some("/var/lib/docker/overlay2/0a1b/diff")),
+            Some((PathBuf::from("/var/lib/docker"), StoreDriver::Overlay2))
+        );
+        assert_eq!(
+            store_from_graph_driver(
+                "fuse-overlayfs",
+                Some("/home/u/.local/share/docker/fuse-overlayfs/x/diff")
+            ),
+            Some((
+                PathBuf::from("/home/u/.local/share/docker"),
+                StoreDriver::FuseOverlayfs
+            ))
+        );
+        // Other shapes ask `docker info` instead.
+        assert_eq!(store_from_graph_driver("overlay2", None), None);
+        assert_eq!(
+            store_from_graph_driver("overlay2", Some("/d/other/x/diff")),
+            None
+        );
+        assert_eq!(
+            store_from_graph_driver("overlay2", Some("/d/overlay2/x/merged")),
+            None
+        );
+        assert_eq!(
+            store_from_graph_driver("overlay2", Some("overlay2/x/diff")),
+            None
+        );
+        assert_eq!(store_from_graph_driver("vfs", Some("/d/vfs/dir/x")), None);
+        assert_eq!(
+            store_from_graph_driver("overlayfs", Some("/d/overlayfs/x/diff")),
+            None
+        );
     }
 
     #[test]

@@ -367,12 +367,57 @@ pub(crate) fn judge_chunk(status: u16) -> ChunkVerdict {
     }
 }
 
+/// A session's HTTP clients. A client that speaks TLS loads the system's trusted roots when it
+/// is built (hundreds of files, a good part of a warm push's time); a loopback registry is
+/// spoken to over plain HTTP and never needs them, so the TLS client is only built the first
+/// time an `https` URL comes up (a registry elsewhere, its token service, a redirect).
+struct HttpClients {
+    plain: reqwest::Client,
+    tls: std::sync::OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl HttpClients {
+    fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(USER_AGENT)
+    }
+
+    fn new() -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            // No roots at all: this client can make no TLS connection, and has no need to.
+            plain: Self::builder().tls_certs_only(std::iter::empty()).build()?,
+            tls: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The client for `url`'s scheme.
+    fn for_url(&self, url: &Url) -> Result<&reqwest::Client, RegistryFailure> {
+        if url.scheme() != "https" {
+            return Ok(&self.plain);
+        }
+        self.tls
+            .get_or_init(|| {
+                Self::builder()
+                    .build()
+                    .map_err(|err| from_transport(&err).reason)
+            })
+            .as_ref()
+            .map_err(|reason| RegistryFailure {
+                reason: format!("the TLS client could not be set up: {reason}"),
+                retry: Retryable::Permanent,
+                kind: FailureKind::Other,
+            })
+    }
+}
+
 /// One repository of one registry.
 pub(crate) struct RegistrySession {
     pub host: String,
     pub repository: String,
     credentials: Credentials,
-    http: reqwest::Client,
+    http: HttpClients,
     /// `scheme://host/v2/` of the registry API (Docker Hub's lives at index.docker.io).
     api_root: Url,
     auth: Mutex<AuthState>,
@@ -553,12 +598,7 @@ impl RegistrySession {
             reason,
             attempts: 1,
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|err| setup_error(from_transport(&err).reason))?;
+        let http = HttpClients::new().map_err(|err| setup_error(from_transport(&err).reason))?;
         // The same host the Docker CLI talks to (Docker Hub's API lives at index.docker.io).
         let reference =
             Reference::with_tag(host.to_string(), repository.to_string(), "latest".into());
@@ -790,7 +830,11 @@ impl RegistrySession {
                 kind: FailureKind::Auth,
             });
         }
-        let mut request = self.http.get(url).timeout(Duration::from_secs(30));
+        let mut request = self
+            .http
+            .for_url(&url)?
+            .get(url)
+            .timeout(Duration::from_secs(30));
         if let Some((user, password)) = basic {
             request = request.basic_auth(user, Some(password));
         }
@@ -862,6 +906,7 @@ impl RegistrySession {
             let (generation, authorization) = self.authorization().await?;
             let mut builder = self
                 .http
+                .for_url(&request.url)?
                 .request(request.method.clone(), request.url.clone())
                 .headers(request.headers.clone());
             if let Some(value) = authorization
@@ -944,6 +989,10 @@ impl RegistrySession {
             None
         };
         let action = "reach the registry API";
+        let client = self
+            .http
+            .for_url(&url)
+            .map_err(|failure| self.registry_error(action, failure.reason, 1))?;
         retry(
             &self.policy,
             &self.cancel,
@@ -957,7 +1006,7 @@ impl RegistrySession {
                 ))
             },
             |_| {
-                let mut request = self.http.get(url.clone()).timeout(Duration::from_secs(30));
+                let mut request = client.get(url.clone()).timeout(Duration::from_secs(30));
                 if let Some(value) = header.clone() {
                     request = request.header(header::AUTHORIZATION, value);
                 }
@@ -1419,6 +1468,20 @@ impl RegistrySession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tls_client_is_built_only_for_an_https_url() {
+        let clients = HttpClients::new().unwrap();
+        let plain = Url::parse("http://127.0.0.1:5000/v2/").unwrap();
+        clients.for_url(&plain).unwrap();
+        assert!(
+            clients.tls.get().is_none(),
+            "plain HTTP built the TLS client"
+        );
+        let tls = Url::parse("https://registry.example/v2/").unwrap();
+        clients.for_url(&tls).unwrap();
+        assert!(matches!(clients.tls.get(), Some(Ok(_))));
+    }
 
     #[test]
     fn ping_accepts_registries_and_names_what_is_not_one() {

@@ -121,19 +121,31 @@ impl StageSink for JournalSink<'_> {
         });
     }
 
-    fn output(&self, key: &str, value: serde_json::Value) -> Result<(), StageFailure> {
-        let shown = match &value {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        self.update(|stage| stage.record_output(key, value))
-            .map_err(|e| StageFailure::failed(format!("failed to write the journal: {e}")))?
-            .map_err(|e| StageFailure::failed(e.to_string()))?;
-        self.reporter.report(&Event::StageOutput {
-            stage: self.id.clone(),
-            key: key.to_owned(),
-            value: shown,
-        });
+    fn outputs(&self, values: Vec<(&str, serde_json::Value)>) -> Result<(), StageFailure> {
+        let shown: Vec<(String, String)> = values
+            .iter()
+            .map(|(key, value)| {
+                let shown = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (key.to_string(), shown)
+            })
+            .collect();
+        self.update(|stage| {
+            values
+                .into_iter()
+                .try_for_each(|(key, value)| stage.record_output(key, value))
+        })
+        .map_err(|e| StageFailure::failed(format!("failed to write the journal: {e}")))?
+        .map_err(|e| StageFailure::failed(e.to_string()))?;
+        for (key, value) in shown {
+            self.reporter.report(&Event::StageOutput {
+                stage: self.id.clone(),
+                key,
+                value,
+            });
+        }
         Ok(())
     }
 }

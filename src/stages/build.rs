@@ -201,14 +201,16 @@ impl StageExecutor for BuildStage {
                 hint: None,
             },
         })?;
-        context.sink.output("image_id", json!(built.id))?;
-        context.sink.output("local_ref", json!(tag))?;
-        context.sink.output("size", json!(built.size))?;
-        context.sink.output("layers", json!(built.layer_diff_ids))?;
-        context.sink.output(
-            "builder",
-            json!(format!("{:?}", built.builder).to_lowercase()),
-        )?;
+        context.sink.outputs(vec![
+            ("image_id", json!(built.id)),
+            ("local_ref", json!(tag)),
+            ("size", json!(built.size)),
+            ("layers", json!(built.layer_diff_ids)),
+            (
+                "builder",
+                json!(format!("{:?}", built.builder).to_lowercase()),
+            ),
+        ])?;
         Ok(())
     }
 }

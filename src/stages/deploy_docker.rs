@@ -175,15 +175,15 @@ impl StageExecutor for DockerDeployStage {
             target::deploy(docker, &spec, &observer, context.cancel.clone()).await
         }
         .map_err(failure)?;
-        context.sink.output("image", json!(outcome.image))?;
-        context
-            .sink
-            .output("image_digest", json!(outcome.image_digest))?;
-        context.sink.output(
-            "containers",
-            serde_json::to_value(&outcome.containers).unwrap_or(Value::Null),
-        )?;
-        context.sink.output("replaced", json!(outcome.replaced))?;
+        context.sink.outputs(vec![
+            ("image", json!(outcome.image)),
+            ("image_digest", json!(outcome.image_digest)),
+            (
+                "containers",
+                serde_json::to_value(&outcome.containers).unwrap_or(Value::Null),
+            ),
+            ("replaced", json!(outcome.replaced)),
+        ])?;
         Ok(())
     }
 }

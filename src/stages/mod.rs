@@ -90,8 +90,12 @@ impl StageFailure {
 pub trait StageSink: Send + Sync {
     fn progress(&self, message: &str);
     fn log(&self, line: &str);
-    /// Records an output in the journal before returning.
-    fn output(&self, key: &str, value: serde_json::Value) -> Result<(), StageFailure>;
+    /// Records outputs in the journal, in one write, before returning.
+    fn outputs(&self, values: Vec<(&str, serde_json::Value)>) -> Result<(), StageFailure>;
+    /// Records one output in the journal before returning.
+    fn output(&self, key: &str, value: serde_json::Value) -> Result<(), StageFailure> {
+        self.outputs(vec![(key, value)])
+    }
 }
 
 pub struct StageContext<'a> {

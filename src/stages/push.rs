@@ -126,16 +126,17 @@ impl StageExecutor for PushStage {
         .await
         .map_err(failure)?;
         let pinned = pushed.refs.first().cloned().unwrap_or_default();
-        context.sink.output("digest", json!(pushed.digest))?;
-        context.sink.output("ref", json!(pinned))?;
-        context.sink.output("registry", json!(pushed.registry))?;
-        context
-            .sink
-            .output("repository", json!(pushed.repository))?;
-        context.sink.output("size", json!(pushed.size))?;
-        context.sink.output("refs", json!(pushed.refs))?;
-        // Deploy stages that run the image locally need the daemon's id too.
-        context.sink.output("image_id", json!(image_id))?;
+        // All at once: one journal write instead of one per output.
+        context.sink.outputs(vec![
+            ("digest", json!(pushed.digest)),
+            ("ref", json!(pinned)),
+            ("registry", json!(pushed.registry)),
+            ("repository", json!(pushed.repository)),
+            ("size", json!(pushed.size)),
+            ("refs", json!(pushed.refs)),
+            // Deploy stages that run the image locally need the daemon's id too.
+            ("image_id", json!(image_id)),
+        ])?;
         Ok(())
     }
 }

@@ -1057,6 +1057,83 @@ async fn the_layer_store_and_the_export_give_the_same_blobs_and_manifest() {
     );
 }
 
+/// Swaps a file of the image's top layer, in the daemon's overlay2 store, for a symlink to an
+/// identical copy: the daemon follows it and exports the same bytes, the layer-store reader
+/// refuses to (it opens layer files with O_NOFOLLOW), which is how a layer-store read that fails
+/// part way is produced on a real daemon.
+async fn break_layer_store_read(docker: &Docker, image: &str, file_in_image: &str) {
+    let inspect = docker.inspect_image(image).await.unwrap();
+    let graph = inspect
+        .graph_driver
+        .expect("the daemon reports no GraphDriver");
+    assert_eq!(
+        graph.name, "overlay2",
+        "this test needs the test daemon's overlay2 storage (scripts/testenv up starts it)"
+    );
+    let upper = std::path::PathBuf::from(
+        graph
+            .data
+            .get("UpperDir")
+            .expect("overlay2 names the top layer's UpperDir"),
+    );
+    let file = upper.join(file_in_image.trim_start_matches('/'));
+    let copy = upper.parent().unwrap().join("shipit-test-copy");
+    std::fs::rename(&file, &copy).unwrap_or_else(|err| {
+        panic!(
+            "cannot move {} (the test must run as the daemon's user, root here): {err}",
+            file.display()
+        )
+    });
+    std::os::unix::fs::symlink(&copy, &file).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_store_that_cannot_be_read_falls_back_to_the_export() {
+    let env = env();
+    let docker = docker().await;
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("top.bin", random_bytes(400_000))],
+    )
+    .await;
+    break_layer_store_read(&docker, &image, "/data/top.bin").await;
+
+    let cfg = config(&env.registry, &repository("fallback"), &["v1"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let pushed = result.unwrap_or_else(|err| panic!("the fallback push failed: {err}"));
+    assert_eq!(
+        recorder.count("could not be read"),
+        1,
+        "the fallback is announced: {:?}",
+        recorder.lines()
+    );
+    let (_, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
+    assert_eq!(sha256(&body), pushed.digest);
+    let export_cfg = PushConfig {
+        layer_source: LayerSource::Export,
+        ..config(&env.registry, &repository("fallback-export"), &["v1"])
+    };
+    let (from_export, _) = push(&docker, &image, &export_cfg, cache_dir().path()).await;
+    assert_eq!(
+        from_export.unwrap().digest,
+        pushed.digest,
+        "the fallback pushed what the export holds"
+    );
+
+    // Asked for the layer store alone, the same push fails and says why.
+    let strict = PushConfig {
+        layer_source: LayerSource::LayerStore,
+        ..config(&env.registry, &repository("strict"), &["v1"])
+    };
+    let (result, _) = push(&docker, &image, &strict, cache_dir().path()).await;
+    let message = result.expect_err("layer-store only must fail").to_string();
+    assert!(
+        message.contains("top.bin") && message.contains("layer store"),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_warm_push_uploads_only_the_changed_top_layer() {
     a_warm_push_uploads_only_the_top_layer(LayerSource::Auto).await;

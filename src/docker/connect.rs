@@ -122,71 +122,81 @@ pub async fn connect_to(endpoint: DaemonEndpoint) -> Result<DockerClient, Docker
         endpoint: shown.clone(),
         source,
     };
-    let docker = match &endpoint {
-        DaemonEndpoint::Unix { path } => Docker::connect_with_unix(
-            &path.to_string_lossy(),
-            REQUEST_TIMEOUT_SECS,
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(unreachable)?,
-        DaemonEndpoint::Tcp {
-            host,
-            port,
-            tls: None,
-        } => Docker::connect_with_http(
-            &format!("tcp://{}", host_port(host, *port)),
-            REQUEST_TIMEOUT_SECS,
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(unreachable)?,
-        DaemonEndpoint::Tcp {
-            host,
-            port,
-            tls: Some(files),
-        } => {
-            install_crypto_provider();
-            for file in [&files.ca, &files.cert, &files.key] {
-                if !file.is_file() {
-                    return Err(DockerError::Tls {
-                        endpoint: shown,
-                        reason: format!(
-                            "{} is missing; DOCKER_CERT_PATH must hold ca.pem, cert.pem and key.pem",
-                            file.display()
-                        ),
-                    });
-                }
+    // A client speaking API `version`; building one opens no connection.
+    let client_for = |version: &bollard::ClientVersion| -> Result<Docker, DockerError> {
+        Ok(match &endpoint {
+            DaemonEndpoint::Unix { path } => {
+                Docker::connect_with_unix(&path.to_string_lossy(), REQUEST_TIMEOUT_SECS, version)
+                    .map_err(unreachable)?
             }
-            Docker::connect_with_ssl(
+            DaemonEndpoint::Tcp {
+                host,
+                port,
+                tls: None,
+            } => Docker::connect_with_http(
                 &format!("tcp://{}", host_port(host, *port)),
-                &files.key,
-                &files.cert,
-                &files.ca,
                 REQUEST_TIMEOUT_SECS,
-                bollard::API_DEFAULT_VERSION,
+                version,
             )
-            .map_err(|err| DockerError::Tls {
-                endpoint: shown.clone(),
-                reason: err.to_string(),
-            })?
-        }
+            .map_err(unreachable)?,
+            DaemonEndpoint::Tcp {
+                host,
+                port,
+                tls: Some(files),
+            } => {
+                install_crypto_provider();
+                for file in [&files.ca, &files.cert, &files.key] {
+                    if !file.is_file() {
+                        return Err(DockerError::Tls {
+                            endpoint: shown.clone(),
+                            reason: format!(
+                                "{} is missing; DOCKER_CERT_PATH must hold ca.pem, cert.pem and key.pem",
+                                file.display()
+                            ),
+                        });
+                    }
+                }
+                Docker::connect_with_ssl(
+                    &format!("tcp://{}", host_port(host, *port)),
+                    &files.key,
+                    &files.cert,
+                    &files.ca,
+                    REQUEST_TIMEOUT_SECS,
+                    version,
+                )
+                .map_err(|err| DockerError::Tls {
+                    endpoint: shown.clone(),
+                    reason: err.to_string(),
+                })?
+            }
+        })
     };
-
-    match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
-        Ok(Ok(_)) => {}
+    // One `GET /version` is the liveness check and the negotiation at once (the CLI's ping,
+    // bollard's negotiate_version and a version read cost three round trips, about a tenth
+    // of a warm push).
+    let docker = client_for(bollard::API_DEFAULT_VERSION)?;
+    let version = match tokio::time::timeout(PING_TIMEOUT, docker.version()).await {
+        Ok(Ok(version)) => version,
         Ok(Err(source)) => return Err(unreachable(source)),
         Err(_) => {
             return Err(DockerError::PingTimeout {
-                endpoint: shown,
+                endpoint: shown.clone(),
                 seconds: PING_TIMEOUT.as_secs(),
             });
         }
-    }
-    let docker = docker.negotiate_version().await.map_err(unreachable)?;
-    let version = docker.version().await.map_err(|source| DockerError::Api {
-        operation: "read the daemon version".to_string(),
-        endpoint: shown.clone(),
-        source,
-    })?;
+    };
+    let server_api = version
+        .api_version
+        .as_deref()
+        .and_then(parse_api_version)
+        .map(|(major_version, minor_version)| bollard::ClientVersion {
+            major_version: major_version as usize,
+            minor_version: minor_version as usize,
+        });
+    let docker = match server_api {
+        Some(server) if server < *bollard::API_DEFAULT_VERSION => client_for(&server)?,
+        _ => docker,
+    };
     let negotiated = docker.client_version();
     Ok(DockerClient {
         docker,

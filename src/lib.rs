@@ -12,6 +12,7 @@ pub mod docker;
 pub mod duration;
 pub mod exit;
 pub mod git;
+mod go_path;
 pub mod journal;
 pub mod pipeline;
 pub mod plan;

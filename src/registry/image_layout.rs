@@ -85,17 +85,7 @@ pub(crate) fn entry_role(path: &str) -> EntryRole {
 
 /// Archive paths as tar writers spell them differ (`./manifest.json`); compare them bare.
 pub(crate) fn normalize_entry_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    parts.join("/")
+    crate::go_path::clean_within(path)
 }
 
 /// Where a symlink entry at `link` pointing to `target` leads, as an archive path.

@@ -35,8 +35,9 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ContextError;
-use super::dockerignore::{PatternMatcher, clean_path};
+use super::dockerignore::PatternMatcher;
 use super::walk::{EntryFilter, EntryKind, Verdict, WalkEntry, walk_filtered};
+use crate::go_path::clean_within;
 
 /// Bytes per `DATA` packet; well under gRPC's 4 MiB message limit.
 const DATA_CHUNK: usize = 64 * 1024;
@@ -520,10 +521,9 @@ impl EntryFilter for SyncFilter {
 /// `/` + path, so `..` cannot climb out), then made relative again; `.` for the
 /// root itself.
 fn clean_relative(path: &str) -> String {
-    let rooted = clean_path(&format!("/{path}"));
-    match rooted.trim_start_matches('/') {
-        "" => ".".to_string(),
-        relative => relative.to_string(),
+    match clean_within(path) {
+        root if root.is_empty() => ".".to_string(),
+        relative => relative,
     }
 }
 

@@ -773,6 +773,8 @@ struct TokenFront {
 }
 
 const FRONT_SERVICE: &str = "shipit-test-registry";
+/// The identity token (OAuth2 refresh token) the token front takes in its POST grant.
+const FRONT_IDENTITY_TOKEN: &str = "front-identity-s3cret-refresh";
 
 impl TokenFront {
     async fn start(
@@ -838,6 +840,39 @@ async fn front_connection(
         .unwrap_or_default()
         .to_string();
     let authorization = head_value(&head, "authorization").unwrap_or_default();
+    if head.starts_with("POST /token") {
+        // OAuth2's refresh-token grant: what a client holding an identity token sends.
+        let length: usize = head_value(&head, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        client.read_exact(&mut body).await?;
+        let form: Vec<(String, String)> = form_urlencoded::parse(&body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        if field("grant_type") != "refresh_token"
+            || field("refresh_token") != FRONT_IDENTITY_TOKEN
+            || field("service") != FRONT_SERVICE
+        {
+            log.lock().unwrap().token_refusals += 1;
+            return answer(&mut client, 401, "", "{\"error\":\"invalid_grant\"}").await;
+        }
+        let token = format!("front-token-{}", unique());
+        {
+            let mut log = log.lock().unwrap();
+            log.issued.push(token.clone());
+            log.token_queries
+                .push(format!("oauth scope={}", field("scope")));
+        }
+        let body = serde_json::json!({"access_token": token, "expires_in": 300}).to_string();
+        return answer(&mut client, 200, "", &body).await;
+    }
     if let Some(query) = path.strip_prefix("/token") {
         if authorization != expected_basic {
             log.lock().unwrap().token_refusals += 1;
@@ -1554,6 +1589,70 @@ async fn pushes_through_a_bearer_token_service_with_docker_config_credentials() 
             !line.contains(&password) && !line.contains(&log.issued[0]),
             "{line}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_identity_token_is_exchanged_at_the_token_service_and_never_sent_to_the_registry() {
+    let env = env();
+    let docker = docker().await;
+    let front = TokenFront::start(&env.registry, "robot", "unused-password", None).await;
+    add_docker_config(
+        &front.host(),
+        serde_json::json!({ "identitytoken": FRONT_IDENTITY_TOKEN }),
+        None,
+    );
+    let image = build_image(
+        &docker,
+        &env.base_image,
+        &[("id.bin", random_bytes(100_000))],
+    )
+    .await;
+    let cfg = config(&front.host(), &repository("identity"), &["v1"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
+    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(sha256(&body), pushed.digest);
+
+    {
+        let log = front.log.lock().unwrap();
+        assert_eq!(log.issued.len(), 1, "tokens: {:?}", log.token_queries);
+        assert_eq!(
+            log.token_queries[0],
+            format!("oauth scope=repository:{}:pull,push", cfg.repository),
+            "the grant asks for push on the repository"
+        );
+        assert!(
+            log.forwarded
+                .iter()
+                .all(|(_, token)| *token == log.issued[0]),
+            "the registry saw only the access token: {:?}",
+            log.forwarded
+        );
+        for line in recorder.lines() {
+            assert!(!line.contains(FRONT_IDENTITY_TOKEN), "{line}");
+        }
+    }
+
+    // A token the service does not take: an auth error naming the target, without the token.
+    add_docker_config(
+        &front.host(),
+        serde_json::json!({ "identitytoken": "revoked-identity-token" }),
+        None,
+    );
+    let cfg = config(&front.host(), &repository("identity-revoked"), &["v1"]);
+    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let err = result.expect_err("a refused identity token must fail the push");
+    let message = err.to_string();
+    assert!(matches!(err, PushError::Authentication { .. }), "{err:?}");
+    assert!(message.contains(&front.host()), "{message}");
+    assert!(message.contains("identity token"), "{message}");
+    for text in [message, format!("{err:?}")]
+        .into_iter()
+        .chain(recorder.lines())
+    {
+        assert!(!text.contains("revoked-identity-token"), "{text}");
     }
 }
 

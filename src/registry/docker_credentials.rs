@@ -63,10 +63,10 @@ fn interpret(
         Ok(DockerCredential::UsernamePassword(user, password)) => {
             Ok(RegistryAuth::Basic(user, password))
         }
-        Ok(DockerCredential::IdentityToken(_)) => Err(failure(
-            "config.json holds an identity token (an OAuth refresh token) for this registry, \
-             which shipit cannot exchange; log in with a user name and password or token"
-                .into(),
+        // Exchanged with the registry's token service (registry_session::fetch_token).
+        Ok(DockerCredential::IdentityToken(token)) => Ok(RegistryAuth::Basic(
+            super::registry_session::IDENTITY_TOKEN_USER.to_string(),
+            token,
         )),
         Err(CredentialRetrievalError::NoCredentialConfigured)
         | Err(CredentialRetrievalError::ConfigNotFound) => Ok(RegistryAuth::Anonymous),
@@ -137,6 +137,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(found, RegistryAuth::Basic("me".into(), "pw".into()));
+    }
+
+    #[test]
+    fn an_identity_token_is_kept_for_the_token_service() {
+        let found = from_config(
+            serde_json::json!({"auths": {"ghcr.io": {"identitytoken": "refresh-me"}}}),
+            "ghcr.io",
+        )
+        .unwrap();
+        assert_eq!(
+            found,
+            RegistryAuth::Basic(
+                crate::registry::registry_session::IDENTITY_TOKEN_USER.into(),
+                "refresh-me".into()
+            )
+        );
     }
 
     #[test]

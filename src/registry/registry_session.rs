@@ -64,6 +64,18 @@ const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(15);
 /// A token's lifetime when the token service does not say (the Docker token spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
+/// The user name that marks Basic credentials as an identity token (an OAuth2 refresh token),
+/// as the credential-helper protocol spells it: the secret then goes only to the token
+/// service, exchanged for an access token, never to the registry itself.
+pub(crate) const IDENTITY_TOKEN_USER: &str = "<token>";
+
+fn identity_token(auth: &RegistryAuth) -> Option<&str> {
+    match auth {
+        RegistryAuth::Basic(user, token) if user == IDENTITY_TOKEN_USER => Some(token),
+        _ => None,
+    }
+}
+
 /// Where credentials come from, and whether they can be renewed mid-push.
 #[derive(Clone)]
 pub(crate) enum Credentials {
@@ -91,6 +103,9 @@ impl Credentials {
         match (self, auth) {
             (Credentials::Ecr(_), _) => "the ECR token",
             (_, RegistryAuth::Anonymous) => "no credentials (anonymous)",
+            (_, auth) if identity_token(auth).is_some() => {
+                "the identity token from the Docker config"
+            }
             _ => "the credentials from the Docker config",
         }
     }
@@ -281,6 +296,7 @@ impl AuthState {
         let text = match (&self.token, &self.auth) {
             (Some(token), _) => format!("Bearer {}", token.value),
             (None, RegistryAuth::Bearer(token)) => format!("Bearer {token}"),
+            (None, auth) if identity_token(auth).is_some() => return None,
             (None, RegistryAuth::Basic(user, password)) => format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -815,11 +831,12 @@ impl RegistrySession {
                 query.append_pair("scope", &scope);
             }
         }
+        let identity = identity_token(auth);
         let basic = match auth {
-            RegistryAuth::Basic(user, password) => Some((user, password)),
+            RegistryAuth::Basic(user, password) if identity.is_none() => Some((user, password)),
             _ => None,
         };
-        if basic.is_some() && !may_send_credentials_to(&url) {
+        if (basic.is_some() || identity.is_some()) && !may_send_credentials_to(&url) {
             return Err(RegistryFailure {
                 reason: format!(
                     "the registry's token service {} is plain HTTP on another host; shipit sends \
@@ -830,11 +847,34 @@ impl RegistrySession {
                 kind: FailureKind::Auth,
             });
         }
-        let mut request = self
-            .http
-            .for_url(&url)?
-            .get(url)
-            .timeout(Duration::from_secs(30));
+        let client = self.http.for_url(&url)?;
+        let mut request = match identity {
+            // OAuth2's refresh-token grant, as the Docker CLI sends an identity token: a form
+            // POST to the realm, the scopes space-separated.
+            Some(refresh_token) => {
+                let scopes = token_scopes(&self.repository, challenge.scope.as_deref()).join(" ");
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                    ("client_id", "shipit"),
+                    ("scope", scopes.as_str()),
+                ];
+                if let Some(service) = &challenge.service {
+                    form.push(("service", service.as_str()));
+                }
+                let body = form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish();
+                let mut realm = url.clone();
+                realm.set_query(None);
+                client
+                    .post(realm)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            None => client.get(url),
+        }
+        .timeout(Duration::from_secs(30));
         if let Some((user, password)) = basic {
             request = request.basic_auth(user, Some(password));
         }
@@ -849,6 +889,19 @@ impl RegistrySession {
                 reason: format!(
                     "the token service at {service_host} refused {} (HTTP {})",
                     self.credentials.describe(auth),
+                    status.as_u16()
+                ),
+                retry: Retryable::Permanent,
+                kind: FailureKind::Auth,
+            });
+        }
+        if identity.is_some()
+            && (status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED)
+        {
+            return Err(RegistryFailure {
+                reason: format!(
+                    "the token service at {service_host} does not take identity tokens (OAuth2 \
+                     refresh tokens; HTTP {}): log in with a user name and password",
                     status.as_u16()
                 ),
                 retry: Retryable::Permanent,

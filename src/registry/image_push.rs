@@ -1,11 +1,13 @@
-//! The push itself: export → pack → upload → manifest → tags → verify, with layer reuse.
+//! The push itself: read → pack → upload → manifest → tags → verify, with layer reuse.
 //!
-//! Before reading the export, the layer cache says which of the image's layers the registry
-//! should already hold, and a HEAD (or a cross-repository mount) confirms it. The export is then
-//! read once on a blocking thread (`archive_reader`), which compresses the other layers on every
-//! core and hands each finished blob to up to four concurrent uploads while it reads on. When a
-//! guess about which classic-layout entry is which layer turns out wrong, a second export pass
-//! packs just those entries. Only then are the config and the manifest pushed, every tag pointed
+//! Before reading anything, the layer cache says which of the image's layers the registry
+//! should already hold, and a HEAD (or a cross-repository mount) confirms it. The other layers
+//! are then read on a blocking thread, from the daemon's layer store when it is readable here
+//! (`layer_store`, only those layers) or else from the export (`archive_reader`, read once,
+//! front to back), compressed on every core, and each finished blob is handed to up to four
+//! concurrent uploads while reading goes on. A layer store that fails part way hands over to
+//! the export. When a guess about which classic-layout entry of the export is which layer turns
+//! out wrong, a second export pass packs just those entries. Only then are the config and the manifest pushed, every tag pointed
 //! at the manifest, and the manifest fetched back to check its digest.
 
 use std::collections::{HashMap, HashSet};

@@ -4,8 +4,9 @@
 //!
 //! Files, in the order a push meets them: `push_config` (the `push:` block), `ecr_auth` and
 //! `docker_credentials` (credentials), `ecr_repository` (repository settings, scan gate),
-//! `registry_session` (the wire), `archive_reader` + `image_layout` + `layer_packer` +
-//! `parallel_gzip` (reading the export and turning it into blobs), `layer_cache` (what earlier
+//! `registry_session` (the wire), `layer_store` (the daemon's own copy of the layers, read
+//! when it is on this machine), `archive_reader` + `image_layout` (the export, otherwise),
+//! `layer_packer` + `parallel_gzip` (turning layers into blobs), `layer_cache` (what earlier
 //! pushes learned), `image_push` (the orchestration), `retry` and `registry_failure` (what a
 //! failure means and when to try again), `push_error`.
 

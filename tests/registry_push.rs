@@ -1205,6 +1205,16 @@ async fn a_warm_push_uploads_only_the_top_layer(layer_source: LayerSource) {
     };
     let (result, recorder) = push(&docker, &top, &cfg, cache.path()).await;
     result.unwrap();
+    if layer_source == LayerSource::Auto {
+        // Only the new layer is read from the layer store, and progress says so: its total is
+        // that layer (300 KB and a header), not the 4 MB image.
+        let bytes = recorder.bytes.lock().unwrap().clone();
+        let (done, total) = *bytes.last().expect("byte progress was reported");
+        assert!(
+            (300_000..1_000_000).contains(&total) && done <= total,
+            "progress {done} of {total}"
+        );
+    }
     assert_eq!(
         recorder.count("uploaded blob"),
         1,

@@ -40,8 +40,8 @@ use super::image_layout::{
 use super::layer_cache::{CachedLayer, LayerCache};
 use super::layer_packer::{Packing, SpooledBlob};
 use super::layer_store::{
-    DaemonStorage, StoredImage, Unavailable, choose_store, find_image, pack_stored_layers,
-    store_from_graph_driver,
+    DaemonStorage, StoredImage, Unavailable, choose_store, find_image, layers_to_read,
+    pack_stored_layers, store_from_graph_driver,
 };
 use super::push_config::{Compression, LayerSource, ManifestFormat, PushConfig, RegistryKind};
 use super::push_error::PushError;
@@ -734,6 +734,8 @@ async fn push_from(
     let cancel = cancel.child_token();
     let image_name = source.name();
     let progress = Arc::new(AtomicU64::new(0));
+    // About how many bytes will be read; lowered once it is known that only some layers are.
+    let total = Arc::new(AtomicU64::new(hints.total_bytes));
     let SourceHints {
         diff_ids,
         platform,
@@ -830,6 +832,14 @@ async fn push_from(
                 stored.description
             ));
             let present_ids: HashSet<String> = present.keys().cloned().collect();
+            // Progress counts what this pass reads, not the whole image.
+            total.store(
+                layers_to_read(stored, &present_ids)
+                    .iter()
+                    .map(|layer| layer.content_size)
+                    .sum(),
+                Ordering::Relaxed,
+            );
             let packing = plan.packing;
             let to_read = stored.clone();
             let spool_dir = spool.path().to_path_buf();
@@ -866,6 +876,8 @@ async fn push_from(
                         "the layer store could not be read ({reason}); reading the daemon's \
                          export instead"
                     ));
+                    total.store(total_bytes, Ordering::Relaxed);
+                    progress.store(0, Ordering::Relaxed);
                 }
                 Err(err) => return Err(err),
             }
@@ -1124,24 +1136,30 @@ async fn push_from(
 
     // Drive the push while forwarding its messages and byte progress to the observer, which
     // is only ever called from this task.
+    // Bytes are reported once reading has begun (by then the total is what will be read) and
+    // once more at the end, so the last figure is the whole.
     let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
-    let mut reported = u64::MAX;
+    let mut reported = 0;
+    let report_bytes = |reported: &mut u64| {
+        let done = progress.load(Ordering::Relaxed);
+        if done != *reported {
+            *reported = done;
+            observer.on_bytes(done, total.load(Ordering::Relaxed).max(done));
+        }
+    };
     tokio::pin!(run);
     let result = loop {
         tokio::select! {
             result = &mut run => break result,
             Some(message) = message_rx.recv() => observer.on_progress(&message),
-            _ = ticker.tick() => {
-                let done = progress.load(Ordering::Relaxed);
-                if done != reported {
-                    reported = done;
-                    observer.on_bytes(done, total_bytes.max(done));
-                }
-            }
+            _ = ticker.tick() => report_bytes(&mut reported),
         }
     };
     while let Ok(message) = message_rx.try_recv() {
         observer.on_progress(&message);
+    }
+    if result.is_ok() {
+        report_bytes(&mut reported);
     }
     result
 }

@@ -156,6 +156,8 @@ pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredLayer {
     pub diff_id: String,
+    /// Bytes of file content the store records for the layer (its tar is a little larger).
+    pub content_size: u64,
     /// The tar-split record of the layer's tar.
     tar_split: PathBuf,
     /// Where the layer's file content is read from.
@@ -229,6 +231,11 @@ pub(crate) fn find_image(
         }
         layers.push(StoredLayer {
             diff_id: diff_id.clone(),
+            // Only for progress: a missing or odd `size` file costs nothing but the estimate.
+            content_size: read_small("size")
+                .ok()
+                .and_then(|size| size.parse().ok())
+                .unwrap_or(0),
             tar_split: dir.join("tar-split.json.gz"),
             content_dir,
         });
@@ -808,6 +815,7 @@ mod tests {
     fn layers_to_read_skips_present_and_repeated_layers() {
         let layer = |d: &str| StoredLayer {
             diff_id: d.into(),
+            content_size: 0,
             tar_split: PathBuf::new(),
             content_dir: PathBuf::new(),
         };

@@ -288,7 +288,35 @@ pub async fn build_image(
     let redactor = Redactor::new(request.secrets.values().map(|value| value.0.as_slice()));
     let mut output = BuildOutput::new(redactor);
 
-    let mut stream = docker.build_image(options, None, Some(body));
+    // The classic builder pulls base images with what the client sends along, as the Docker
+    // CLI does: every registry's credentials from the Docker config (BuildKit asks the session
+    // for the ones it needs instead).
+    let registry_config = if session.is_none() {
+        let (found, problems) = crate::registry::all_docker_config_credentials().await;
+        for problem in problems {
+            observer.on_output_line(&format!("registry credentials: {problem}"));
+        }
+        Some(
+            found
+                .into_iter()
+                .map(|(server, (user, secret))| {
+                    let identity = user.is_empty() && !secret.is_empty();
+                    let credentials = bollard::auth::DockerCredentials {
+                        serveraddress: Some(server.clone()),
+                        username: (!identity).then_some(user),
+                        password: (!identity).then(|| secret.clone()),
+                        identitytoken: identity.then_some(secret),
+                        ..Default::default()
+                    };
+                    (server, credentials)
+                })
+                .collect::<HashMap<_, _>>(),
+        )
+        .filter(|map| !map.is_empty())
+    } else {
+        None
+    };
+    let mut stream = docker.build_image(options, registry_config, Some(body));
     let mut daemon_error: Option<String> = None;
     loop {
         let item = tokio::select! {

@@ -25,7 +25,13 @@ use bollard::health::{
 };
 use bollard::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
 use bollard::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
+use bollard::moby::filesync::v1::auth_server::{Auth, AuthServer};
 use bollard::moby::filesync::v1::file_sync_server::FileSyncServer;
+use bollard::moby::filesync::v1::{
+    CredentialsRequest, CredentialsResponse, FetchTokenRequest, FetchTokenResponse,
+    GetTokenAuthorityRequest, GetTokenAuthorityResponse, VerifyTokenAuthorityRequest,
+    VerifyTokenAuthorityResponse,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::BodyExt;
@@ -43,6 +49,9 @@ use super::context::filesync::{FileSyncService, SyncFailure, SyncedDirs};
 const SESSION_METHODS: &[&str] = &[
     "/grpc.health.v1.Health/Check",
     "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+    // Registry credentials for the daemon's pulls (FROM, --cache-from): without it, a base
+    // image in a private registry (ECR) cannot be pulled by a BuildKit build.
+    "/moby.filesync.v1.Auth/Credentials",
 ];
 /// Announced when the session serves the build context.
 const FILE_SYNC_METHOD: &str = "/moby.filesync.v1.FileSync/DiffCopy";
@@ -166,6 +175,7 @@ pub(crate) async fn open_session(
         let router = tonic::transport::Server::builder()
             .add_service(HealthServer::new(AlwaysServing))
             .add_service(SecretsServer::new(store))
+            .add_service(AuthServer::new(RegistryCredentials))
             .add_optional_service(
                 files.map(|dirs| FileSyncServer::new(FileSyncService::new(dirs, failure))),
             );
@@ -305,6 +315,55 @@ impl Health for AlwaysServing {
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         Err(Status::unimplemented("watching health is not supported"))
+    }
+}
+
+/// Registry credentials for the daemon, looked up in the Docker config (`auths`, `credHelpers`,
+/// `credsStore`) the way the Docker CLI's session answers: a user name and a secret, or an
+/// identity token as the secret with no user name. The daemon fetches any token itself.
+struct RegistryCredentials;
+
+#[tonic::async_trait]
+impl Auth for RegistryCredentials {
+    async fn credentials(
+        &self,
+        request: Request<CredentialsRequest>,
+    ) -> Result<Response<CredentialsResponse>, Status> {
+        let host = &request.get_ref().host;
+        let auth = crate::registry::docker_config_auth(host)
+            .await
+            // The message names the registry and why, never a credential.
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        let (username, secret) = crate::registry::user_and_secret(auth);
+        Ok(Response::new(CredentialsResponse { username, secret }))
+    }
+
+    // Not announced: the daemon asks for these only of sessions that expose them.
+    async fn fetch_token(
+        &self,
+        _: Request<FetchTokenRequest>,
+    ) -> Result<Response<FetchTokenResponse>, Status> {
+        Err(Status::unimplemented(
+            "shipit's session gives credentials only",
+        ))
+    }
+
+    async fn get_token_authority(
+        &self,
+        _: Request<GetTokenAuthorityRequest>,
+    ) -> Result<Response<GetTokenAuthorityResponse>, Status> {
+        Err(Status::unimplemented(
+            "shipit's session gives credentials only",
+        ))
+    }
+
+    async fn verify_token_authority(
+        &self,
+        _: Request<VerifyTokenAuthorityRequest>,
+    ) -> Result<Response<VerifyTokenAuthorityResponse>, Status> {
+        Err(Status::unimplemented(
+            "shipit's session gives credentials only",
+        ))
     }
 }
 

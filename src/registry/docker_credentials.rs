@@ -3,6 +3,7 @@
 //! `~/.docker`. The `docker_credential` crate reads the file and speaks the credential helper
 //! protocol (`docker-credential-<name> get`, the server on stdin, JSON on stdout).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use docker_credential::{CredentialRetrievalError, DockerCredential};
@@ -48,6 +49,91 @@ pub(crate) async fn docker_config_auth(host: &str) -> Result<RegistryAuth, PushE
         reason: format!("the credential lookup did not finish: {err}"),
     })?;
     interpret(host, lookup)
+}
+
+/// Every registry's credentials the Docker config holds (`auths` and `credHelpers` entries,
+/// and what `credsStore` lists), keyed as config.json keys them: what the Docker CLI sends a
+/// classic build in `X-Registry-Config`, since the daemon, not the client, pulls the base
+/// images. A registry whose lookup fails is left out and named in the second list (the reason
+/// never holds a credential).
+pub(crate) async fn all_docker_config_credentials()
+-> (HashMap<String, (String, String)>, Vec<String>) {
+    let Some(path) = docker_config_path() else {
+        return (HashMap::new(), Vec::new());
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut found = HashMap::new();
+        let mut problems = Vec::new();
+        let Ok(text) = std::fs::read(&path) else {
+            return (found, problems);
+        };
+        let Ok(config) = serde_json::from_slice::<serde_json::Value>(&text) else {
+            problems.push(format!("{} is not valid JSON", path.display()));
+            return (found, problems);
+        };
+        let mut servers: Vec<String> = ["auths", "credHelpers"]
+            .iter()
+            .filter_map(|section| config.get(*section)?.as_object())
+            .flat_map(|entries| entries.keys().cloned())
+            .collect();
+        if let Some(store) = config.get("credsStore").and_then(|s| s.as_str()) {
+            match list_store(store) {
+                Ok(listed) => servers.extend(listed),
+                Err(reason) => problems.push(reason),
+            }
+        }
+        servers.sort();
+        servers.dedup();
+        for server in servers {
+            let lookup = docker_credential::get_credential_from_reader(text.as_slice(), &server);
+            match interpret(&server, lookup) {
+                Ok(RegistryAuth::Anonymous) => {}
+                Ok(auth) => {
+                    found.insert(server, user_and_secret(auth));
+                }
+                Err(err) => problems.push(err.to_string()),
+            }
+        }
+        (found, problems)
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The servers a credential store holds credentials for (`docker-credential-<store> list`).
+fn list_store(store: &str) -> Result<Vec<String>, String> {
+    let helper = format!("docker-credential-{store}");
+    let output = std::process::Command::new(&helper)
+        .arg("list")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|err| format!("the credential store {helper} could not run: {err}"))?;
+    if !output.status.success() {
+        // The helper's output is not echoed: it may hold a secret.
+        return Err(format!(
+            "the credential store {helper} failed to list its registries ({})",
+            output.status
+        ));
+    }
+    let listed: HashMap<String, String> = serde_json::from_slice(&output.stdout)
+        .map_err(|_| format!("the credential store {helper} listed something that is not JSON"))?;
+    Ok(listed.into_keys().collect())
+}
+
+/// Credentials as a user name and a secret, the shape BuildKit's session and the Engine API's
+/// `X-Registry-Config` take: an identity token is the secret with an empty user name; no
+/// credentials are two empty strings. Pure.
+pub(crate) fn user_and_secret(auth: RegistryAuth) -> (String, String) {
+    match auth {
+        RegistryAuth::Basic(user, token)
+            if user == super::registry_session::IDENTITY_TOKEN_USER =>
+        {
+            (String::new(), token)
+        }
+        RegistryAuth::Basic(user, password) => (user, password),
+        RegistryAuth::Bearer(token) => (String::new(), token),
+        RegistryAuth::Anonymous => (String::new(), String::new()),
+    }
 }
 
 /// Maps the lookup result; pure so the no-credential cases are tested without helpers.

@@ -1,0 +1,116 @@
+//! Builds whose base image lives in a private registry, through the real binary: the Docker
+//! config's credentials must reach the daemon's pull, through the BuildKit session (its Auth
+//! service) and through the classic builder's `X-Registry-Config`, as the Docker CLI sends them.
+//! The registry is the test environment's basic-auth one, which is how ECR answers too.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Project, docker, testenv, unique_name};
+
+/// Copies busybox from the daemon into the private registry under a name only this test uses;
+/// returns the reference.
+fn private_base(name: &str) -> String {
+    let host = testenv("SHIPIT_TEST_AUTH_REGISTRY");
+    let user = testenv("SHIPIT_TEST_AUTH_REGISTRY_USER");
+    let password = testenv("SHIPIT_TEST_AUTH_REGISTRY_PASSWORD");
+    let reference = format!("{host}/shipit-test/{name}:base");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-daemon-host",
+            &testenv("SHIPIT_TEST_DOCKER_HOST"),
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("{user}:{password}"),
+            &format!("docker-daemon:{}", testenv("SHIPIT_TEST_BASE_IMAGE")),
+            &format!("docker://{reference}"),
+        ])
+        .output()
+        .expect("skopeo runs (scripts/testenv up installs it)");
+    assert!(
+        out.status.success(),
+        "skopeo could not copy the base image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reference
+}
+
+/// A Docker config folder holding `auths` for the private registry, or none at all.
+fn docker_config(with_credentials: bool) -> tempfile::TempDir {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let auths = if with_credentials {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            testenv("SHIPIT_TEST_AUTH_REGISTRY_USER"),
+            testenv("SHIPIT_TEST_AUTH_REGISTRY_PASSWORD")
+        ));
+        serde_json::json!({ testenv("SHIPIT_TEST_AUTH_REGISTRY"): { "auth": auth } })
+    } else {
+        serde_json::json!({})
+    };
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::json!({ "auths": auths }).to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+fn build_from_private_base(builder: &str) {
+    let name = unique_name(&format!("e2e-private-{builder}"));
+    let base = private_base(&name);
+    let password = testenv("SHIPIT_TEST_AUTH_REGISTRY_PASSWORD");
+    let pipeline = format!(
+        "version: 1\nname: {name}\nimages:\n  app:\n    context: app\n    builder: {builder}\n"
+    );
+    let dockerfile = format!("FROM {base}\nRUN echo {name} > /id.txt\n");
+
+    // Without credentials the daemon cannot pull the base: the build fails and says where.
+    let anonymous = docker_config(false);
+    let project = Project::with_docker().env("DOCKER_CONFIG", anonymous.path().to_str().unwrap());
+    project
+        .file("shipit.yaml", &pipeline)
+        .file("app/Dockerfile", &dockerfile)
+        .commit();
+    let run = project.shipit(&["run", "--no-progress"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        output.contains(&testenv("SHIPIT_TEST_AUTH_REGISTRY")),
+        "the failure names the registry: {run:?}"
+    );
+
+    // With them in the Docker config, it pulls and builds; the password is shown nowhere.
+    let config = docker_config(true);
+    let project = Project::with_docker().env("DOCKER_CONFIG", config.path().to_str().unwrap());
+    project
+        .file("shipit.yaml", &pipeline)
+        .file("app/Dockerfile", &dockerfile)
+        .commit();
+    let run = project.shipit(&["run", "--no-progress", "-v"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert!(!output.contains(&password), "the password leaked: {run:?}");
+
+    // The base and the built image go; the registry copy is under a name no one else uses.
+    for image in [base.as_str(), &format!("{name}-app")] {
+        let ids = docker(&["image", "ls", "-q", image]);
+        for id in ids.split_whitespace() {
+            docker(&["rmi", "-f", id]);
+        }
+    }
+}
+
+#[test]
+fn a_buildkit_build_pulls_a_private_base_with_the_docker_config_credentials() {
+    build_from_private_base("buildkit");
+}
+
+#[test]
+fn a_classic_build_pulls_a_private_base_with_the_docker_config_credentials() {
+    build_from_private_base("classic");
+}

@@ -1,7 +1,8 @@
 //! Builds whose base image lives in a private registry, through the real binary: the Docker
 //! config's credentials must reach the daemon's pull, through the BuildKit session (its Auth
 //! service) and through the classic builder's `X-Registry-Config`, as the Docker CLI sends them.
-//! The registry is the test environment's basic-auth one, which is how ECR answers too.
+//! The registry is the test environment's basic-auth one, which is how ECR answers too; as an
+//! ECR registry (`SHIPIT_ECR_REGISTRY_HOST`), its token comes from the AWS API emulator.
 
 mod support;
 
@@ -96,8 +97,13 @@ fn build_from_private_base(builder: &str) {
     let output = format!("{}{}", run.stdout, run.stderr);
     assert!(!output.contains(&password), "the password leaked: {run:?}");
 
-    // The base and the built image go; the registry copy is under a name no one else uses.
-    for image in [base.as_str(), &format!("{name}-app")] {
+    remove_images(&base, &name);
+}
+
+/// Removes the pulled base and the built image from the daemon; the registry copy is under a
+/// name no other test uses.
+fn remove_images(base: &str, pipeline: &str) {
+    for image in [base, &format!("{pipeline}-app")] {
         let ids = docker(&["image", "ls", "-q", image]);
         for id in ids.split_whitespace() {
             docker(&["rmi", "-f", id]);
@@ -113,4 +119,37 @@ fn a_buildkit_build_pulls_a_private_base_with_the_docker_config_credentials() {
 #[test]
 fn a_classic_build_pulls_a_private_base_with_the_docker_config_credentials() {
     build_from_private_base("classic");
+}
+
+#[test]
+fn a_buildkit_build_pulls_an_ecr_base_with_a_token_from_the_aws_credential_chain() {
+    let name = unique_name("e2e-private-ecr");
+    let base = private_base(&name);
+    let host = testenv("SHIPIT_TEST_AUTH_REGISTRY");
+    // No Docker config entry: the registry is ECR, and the AWS credential chain (here the
+    // emulator's test keys) gets the token, as `aws ecr get-login-password` would.
+    let config = docker_config(false);
+    let project = Project::with_docker()
+        .env("DOCKER_CONFIG", config.path().to_str().unwrap())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_REGION", &testenv("SHIPIT_TEST_AWS_REGION"))
+        .env("AWS_ENDPOINT_URL", &testenv("SHIPIT_TEST_AWS_ENDPOINT_URL"))
+        .env("SHIPIT_ECR_REGISTRY_HOST", &host);
+    project
+        .file(
+            "shipit.yaml",
+            format!("version: 1\nname: {name}\nimages:\n  app:\n    context: app\n    builder: buildkit\n"),
+        )
+        .file("app/Dockerfile", format!("FROM {base}\nRUN echo {name} > /id.txt\n"))
+        .commit();
+    let run = project.shipit(&["run", "--no-progress", "-v"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        !output.contains(&testenv("SHIPIT_TEST_AUTH_REGISTRY_PASSWORD")),
+        "the token leaked: {run:?}"
+    );
+    remove_images(&base, &name);
 }

@@ -319,8 +319,9 @@ impl Health for AlwaysServing {
 }
 
 /// Registry credentials for the daemon, looked up in the Docker config (`auths`, `credHelpers`,
-/// `credsStore`) the way the Docker CLI's session answers: a user name and a secret, or an
-/// identity token as the secret with no user name. The daemon fetches any token itself.
+/// `credsStore`) the way the Docker CLI's session answers (a user name and a secret, or an
+/// identity token as the secret with no user name), or for ECR from the AWS credential chain.
+/// The daemon fetches any token itself.
 struct RegistryCredentials;
 
 #[tonic::async_trait]
@@ -330,7 +331,7 @@ impl Auth for RegistryCredentials {
         request: Request<CredentialsRequest>,
     ) -> Result<Response<CredentialsResponse>, Status> {
         let host = &request.get_ref().host;
-        let auth = crate::registry::docker_config_auth(host)
+        let auth = crate::registry::pull_credentials(host)
             .await
             // The message names the registry and why, never a credential.
             .map_err(|err| Status::unavailable(err.to_string()))?;

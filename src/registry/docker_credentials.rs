@@ -51,6 +51,27 @@ pub(crate) async fn docker_config_auth(host: &str) -> Result<RegistryAuth, PushE
     interpret(host, lookup)
 }
 
+/// Credentials for pulling from `host` (a build's base image): the Docker config's, and for an
+/// Amazon ECR registry the config has nothing for (`<account>.dkr.ecr.<region>.amazonaws.com`,
+/// or the host `SHIPIT_ECR_REGISTRY_HOST` names) a token from the AWS credential chain, so a
+/// `FROM` an ECR repository needs no `docker login` first.
+pub(crate) async fn pull_credentials(host: &str) -> Result<RegistryAuth, PushError> {
+    let configured = docker_config_auth(host).await?;
+    if configured != RegistryAuth::Anonymous {
+        return Ok(configured);
+    }
+    let region = super::push_config::ecr_host_region(host);
+    let overridden = super::ecr_auth::registry_host_from_env()
+        .is_some_and(|named| named.eq_ignore_ascii_case(host));
+    if region.is_none() && !overridden {
+        return Ok(RegistryAuth::Anonymous);
+    }
+    let named = region.is_some().then_some(host);
+    let ecr = super::ecr_auth::EcrContext::load(None, named, region.as_deref()).await?;
+    let token = ecr.token(false).await?;
+    Ok(RegistryAuth::Basic(token.user, token.password))
+}
+
 /// Every registry's credentials the Docker config holds (`auths` and `credHelpers` entries,
 /// and what `credsStore` lists), keyed as config.json keys them: what the Docker CLI sends a
 /// classic build in `X-Registry-Config`, since the daemon, not the client, pulls the base

@@ -123,7 +123,16 @@ fn a_classic_build_pulls_a_private_base_with_the_docker_config_credentials() {
 
 #[test]
 fn a_buildkit_build_pulls_an_ecr_base_with_a_token_from_the_aws_credential_chain() {
-    let name = unique_name("e2e-private-ecr");
+    build_from_ecr_base("buildkit");
+}
+
+#[test]
+fn a_classic_build_pulls_an_ecr_base_with_a_token_from_the_aws_credential_chain() {
+    build_from_ecr_base("classic");
+}
+
+fn build_from_ecr_base(builder: &str) {
+    let name = unique_name(&format!("e2e-private-ecr-{builder}"));
     let base = private_base(&name);
     let host = testenv("SHIPIT_TEST_AUTH_REGISTRY");
     // No Docker config entry: the registry is ECR, and the AWS credential chain (here the
@@ -140,7 +149,9 @@ fn a_buildkit_build_pulls_an_ecr_base_with_a_token_from_the_aws_credential_chain
     project
         .file(
             "shipit.yaml",
-            format!("version: 1\nname: {name}\nimages:\n  app:\n    context: app\n    builder: buildkit\n"),
+            format!(
+                "version: 1\nname: {name}\nimages:\n  app:\n    context: app\n    builder: {builder}\n"
+            ),
         )
         .file("app/Dockerfile", format!("FROM {base}\nRUN echo {name} > /id.txt\n"))
         .commit();

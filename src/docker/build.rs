@@ -205,6 +205,39 @@ pub(crate) enum BuildErrorKind {
     SecretsNeedBuildKit,
 }
 
+/// Registry hosts the `FROM` lines of a Dockerfile name (`FROM [--platform=…] host/repo[:tag]
+/// [AS name]`), as the image reference grammar tells a host from a Docker Hub namespace: the
+/// first path component when it has a `.` or a `:`, or is `localhost`. References built from
+/// build arguments (`$BASE`) are passed over. Pure.
+pub(crate) fn base_image_hosts(dockerfile: &str) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for line in dockerfile.lines() {
+        let mut words = line.split_whitespace();
+        if !words
+            .next()
+            .is_some_and(|word| word.eq_ignore_ascii_case("FROM"))
+        {
+            continue;
+        }
+        let Some(reference) = words.find(|word| !word.starts_with("--")) else {
+            continue;
+        };
+        if reference.contains('$') {
+            continue;
+        }
+        let Some((first, _)) = reference.split_once('/') else {
+            continue;
+        };
+        let host = first.to_ascii_lowercase();
+        if (host.contains('.') || host.contains(':') || host == "localhost")
+            && !hosts.contains(&host)
+        {
+            hosts.push(host);
+        }
+    }
+    hosts
+}
+
 /// Builds the image described by `request`, reporting progress to `observer`.
 pub async fn build_image(
     client: &DockerClient,
@@ -244,7 +277,7 @@ pub async fn build_image(
             .collect();
         let dirs = SyncedDirs {
             context: context.root().to_path_buf(),
-            dockerfile_dir,
+            dockerfile_dir: dockerfile_dir.clone(),
         };
         let session = open_session(
             client.endpoint(),
@@ -292,7 +325,25 @@ pub async fn build_image(
     // CLI does: every registry's credentials from the Docker config (BuildKit asks the session
     // for the ones it needs instead).
     let registry_config = if session.is_none() {
-        let (found, problems) = crate::registry::all_docker_config_credentials().await;
+        let (mut found, mut problems) = crate::registry::all_docker_config_credentials().await;
+        // Base images' registries the config has nothing for may still be ECR ones, whose
+        // token comes from the AWS credential chain.
+        let dockerfile_text =
+            tokio::fs::read_to_string(dockerfile_dir.join(&dockerfile_name)).await;
+        for host in base_image_hosts(dockerfile_text.as_deref().unwrap_or_default()) {
+            if found.contains_key(&host) {
+                continue;
+            }
+            match crate::registry::pull_credentials(&host).await {
+                Ok(auth) => {
+                    let (user, secret) = crate::registry::user_and_secret(auth);
+                    if !secret.is_empty() {
+                        found.insert(host, (user, secret));
+                    }
+                }
+                Err(err) => problems.push(err.to_string()),
+            }
+        }
         for problem in problems {
             observer.on_output_line(&format!("registry credentials: {problem}"));
         }
@@ -484,6 +535,26 @@ fn split_repo_tag(reference: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_image_hosts_are_the_registries_from_lines_name() {
+        let dockerfile = "# syntax=docker/dockerfile:1\n\
+            FROM --platform=$BUILDPLATFORM 123456789012.dkr.ecr.eu-west-1.amazonaws.com/base:1 AS build\n\
+            from localhost:5000/tools AS tools\n\
+            FROM build AS again\n\
+            FROM library/alpine:3\n\
+            FROM alpine\n\
+            FROM $BASE\n\
+            RUN echo FROM nowhere.example/x\n\
+            FROM 123456789012.dkr.ecr.eu-west-1.amazonaws.com/other\n";
+        assert_eq!(
+            base_image_hosts(dockerfile),
+            [
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+                "localhost:5000"
+            ]
+        );
+    }
 
     #[test]
     fn auto_prefers_buildkit_when_the_daemon_has_it() {

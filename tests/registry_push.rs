@@ -333,6 +333,41 @@ async fn push(
     (result, recorder)
 }
 
+/// What every refused-credentials failure must be: an authentication error naming the registry
+/// and repository, saying each of `says`, pointing at `docker login`, and showing none of
+/// `secrets` in its message, its Debug form or any progress line.
+fn assert_auth_failure(
+    err: &PushError,
+    recorder: &Recorder,
+    registry: &str,
+    repository: &str,
+    says: &[&str],
+    secrets: &[&str],
+) {
+    let text = err.to_string();
+    assert!(matches!(err, PushError::Authentication { .. }), "{err:?}");
+    assert!(
+        text.contains(registry) && text.contains(repository),
+        "{text}"
+    );
+    for words in says {
+        assert!(text.contains(words), "{text} should say {words:?}");
+    }
+    assert!(
+        err.hint().is_some_and(|hint| hint.contains("docker login")),
+        "{:?}",
+        err.hint()
+    );
+    for shown in [text, format!("{err:?}")]
+        .into_iter()
+        .chain(recorder.lines())
+    {
+        for secret in secrets {
+            assert!(!shown.contains(secret), "a credential leaked: {shown}");
+        }
+    }
+}
+
 fn assert_no_secret(text: &str) {
     let env = env();
     assert!(
@@ -1510,19 +1545,14 @@ async fn wrong_credentials_fail_clearly_without_echoing_them() {
     add_docker_config(&proxy.host(), basic_entry("AWS", "not-the-password"), None);
     let cfg = config(&proxy.host(), &repository("wrong"), &["v1"]);
     let (result, recorder) = push(&docker, &env.base_image, &cfg, cache_dir().path()).await;
-    let err = result.unwrap_err();
-    let text = err.to_string();
-    assert!(matches!(err, PushError::Authentication { .. }), "{text}");
-    assert!(
-        text.contains(&proxy.host()) && text.contains(&cfg.repository),
-        "{text}"
+    assert_auth_failure(
+        &result.unwrap_err(),
+        &recorder,
+        &proxy.host(),
+        &cfg.repository,
+        &["rejected"],
+        &["not-the-password"],
     );
-    assert!(text.contains("rejected"), "{text}");
-    assert!(!text.contains("not-the-password"), "{text}");
-    assert!(err.hint().unwrap().contains("docker login"));
-    for line in recorder.lines() {
-        assert!(!line.contains("not-the-password"));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1653,17 +1683,14 @@ async fn an_identity_token_is_exchanged_at_the_token_service_and_never_sent_to_t
     );
     let cfg = config(&front.host(), &repository("identity-revoked"), &["v1"]);
     let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let err = result.expect_err("a refused identity token must fail the push");
-    let message = err.to_string();
-    assert!(matches!(err, PushError::Authentication { .. }), "{err:?}");
-    assert!(message.contains(&front.host()), "{message}");
-    assert!(message.contains("identity token"), "{message}");
-    for text in [message, format!("{err:?}")]
-        .into_iter()
-        .chain(recorder.lines())
-    {
-        assert!(!text.contains("revoked-identity-token"), "{text}");
-    }
+    assert_auth_failure(
+        &result.expect_err("a refused identity token must fail the push"),
+        &recorder,
+        &front.host(),
+        &cfg.repository,
+        &["identity token", "refused"],
+        &["revoked-identity-token"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1676,26 +1703,14 @@ async fn a_token_service_refusing_the_credentials_is_an_auth_error_naming_the_ta
     front_login(&front, &wrong);
     let cfg = config(&front.host(), &repository("bearer-wrong"), &["v1"]);
     let (result, recorder) = push(&docker, &env.base_image, &cfg, cache_dir().path()).await;
-    let err = result.unwrap_err();
-    let text = err.to_string();
-    assert!(matches!(err, PushError::Authentication { .. }), "{text}");
-    assert!(
-        text.contains(&front.host()) && text.contains(&cfg.repository),
-        "{text}"
+    assert_auth_failure(
+        &result.unwrap_err(),
+        &recorder,
+        &front.host(),
+        &cfg.repository,
+        &["token service", "refused"],
+        &[&wrong, &password],
     );
-    assert!(text.contains("token service"), "{text}");
-    assert!(text.contains("refused"), "{text}");
-    let debug = format!("{err:?}");
-    for shown in [&text, &debug] {
-        assert!(
-            !shown.contains(&wrong) && !shown.contains(&password),
-            "{shown}"
-        );
-    }
-    assert!(err.hint().unwrap().contains("docker login"));
-    for line in recorder.lines() {
-        assert!(!line.contains(&wrong), "{line}");
-    }
     let log = front.log.lock().unwrap();
     assert_eq!(log.token_refusals, 1, "refused credentials are not retried");
     assert!(log.issued.is_empty() && log.forwarded.is_empty());

@@ -274,11 +274,7 @@ impl Reporter for PlainReporter {
                 }
             }
             Event::Warning { message } => {
-                self.line(&format!(
-                    "{} {message}",
-                    self.style(Style::new().yellow().bold())
-                        .apply_to("warning:")
-                ));
+                self.line(&warning_text(self.color, message));
             }
             Event::RunFinished {
                 run_id,
@@ -286,15 +282,36 @@ impl Reporter for PlainReporter {
                 elapsed,
             } => {
                 if !quiet || *status != crate::journal::RunStatus::Succeeded {
-                    self.line(&format!(
-                        "run {run_id} {} in {}",
-                        status.as_str(),
-                        format_elapsed(*elapsed)
-                    ));
+                    self.line(&run_finished_text(run_id, *status, *elapsed));
                 }
             }
         }
     }
+}
+
+/// `warning: …`, the label in bold yellow when `color`; the plain and terminal renderers'.
+pub(super) fn warning_text(color: bool, message: &str) -> String {
+    format!(
+        "{} {message}",
+        Style::new()
+            .yellow()
+            .bold()
+            .force_styling(color)
+            .apply_to("warning:")
+    )
+}
+
+/// `run <id> <status> in <elapsed>`, the last line of a run in both renderers.
+pub(super) fn run_finished_text(
+    run_id: &str,
+    status: crate::journal::RunStatus,
+    elapsed: Duration,
+) -> String {
+    format!(
+        "run {run_id} {} in {}",
+        status.as_str(),
+        format_elapsed(elapsed)
+    )
 }
 
 pub fn format_elapsed(elapsed: Duration) -> String {

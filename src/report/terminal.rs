@@ -11,7 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::event::{Event, Reporter};
 use super::mode::Verbosity;
-use super::plain::format_elapsed;
+use super::plain::{format_elapsed, run_finished_text, warning_text};
 use crate::journal::StageStatus;
 use crate::plan::StageId;
 
@@ -139,22 +139,14 @@ impl Reporter for TerminalReporter {
                 self.print(line);
             }
             Event::Warning { message } => {
-                self.print(format!(
-                    "{} {message}",
-                    self.style(Style::new().yellow().bold())
-                        .apply_to("warning:")
-                ));
+                self.print(warning_text(self.color, message));
             }
             Event::RunFinished {
                 run_id,
                 status,
                 elapsed,
             } => {
-                self.print(format!(
-                    "run {run_id} {} in {}",
-                    status.as_str(),
-                    format_elapsed(*elapsed)
-                ));
+                self.print(run_finished_text(run_id, *status, *elapsed));
             }
         }
     }

@@ -933,13 +933,9 @@ async fn push_from(
                 (image, outcomes)
             }
         };
-        let export_error = |problem: LayoutProblem| PushError::Export {
-            image: image_name.clone(),
-            reason: problem.0,
-        };
         let mut assembly =
             assemble_layers(&image, &outcomes, &present, cfg.format, cfg.compression)
-                .map_err(export_error)?;
+                .map_err(export_problem)?;
         if let Assembly::NeedsPass(entries) = &assembly {
             notify(format!(
                 "{} layer(s) were not the ones expected; reading the export again",
@@ -968,7 +964,7 @@ async fn push_from(
                 }
             }
             assembly = assemble_layers(&image, &outcomes, &present, cfg.format, cfg.compression)
-                .map_err(export_error)?;
+                .map_err(export_problem)?;
         }
         let layers = match assembly {
             Assembly::Complete(layers) => layers,

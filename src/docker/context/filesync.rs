@@ -762,6 +762,7 @@ fn dedupe_paths(sorted: Vec<String>) -> Option<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::walk::tests::tree;
     use super::*;
     use std::fs;
     use std::os::unix::fs::symlink;
@@ -774,14 +775,6 @@ mod tests {
         })
         .unwrap();
         seen
-    }
-
-    fn tree(root: &Path, files: &[&str]) {
-        for file in files {
-            let path = root.join(file);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, file).unwrap();
-        }
     }
 
     fn filter(root: &Path, includes: &[&str], excludes: &[&str], follow: &[&str]) -> SyncFilter {

@@ -223,7 +223,9 @@ pub(crate) mod tests {
         seen
     }
 
-    fn tree(root: &Path, files: &[&str]) {
+    /// Creates `files` under `root`, each holding its own name; a name ending in `/` is an
+    /// empty directory.
+    pub(crate) fn tree(root: &Path, files: &[&str]) {
         for file in files {
             let path = root.join(file);
             if let Some(rest) = file.strip_suffix('/') {

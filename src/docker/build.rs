@@ -238,6 +238,40 @@ pub(crate) fn base_image_hosts(dockerfile: &str) -> Vec<String> {
     hosts
 }
 
+/// What a classic build is sent for its pulls, as the Docker CLI sends it: every registry's
+/// credentials from the Docker config, and for the registries the Dockerfile's `FROM` lines
+/// name that the config has nothing for, an ECR token from the AWS credential chain. (BuildKit
+/// asks the session for the ones it needs instead.) Lookups that fail are reported as output
+/// lines; the daemon's pull then says what it lacked.
+async fn classic_registry_config(
+    dockerfile: &std::path::Path,
+    observer: &dyn BuildObserver,
+) -> Option<HashMap<String, bollard::auth::DockerCredentials>> {
+    let (mut found, mut problems) = crate::registry::all_docker_config_credentials().await;
+    let dockerfile_text = tokio::fs::read_to_string(dockerfile).await;
+    for host in base_image_hosts(dockerfile_text.as_deref().unwrap_or_default()) {
+        if found.contains_key(&host) {
+            continue;
+        }
+        match crate::registry::pull_credentials(&host).await {
+            Ok(auth) => {
+                found.insert(host, auth);
+            }
+            Err(err) => problems.push(err.to_string()),
+        }
+    }
+    for problem in problems {
+        observer.on_output_line(&format!("registry credentials: {problem}"));
+    }
+    let config: HashMap<_, _> = found
+        .into_iter()
+        .filter_map(|(server, auth)| {
+            crate::registry::engine_credentials(&server, auth).map(|entry| (server, entry))
+        })
+        .collect();
+    (!config.is_empty()).then_some(config)
+}
+
 /// Builds the image described by `request`, reporting progress to `observer`.
 pub async fn build_image(
     client: &DockerClient,
@@ -321,51 +355,9 @@ pub async fn build_image(
     let redactor = Redactor::new(request.secrets.values().map(|value| value.0.as_slice()));
     let mut output = BuildOutput::new(redactor);
 
-    // The classic builder pulls base images with what the client sends along, as the Docker
-    // CLI does: every registry's credentials from the Docker config (BuildKit asks the session
-    // for the ones it needs instead).
-    let registry_config = if session.is_none() {
-        let (mut found, mut problems) = crate::registry::all_docker_config_credentials().await;
-        // Base images' registries the config has nothing for may still be ECR ones, whose
-        // token comes from the AWS credential chain.
-        let dockerfile_text =
-            tokio::fs::read_to_string(dockerfile_dir.join(&dockerfile_name)).await;
-        for host in base_image_hosts(dockerfile_text.as_deref().unwrap_or_default()) {
-            if found.contains_key(&host) {
-                continue;
-            }
-            match crate::registry::pull_credentials(&host).await {
-                Ok(auth) => {
-                    let (user, secret) = crate::registry::user_and_secret(auth);
-                    if !secret.is_empty() {
-                        found.insert(host, (user, secret));
-                    }
-                }
-                Err(err) => problems.push(err.to_string()),
-            }
-        }
-        for problem in problems {
-            observer.on_output_line(&format!("registry credentials: {problem}"));
-        }
-        Some(
-            found
-                .into_iter()
-                .map(|(server, (user, secret))| {
-                    let identity = user.is_empty() && !secret.is_empty();
-                    let credentials = bollard::auth::DockerCredentials {
-                        serveraddress: Some(server.clone()),
-                        username: (!identity).then_some(user),
-                        password: (!identity).then(|| secret.clone()),
-                        identitytoken: identity.then_some(secret),
-                        ..Default::default()
-                    };
-                    (server, credentials)
-                })
-                .collect::<HashMap<_, _>>(),
-        )
-        .filter(|map| !map.is_empty())
-    } else {
-        None
+    let registry_config = match session {
+        Some(_) => None,
+        None => classic_registry_config(&dockerfile_dir.join(&dockerfile_name), observer).await,
     };
     let mut stream = docker.build_image(options, registry_config, Some(body));
     let mut daemon_error: Option<String> = None;

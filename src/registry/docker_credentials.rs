@@ -6,10 +6,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use bollard::auth::DockerCredentials;
 use docker_credential::{CredentialRetrievalError, DockerCredential};
 use oci_client::secrets::RegistryAuth;
 
 use super::push_error::PushError;
+use super::registry_session::identity_token;
 
 fn docker_config_path() -> Option<PathBuf> {
     let dir = std::env::var_os("DOCKER_CONFIG")
@@ -77,8 +79,8 @@ pub(crate) async fn pull_credentials(host: &str) -> Result<RegistryAuth, PushErr
 /// classic build in `X-Registry-Config`, since the daemon, not the client, pulls the base
 /// images. A registry whose lookup fails is left out and named in the second list (the reason
 /// never holds a credential).
-pub(crate) async fn all_docker_config_credentials()
--> (HashMap<String, (String, String)>, Vec<String>) {
+pub(crate) async fn all_docker_config_credentials() -> (HashMap<String, RegistryAuth>, Vec<String>)
+{
     let Some(path) = docker_config_path() else {
         return (HashMap::new(), Vec::new());
     };
@@ -110,7 +112,7 @@ pub(crate) async fn all_docker_config_credentials()
             match interpret(&server, lookup) {
                 Ok(RegistryAuth::Anonymous) => {}
                 Ok(auth) => {
-                    found.insert(server, user_and_secret(auth));
+                    found.insert(server, auth);
                 }
                 Err(err) => problems.push(err.to_string()),
             }
@@ -141,19 +143,43 @@ fn list_store(store: &str) -> Result<Vec<String>, String> {
     Ok(listed.into_keys().collect())
 }
 
-/// Credentials as a user name and a secret, the shape BuildKit's session and the Engine API's
-/// `X-Registry-Config` take: an identity token is the secret with an empty user name; no
-/// credentials are two empty strings. Pure.
+/// Credentials as a user name and a secret, the shape BuildKit's session takes: an identity
+/// token is the secret with an empty user name; no credentials are two empty strings. Pure.
 pub(crate) fn user_and_secret(auth: RegistryAuth) -> (String, String) {
+    if let Some(token) = identity_token(&auth) {
+        return (String::new(), token.to_string());
+    }
     match auth {
-        RegistryAuth::Basic(user, token)
-            if user == super::registry_session::IDENTITY_TOKEN_USER =>
-        {
-            (String::new(), token)
-        }
         RegistryAuth::Basic(user, password) => (user, password),
         RegistryAuth::Bearer(token) => (String::new(), token),
         RegistryAuth::Anonymous => (String::new(), String::new()),
+    }
+}
+
+/// Credentials as one entry of the Engine API's `X-Registry-Config` (a classic build's pulls);
+/// None when there are none. Pure.
+pub(crate) fn engine_credentials(server: &str, auth: RegistryAuth) -> Option<DockerCredentials> {
+    let entry = DockerCredentials {
+        serveraddress: Some(server.to_string()),
+        ..DockerCredentials::default()
+    };
+    if let Some(token) = identity_token(&auth) {
+        return Some(DockerCredentials {
+            identitytoken: Some(token.to_string()),
+            ..entry
+        });
+    }
+    match auth {
+        RegistryAuth::Basic(user, password) => Some(DockerCredentials {
+            username: Some(user),
+            password: Some(password),
+            ..entry
+        }),
+        RegistryAuth::Bearer(token) => Some(DockerCredentials {
+            registrytoken: Some(token),
+            ..entry
+        }),
+        RegistryAuth::Anonymous => None,
     }
 }
 
@@ -259,6 +285,37 @@ mod tests {
                 crate::registry::registry_session::IDENTITY_TOKEN_USER.into(),
                 "refresh-me".into()
             )
+        );
+    }
+
+    #[test]
+    fn engine_and_session_shapes_keep_identity_tokens_apart_from_passwords() {
+        let identity = RegistryAuth::Basic(
+            crate::registry::registry_session::IDENTITY_TOKEN_USER.into(),
+            "refresh-me".into(),
+        );
+        let entry = engine_credentials("ghcr.io", identity.clone()).unwrap();
+        assert_eq!(entry.identitytoken.as_deref(), Some("refresh-me"));
+        assert_eq!((entry.username, entry.password), (None, None));
+        assert_eq!(entry.serveraddress.as_deref(), Some("ghcr.io"));
+        assert_eq!(
+            user_and_secret(identity),
+            (String::new(), "refresh-me".into())
+        );
+
+        let basic = RegistryAuth::Basic("AWS".into(), "pw".into());
+        let entry = engine_credentials("ecr", basic.clone()).unwrap();
+        assert_eq!(
+            (entry.username.as_deref(), entry.password.as_deref()),
+            (Some("AWS"), Some("pw"))
+        );
+        assert_eq!(entry.identitytoken, None);
+        assert_eq!(user_and_secret(basic), ("AWS".into(), "pw".into()));
+
+        assert!(engine_credentials("x", RegistryAuth::Anonymous).is_none());
+        assert_eq!(
+            user_and_secret(RegistryAuth::Anonymous),
+            (String::new(), String::new())
         );
     }
 

@@ -656,6 +656,18 @@ mod tests {
         tar: Vec<u8>,
     }
 
+    /// The fake layer's cache id: its files are under `overlay2/<cache id>/diff`.
+    const FAKE_CACHE_ID: &str = "0123456789abcdef";
+
+    impl FakeStore {
+        /// Where the store keeps the layer's file `name`.
+        fn content(&self, name: &str) -> PathBuf {
+            StoreDriver::Overlay2
+                .content_dir(self.root.path(), FAKE_CACHE_ID)
+                .join(name)
+        }
+    }
+
     fn segment(bytes: &[u8]) -> String {
         format!(
             "{{\"type\":2,\"payload\":\"{}\",\"position\":0}}\n",
@@ -665,7 +677,7 @@ mod tests {
 
     fn fake_store(files: &[(&str, &[u8])]) -> FakeStore {
         let root = tempfile::tempdir().unwrap();
-        let cache_id = "0123456789abcdef";
+        let cache_id = FAKE_CACHE_ID;
         let content = root.path().join("overlay2").join(cache_id).join("diff");
         let mut builder = tar::Builder::new(Vec::new());
         let mut record = String::new();
@@ -758,10 +770,7 @@ mod tests {
     fn a_changed_file_changes_the_digest_and_a_shortened_one_is_an_error() {
         let store = fake_store(&[("a.txt", b"hello world\n")]);
         let image = find(&store).unwrap();
-        let file = store
-            .root
-            .path()
-            .join("overlay2/0123456789abcdef/diff/a.txt");
+        let file = store.content("a.txt");
         std::fs::write(&file, b"HELLO WORLD\n").unwrap();
         assert_ne!(layer_digest(&image.layers[0]).unwrap(), store.diff_id);
         std::fs::write(&file, b"hi").unwrap();
@@ -774,10 +783,7 @@ mod tests {
     fn a_symlink_where_content_should_be_is_refused() {
         let store = fake_store(&[("a.txt", b"hello world\n")]);
         let image = find(&store).unwrap();
-        let file = store
-            .root
-            .path()
-            .join("overlay2/0123456789abcdef/diff/a.txt");
+        let file = store.content("a.txt");
         std::fs::remove_file(&file).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
         assert!(layer_digest(&image.layers[0]).is_err());

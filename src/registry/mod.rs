@@ -27,7 +27,7 @@ mod registry_session;
 mod retry;
 
 pub(crate) use docker_credentials::{
-    all_docker_config_credentials, pull_credentials, user_and_secret,
+    all_docker_config_credentials, engine_credentials, pull_credentials, user_and_secret,
 };
 pub use image_push::{PushObserver, PushedImage, manifest_exists, push_archive, push_image};
 pub use push_config::{

@@ -69,7 +69,7 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// service, exchanged for an access token, never to the registry itself.
 pub(crate) const IDENTITY_TOKEN_USER: &str = "<token>";
 
-fn identity_token(auth: &RegistryAuth) -> Option<&str> {
+pub(crate) fn identity_token(auth: &RegistryAuth) -> Option<&str> {
     match auth {
         RegistryAuth::Basic(user, token) if user == IDENTITY_TOKEN_USER => Some(token),
         _ => None,

@@ -814,7 +814,15 @@ async fn push_from(
             .filter_map(|d| cache.layer(&registry, cfg.compression, d))
             .map(|c| (c.digest.clone(), c.repositories.clone()))
             .collect();
-        let mount_sources = Arc::new(mount_sources);
+        let passes = Passes {
+            source: &source,
+            session: &session,
+            spool_dir: spool.path(),
+            mount_sources: Arc::new(mount_sources),
+            notify: notify.clone(),
+            progress: progress.clone(),
+            cancel: &cancel,
+        };
 
         let export_problem = |problem: LayoutProblem| PushError::Export {
             image: image_name.clone(),
@@ -843,9 +851,8 @@ async fn push_from(
             let packing = plan.packing;
             let to_read = stored.clone();
             let spool_dir = spool.path().to_path_buf();
-            let pass = run_pass(
-                &source,
-                move |sink, on_bytes, cancel| {
+            let pass = passes
+                .run(move |sink, on_bytes, cancel| {
                     pack_stored_layers(
                         &to_read,
                         &present_ids,
@@ -855,14 +862,8 @@ async fn push_from(
                         on_bytes,
                         cancel,
                     )
-                },
-                &session,
-                mount_sources.clone(),
-                notify.clone(),
-                progress.clone(),
-                &cancel,
-            )
-            .await;
+                })
+                .await;
             match pass {
                 Ok(pass) => {
                     let image = source_image_from_config(stored.config.clone(), id)
@@ -891,18 +892,7 @@ async fn push_from(
                     Some(reader) => reader,
                     None => source.open()?,
                 };
-                let first = run_export_pass(
-                    &source,
-                    reader,
-                    plan.clone(),
-                    &session,
-                    spool.path(),
-                    mount_sources.clone(),
-                    notify.clone(),
-                    progress.clone(),
-                    &cancel,
-                )
-                .await?;
+                let first = passes.export(reader, plan.clone()).await?;
                 let mut outcomes = first.layers;
                 let image = match (&plan.stop_early, first.stopped_early, image_id.as_deref()) {
                     (Some(stop), true, Some(id)) => {
@@ -946,18 +936,7 @@ async fn push_from(
                 stop_early: None,
                 ..plan
             };
-            let second = run_export_pass(
-                &source,
-                source.open()?,
-                second_plan,
-                &session,
-                spool.path(),
-                mount_sources.clone(),
-                notify.clone(),
-                progress.clone(),
-                &cancel,
-            )
-            .await?;
+            let second = passes.export(source.open()?, second_plan).await?;
             for (entry, outcome) in second.layers {
                 if entries.contains(&entry) {
                     outcomes.insert(entry, outcome);
@@ -1192,105 +1171,110 @@ fn add_present_layers(
     }
 }
 
-/// One pass over the export archive (`reader`, opened from `source`); see `run_pass`.
-#[allow(clippy::too_many_arguments)]
-async fn run_export_pass(
-    source: &ArchiveSource,
-    reader: Box<dyn Read + Send>,
-    plan: ScanPlan,
-    session: &Arc<RegistrySession>,
-    spool_dir: &Path,
+/// What every reading pass of one push shares: where the blobs it packs go, and how progress
+/// and failures are reported.
+struct Passes<'a> {
+    source: &'a ArchiveSource,
+    session: &'a Arc<RegistrySession>,
+    spool_dir: &'a Path,
     mount_sources: Arc<HashMap<String, Vec<String>>>,
     notify: Arc<dyn Fn(String) + Send + Sync>,
     progress: Arc<AtomicU64>,
-    cancel: &CancellationToken,
-) -> Result<ScanResult, PushError> {
-    let spool_dir = spool_dir.to_path_buf();
-    run_pass(
-        source,
-        move |sink, on_bytes, cancel| {
-            scan_archive(reader, &plan, sink, &spool_dir, on_bytes, cancel)
-        },
-        session,
-        mount_sources,
-        notify,
-        progress,
-        cancel,
-    )
-    .await
+    cancel: &'a CancellationToken,
 }
 
-/// One reading pass (`read`, on a blocking thread: the export or the layer store) with the
-/// uploads of the blobs it hands over running beside it.
-async fn run_pass<F>(
-    source: &ArchiveSource,
-    read: F,
-    session: &Arc<RegistrySession>,
-    mount_sources: Arc<HashMap<String, Vec<String>>>,
-    notify: Arc<dyn Fn(String) + Send + Sync>,
-    progress: Arc<AtomicU64>,
-    cancel: &CancellationToken,
-) -> Result<ScanResult, PushError>
-where
-    F: FnOnce(
-            &dyn BlobSink,
-            &mut dyn FnMut(u64),
-            &CancellationToken,
-        ) -> Result<ScanResult, ScanError>
-        + Send
-        + 'static,
-{
-    let pass_cancel = cancel.child_token();
-    let (blob_tx, blob_rx) = mpsc::channel(PENDING_BLOBS);
-    let sink = UploadSink {
-        handle: tokio::runtime::Handle::current(),
-        session: session.clone(),
-        blobs: blob_tx,
-    };
-    let reader_cancel = pass_cancel.clone();
-    let reader_progress = progress.clone();
-    let scan = tokio::task::spawn_blocking(move || {
-        let mut on_bytes = |n: u64| {
-            reader_progress.fetch_add(n, Ordering::Relaxed);
+impl Passes<'_> {
+    /// One pass over the export archive (`reader`, opened from the source).
+    async fn export(
+        &self,
+        reader: Box<dyn Read + Send>,
+        plan: ScanPlan,
+    ) -> Result<ScanResult, PushError> {
+        let spool_dir = self.spool_dir.to_path_buf();
+        self.run(move |sink, on_bytes, cancel| {
+            scan_archive(reader, &plan, sink, &spool_dir, on_bytes, cancel)
+        })
+        .await
+    }
+
+    /// One reading pass (`read`, on a blocking thread: the export or the layer store) with the
+    /// uploads of the blobs it hands over running beside it.
+    async fn run<F>(&self, read: F) -> Result<ScanResult, PushError>
+    where
+        F: FnOnce(
+                &dyn BlobSink,
+                &mut dyn FnMut(u64),
+                &CancellationToken,
+            ) -> Result<ScanResult, ScanError>
+            + Send
+            + 'static,
+    {
+        let Passes {
+            source,
+            session,
+            mount_sources,
+            notify,
+            progress,
+            cancel,
+            ..
+        } = self;
+        let pass_cancel = cancel.child_token();
+        let (blob_tx, blob_rx) = mpsc::channel(PENDING_BLOBS);
+        let sink = UploadSink {
+            handle: tokio::runtime::Handle::current(),
+            session: Arc::clone(session),
+            blobs: blob_tx,
         };
-        let result = read(&sink, &mut on_bytes, &reader_cancel);
-        // Closing the channel lets the uploads finish.
-        drop(sink);
-        result
-    });
-    let uploads = run_uploads(session.clone(), blob_rx, mount_sources, notify);
-    tokio::pin!(scan);
-    tokio::pin!(uploads);
-    let mut scan_result: Option<Result<ScanResult, ScanError>> = None;
-    let mut upload_result: Option<Result<(), PushError>> = None;
-    let (scan_result, upload_result) = loop {
-        match (scan_result.take(), upload_result.take()) {
-            (Some(scanned), Some(uploaded)) => break (scanned, uploaded),
-            (scanned, uploaded) => {
-                scan_result = scanned;
-                upload_result = uploaded;
-            }
-        }
-        tokio::select! {
-            joined = &mut scan, if scan_result.is_none() => {
-                let result = joined.unwrap_or_else(|err| Err(ScanError::Io {
-                    entry: None,
-                    source: std::io::Error::other(format!("the archive reader stopped: {err}")),
-                }));
-                if result.is_err() {
-                    pass_cancel.cancel();
+        let reader_cancel = pass_cancel.clone();
+        let reader_progress = progress.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            let mut on_bytes = |n: u64| {
+                reader_progress.fetch_add(n, Ordering::Relaxed);
+            };
+            let result = read(&sink, &mut on_bytes, &reader_cancel);
+            // Closing the channel lets the uploads finish.
+            drop(sink);
+            result
+        });
+        let uploads = run_uploads(
+            Arc::clone(session),
+            blob_rx,
+            mount_sources.clone(),
+            notify.clone(),
+        );
+        tokio::pin!(scan);
+        tokio::pin!(uploads);
+        let mut scan_result: Option<Result<ScanResult, ScanError>> = None;
+        let mut upload_result: Option<Result<(), PushError>> = None;
+        let (scan_result, upload_result) = loop {
+            match (scan_result.take(), upload_result.take()) {
+                (Some(scanned), Some(uploaded)) => break (scanned, uploaded),
+                (scanned, uploaded) => {
+                    scan_result = scanned;
+                    upload_result = uploaded;
                 }
-                scan_result = Some(result);
             }
-            result = &mut uploads, if upload_result.is_none() => {
-                if result.is_err() {
-                    pass_cancel.cancel();
+            tokio::select! {
+                joined = &mut scan, if scan_result.is_none() => {
+                    let result = joined.unwrap_or_else(|err| Err(ScanError::Io {
+                        entry: None,
+                        source: std::io::Error::other(format!("the archive reader stopped: {err}")),
+                    }));
+                    if result.is_err() {
+                        pass_cancel.cancel();
+                    }
+                    scan_result = Some(result);
                 }
-                upload_result = Some(result);
+                result = &mut uploads, if upload_result.is_none() => {
+                    if result.is_err() {
+                        pass_cancel.cancel();
+                    }
+                    upload_result = Some(result);
+                }
             }
-        }
-    };
-    decide_pass_result(scan_result, upload_result, source, session)
+        };
+        decide_pass_result(scan_result, upload_result, source, session)
+    }
 }
 
 /// Which failure to report when a pass fails. An upload failure stops the reader (its blobs

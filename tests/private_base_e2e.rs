@@ -65,18 +65,10 @@ fn build_from_private_base(builder: &str) {
     let name = unique_name(&format!("e2e-private-{builder}"));
     let base = private_base(&name);
     let password = testenv("SHIPIT_TEST_AUTH_REGISTRY_PASSWORD");
-    let pipeline = format!(
-        "version: 1\nname: {name}\nimages:\n  app:\n    context: app\n    builder: {builder}\n"
-    );
-    let dockerfile = format!("FROM {base}\nRUN echo {name} > /id.txt\n");
 
     // Without credentials the daemon cannot pull the base: the build fails and says where.
     let anonymous = docker_config(false);
-    let project = Project::with_docker().env("DOCKER_CONFIG", anonymous.path().to_str().unwrap());
-    project
-        .file("shipit.yaml", &pipeline)
-        .file("app/Dockerfile", &dockerfile)
-        .commit();
+    let project = project_from(&name, builder, &base, &anonymous);
     let run = project.shipit(&["run", "--no-progress"]);
     assert_eq!(run.code, 1, "{run:?}");
     let output = format!("{}{}", run.stdout, run.stderr);
@@ -87,11 +79,7 @@ fn build_from_private_base(builder: &str) {
 
     // With them in the Docker config, it pulls and builds; the password is shown nowhere.
     let config = docker_config(true);
-    let project = Project::with_docker().env("DOCKER_CONFIG", config.path().to_str().unwrap());
-    project
-        .file("shipit.yaml", &pipeline)
-        .file("app/Dockerfile", &dockerfile)
-        .commit();
+    let project = project_from(&name, builder, &base, &config);
     let run = project.shipit(&["run", "--no-progress", "-v"]);
     assert_eq!(run.code, 0, "{run:?}");
     let output = format!("{}{}", run.stdout, run.stderr);
@@ -100,14 +88,41 @@ fn build_from_private_base(builder: &str) {
     remove_images(&base, &name);
 }
 
-/// Removes the pulled base and the built image from the daemon; the registry copy is under a
-/// name no other test uses.
+/// A pipeline `name` with one image built by `builder` `FROM base`, run with the Docker config
+/// in `docker_config`.
+fn project_from(
+    name: &str,
+    builder: &str,
+    base: &str,
+    docker_config: &tempfile::TempDir,
+) -> Project {
+    let project =
+        Project::with_docker().env("DOCKER_CONFIG", docker_config.path().to_str().unwrap());
+    project
+        .file(
+            "shipit.yaml",
+            format!(
+                "version: 1\nname: {name}\nimages:\n  app:\n    context: app\n    builder: {builder}\n"
+            ),
+        )
+        .file("app/Dockerfile", format!("FROM {base}\nRUN echo {name} > /id.txt\n"))
+        .commit();
+    project
+}
+
+/// Removes the pulled base and the built image from the daemon by name, never by id: the
+/// pulled base is busybox under another name, and removing its id would take the test
+/// environment's base image with it. The registry copy is under a name no other test uses.
 fn remove_images(base: &str, pipeline: &str) {
-    for image in [base, &format!("{pipeline}-app")] {
-        let ids = docker(&["image", "ls", "-q", image]);
-        for id in ids.split_whitespace() {
-            docker(&["rmi", "-f", id]);
-        }
+    let built = docker(&[
+        "image",
+        "ls",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        &format!("{pipeline}-app"),
+    ]);
+    for reference in std::iter::once(base).chain(built.split_whitespace()) {
+        docker(&["rmi", reference]);
     }
 }
 
@@ -138,23 +153,13 @@ fn build_from_ecr_base(builder: &str) {
     // No Docker config entry: the registry is ECR, and the AWS credential chain (here the
     // emulator's test keys) gets the token, as `aws ecr get-login-password` would.
     let config = docker_config(false);
-    let project = Project::with_docker()
-        .env("DOCKER_CONFIG", config.path().to_str().unwrap())
+    let project = project_from(&name, builder, &base, &config)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_REGION", &testenv("SHIPIT_TEST_AWS_REGION"))
         .env("AWS_ENDPOINT_URL", &testenv("SHIPIT_TEST_AWS_ENDPOINT_URL"))
         .env("SHIPIT_ECR_REGISTRY_HOST", &host);
-    project
-        .file(
-            "shipit.yaml",
-            format!(
-                "version: 1\nname: {name}\nimages:\n  app:\n    context: app\n    builder: {builder}\n"
-            ),
-        )
-        .file("app/Dockerfile", format!("FROM {base}\nRUN echo {name} > /id.txt\n"))
-        .commit();
     let run = project.shipit(&["run", "--no-progress", "-v"]);
     assert_eq!(run.code, 0, "{run:?}");
     let output = format!("{}{}", run.stdout, run.stderr);

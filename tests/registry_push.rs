@@ -229,14 +229,33 @@ async fn build_image(docker: &Docker, base: &str, files: &[(&str, Vec<u8>)]) -> 
         .rm(true)
         .networkmode("none")
         .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(item) = stream.next().await {
-        let info = item.unwrap_or_else(|err| panic!("building {tag} failed: {err}"));
-        if let Some(error) = info.error_detail.and_then(|d| d.message) {
-            panic!("building {tag} failed: {error}");
+    // The classic builder's cache lookup reads every child image of the base, and fails with
+    // `unable to find image "<id>"` when another test removes one of them at that moment (tests
+    // build on the same base side by side and remove their images when done). That race is the
+    // daemon's, not the push's: the build is started again, a few times at most.
+    let mut attempts = 0;
+    'build: loop {
+        attempts += 1;
+        let mut stream = docker.build_image(
+            options.clone(),
+            None,
+            Some(bollard::body_full(context.clone().into())),
+        );
+        while let Some(item) = stream.next().await {
+            let failure = match item {
+                Ok(info) => match info.error_detail.and_then(|d| d.message) {
+                    Some(error) => error,
+                    None => continue,
+                },
+                Err(err) => err.to_string(),
+            };
+            if failure.contains("unable to find image") && attempts < 3 {
+                continue 'build;
+            }
+            panic!("building {tag} failed: {failure}");
         }
+        return TestImage(tag);
     }
-    TestImage(tag)
 }
 
 #[derive(Default)]

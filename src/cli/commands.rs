@@ -328,6 +328,7 @@ fn new_record(
 ) -> RunRecord {
     RunRecord {
         format: crate::journal::record::JOURNAL_FORMAT,
+        revision: 0,
         run_id: run_id.to_owned(),
         pipeline: pipeline.file.name.clone(),
         pipeline_file: global.file.display().to_string(),

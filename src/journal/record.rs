@@ -295,6 +295,11 @@ pub struct GitSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub format: u32,
+    /// How many times a `RunStore` has written this record: 1 after `create`, one more after
+    /// each `save`. A save is refused unless the stored revision is the one the writer read.
+    /// Journals written before revisions existed load as revision 0.
+    #[serde(default)]
+    pub revision: u64,
     pub run_id: String,
     pub pipeline: String,
     /// The pipeline file, as given on the command line.
@@ -441,6 +446,7 @@ mod tests {
     fn the_run_status_is_the_most_serious_stage_outcome() {
         let mut run = RunRecord {
             format: JOURNAL_FORMAT,
+            revision: 0,
             run_id: "r".into(),
             pipeline: "p".into(),
             pipeline_file: "p.yaml".into(),

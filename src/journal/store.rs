@@ -1,34 +1,14 @@
-//! Where run journals live. The CLI keeps them as files under `.shipit/runs/<id>/journal.json`;
-//! the daemon will keep them in a database behind the same trait.
+//! The synchronous journal store the CLI uses today: files under `.shipit/runs/<id>/journal.json`.
+//! The asynchronous `RunStore` (`run_store.rs`) replaces it once its callers have moved over.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::record::{JOURNAL_FORMAT, RunRecord};
-
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error("failed to {action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "the journal {} is damaged ({message}); it was left untouched\n  hint: start a new run with `shipit run`; move the folder away if it is in the way"
-    , path.display())]
-    Corrupt { path: PathBuf, message: String },
-    #[error("no run `{run_id}` in {}\n  hint: `shipit runs` lists the recorded runs", dir.display())]
-    UnknownRun { run_id: String, dir: PathBuf },
-    #[error("no runs recorded in {}\n  hint: start one with `shipit run`", dir.display())]
-    NoRuns { dir: PathBuf },
-    #[error("another shipit process{holder} is running in {}\n  hint: wait for it to finish; if none is running, the lock frees itself", dir.display())]
-    Busy { dir: PathBuf, holder: String },
-    #[error("failed to serialize the journal: {0}")]
-    Serialize(#[from] serde_json::Error),
-}
+use super::error::JournalError;
+use super::journal_file::{Durability, JOURNAL_FILE, parse_record, read_if_present, replace_file};
+use super::record::RunRecord;
+use super::run_id::is_run_id;
 
 /// One entry of a run listing: a readable journal, or the reason it is not.
 #[derive(Debug)]
@@ -69,7 +49,7 @@ impl FsJournalStore {
     }
 
     fn journal_path(&self, run_id: &str) -> PathBuf {
-        self.run_dir(run_id).join("journal.json")
+        self.run_dir(run_id).join(JOURNAL_FILE)
     }
 
     /// Takes the store's exclusive lock for as long as the returned guard lives, so two
@@ -119,70 +99,27 @@ pub struct StoreLock {
 impl JournalStore for FsJournalStore {
     fn save(&self, run: &RunRecord) -> Result<(), JournalError> {
         let dir = self.run_dir(&run.run_id);
-        let io = |action, path: &Path, source| JournalError::Io {
-            action,
-            path: path.to_path_buf(),
+        fs::create_dir_all(&dir).map_err(|source| JournalError::Io {
+            action: "create",
+            path: dir.clone(),
             source,
-        };
-        fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        })?;
         let bytes = serde_json::to_vec_pretty(run)?;
-        // Write a temporary file in the same folder, flush it to disk, then rename it over the
-        // journal: a crash at any point leaves either the old journal or the new one, never a
-        // half-written file. The folder is synced so the rename itself survives a power cut.
-        let mut temp = tempfile::NamedTempFile::new_in(&dir)
-            .map_err(|e| io("create a temporary file in", &dir, e))?;
-        temp.write_all(&bytes)
-            .map_err(|e| io("write", temp.path(), e))?;
-        temp.as_file()
-            .sync_all()
-            .map_err(|e| io("sync", temp.path(), e))?;
-        let target = self.journal_path(&run.run_id);
-        temp.persist(&target)
-            .map_err(|e| io("replace", &target, e.error))?;
-        if let Ok(folder) = File::open(&dir) {
-            let _ = folder.sync_all();
-        }
+        replace_file(&self.journal_path(&run.run_id), &bytes, Durability::Synced)?;
         Ok(())
     }
 
     fn load(&self, run_id: &str) -> Result<RunRecord, JournalError> {
-        let valid_id = !run_id.is_empty()
-            && run_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let unknown = || JournalError::UnknownRun {
+            run_id: run_id.to_owned(),
+            dir: self.runs_dir(),
+        };
+        if !is_run_id(run_id) {
+            return Err(unknown());
+        }
         let path = self.journal_path(run_id);
-        if !valid_id || !path.exists() {
-            return Err(JournalError::UnknownRun {
-                run_id: run_id.to_owned(),
-                dir: self.runs_dir(),
-            });
-        }
-        let bytes = fs::read(&path).map_err(|source| JournalError::Io {
-            action: "read",
-            path: path.clone(),
-            source,
-        })?;
-        let record: RunRecord =
-            serde_json::from_slice(&bytes).map_err(|e| JournalError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        if record.format != JOURNAL_FORMAT {
-            return Err(JournalError::Corrupt {
-                path,
-                message: format!(
-                    "journal format {} is not the format {JOURNAL_FORMAT} this shipit writes",
-                    record.format
-                ),
-            });
-        }
-        if record.run_id != run_id {
-            return Err(JournalError::Corrupt {
-                path,
-                message: format!("it names run `{}`", record.run_id),
-            });
-        }
-        Ok(record)
+        let bytes = read_if_present(&path)?.ok_or_else(unknown)?;
+        parse_record(&path, run_id, &bytes)
     }
 
     fn list(&self) -> Result<Vec<RunListing>, JournalError> {
@@ -215,22 +152,16 @@ impl JournalStore for FsJournalStore {
     }
 }
 
-/// A new run id: its UTC start time (so ids sort by time) and a random suffix (so two runs
-/// started in the same second do not collide).
-pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
-    let suffix: u16 = rand::random();
-    format!("{}-{suffix:04x}", now.format("%Y%m%d-%H%M%S"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::{GitSnapshot, RunStatus, StageRecord};
+    use crate::journal::record::{GitSnapshot, JOURNAL_FORMAT, RunStatus, StageRecord};
     use crate::plan::{Selection, StageId};
 
     fn run(id: &str) -> RunRecord {
         RunRecord {
             format: JOURNAL_FORMAT,
+            revision: 0,
             run_id: id.into(),
             pipeline: "p".into(),
             pipeline_file: "shipit.yaml".into(),

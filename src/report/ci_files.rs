@@ -159,6 +159,7 @@ mod tests {
         build.reason = Some("unchanged since run r0".into());
         RunRecord {
             format: 1,
+            revision: 0,
             run_id: "r1".into(),
             pipeline: "shop".into(),
             pipeline_file: "shipit.yaml".into(),

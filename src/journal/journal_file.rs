@@ -109,7 +109,11 @@ pub(crate) fn replace_file(
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp =
         tempfile::NamedTempFile::new_in(dir).map_err(|e| io("create a temporary file for", e))?;
-    temp.write_all(bytes).map_err(|e| io("write", e))?;
+    // Through the plain file: the temporary file's own `Write` adds its random name to the
+    // error, where the file being replaced is the name that means something.
+    temp.as_file_mut()
+        .write_all(bytes)
+        .map_err(|e| io("write", e))?;
     if durability == Durability::Synced {
         temp.as_file().sync_all().map_err(|e| io("sync", e))?;
     }

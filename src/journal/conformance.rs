@@ -37,6 +37,7 @@ macro_rules! run_store_conformance {
             target_locks_are_exclusive_per_pipeline_and_target_and_name_the_holder,
             unknown_and_path_like_run_ids_are_refused,
             concurrent_saves_of_one_revision_let_exactly_one_win,
+            concurrent_creates_of_one_id_let_exactly_one_win,
         );
     };
     (@each $make_store:expr; $($behaviour:ident),+ $(,)?) => {
@@ -379,4 +380,32 @@ pub(crate) async fn concurrent_saves_of_one_revision_let_exactly_one_win(store: 
         let stored = store.load(&run.run_id).await.unwrap();
         assert_eq!(stored, winners[0]);
     }
+}
+
+pub(crate) async fn concurrent_creates_of_one_id_let_exactly_one_win(store: Arc<dyn RunStore>) {
+    const CREATORS: usize = 8;
+    let start = Arc::new(tokio::sync::Barrier::new(CREATORS));
+    let creators: Vec<_> = (0..CREATORS)
+        .map(|creator| {
+            let (store, start) = (store.clone(), start.clone());
+            let mut mine = record("20260101-000000-00000000000000a1", "shop");
+            mine.pipeline_digest = format!("creator {creator}");
+            tokio::spawn(async move {
+                start.wait().await;
+                let created = store.create(&mut mine).await;
+                (created, mine)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for creator in creators {
+        match creator.await.unwrap() {
+            (Ok(()), mine) => winners.push(mine),
+            (Err(JournalError::RunExists { .. }), mine) => assert_eq!(mine.revision, 0),
+            (Err(other), _) => panic!("{other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{} creates won", winners.len());
+    let stored = store.load(&winners[0].run_id).await.unwrap();
+    assert_eq!(stored, winners[0]);
 }

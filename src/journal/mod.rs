@@ -11,14 +11,14 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
-pub mod error;
-pub mod fs_run_store;
-pub(crate) mod journal_file;
+mod error;
+mod fs_run_store;
+mod journal_file;
 pub mod record;
-pub mod run_id;
-pub mod run_store;
+mod run_id;
+mod run_store;
 pub mod store;
-pub mod summary;
+mod summary;
 
 pub use error::JournalError;
 pub use fs_run_store::FsRunStore;

@@ -6,6 +6,7 @@
 //! (running it), `journal` (what happened), `stages` (what each stage does), the adapters
 //! (`git`, `docker`, `registry`), the deploy targets (`deploy`), `report` (output) and `cli`.
 
+pub mod app;
 pub mod cli;
 pub mod deploy;
 pub mod docker;

@@ -4,5 +4,7 @@
 pub mod record;
 pub mod store;
 
-pub use record::{GitSnapshot, RunRecord, RunStatus, StageError, StageRecord, StageStatus};
+pub use record::{
+    GitSnapshot, RunRecord, RunStatus, StageError, StageRecord, StageStatus, StopCause,
+};
 pub use store::{FsJournalStore, JournalError, JournalStore, RunListing, new_run_id};

@@ -4,6 +4,7 @@
 
 mod history;
 mod sink;
+mod stop;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -13,7 +14,6 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 use crate::journal::{JournalStore, RunRecord, RunStatus, StageError, StageStatus};
 use crate::pipeline::interpolate::{Values, interpolate_value};
@@ -24,6 +24,7 @@ use crate::stages::{Executors, Outputs, StageContext, StageFailure, StageInput};
 
 pub use history::History;
 use sink::JournalSink;
+pub use stop::Stop;
 
 /// How long a stage may take to wind down after Ctrl-C before it is abandoned (its journal
 /// entry then says interrupted, and `shipit resume` picks it up).
@@ -39,7 +40,8 @@ pub struct Runner<'a> {
     pub values: Values,
     pub history: History,
     pub participation: BTreeMap<StageId, Participation>,
-    pub cancel: CancellationToken,
+    /// Asked by Ctrl-C, SIGTERM (or the daemon) to stop: no new stage starts.
+    pub stop: Stop,
 }
 
 /// A stage ready to run or be skipped: its resolved configuration, inputs and decision.
@@ -250,7 +252,7 @@ impl Runner<'_> {
         let mut unsuccessful = false;
         let mut in_flight = FuturesUnordered::new();
         loop {
-            if !unsuccessful && !self.cancel.is_cancelled() {
+            if !unsuccessful && !self.stop.is_requested() {
                 for node in &self.graph.stages {
                     if !started_stages.contains(&node.id)
                         && node.needs.iter().all(|n| succeeded.contains(n))
@@ -275,11 +277,12 @@ impl Runner<'_> {
         drop(in_flight);
         let mut record = shared.into_inner().unwrap_or_else(|e| e.into_inner());
         self.block_downstream_of_failures(&mut record);
-        record.status = if self.cancel.is_cancelled() {
-            RunStatus::Interrupted
+        if self.stop.is_requested() {
+            record.status = RunStatus::Interrupted;
+            record.stopped_by = self.stop.cause();
         } else {
-            record.derive_status()
-        };
+            record.status = record.derive_status();
+        }
         record.finished_at = Some(chrono::Utc::now());
         if let Err(err) = self.store.save(&record) {
             self.reporter.report(&Event::Warning {
@@ -369,16 +372,16 @@ impl Runner<'_> {
         let context = StageContext {
             sink: &sink,
             input_digest: prepared.input_digest.clone(),
-            cancel: self.cancel.child_token(),
+            cancel: self.stop.token().child_token(),
             previous_attempt,
         };
         let outcome = tokio::select! {
             outcome = executor.run(&input, &context) => outcome,
-            _ = async { self.cancel.cancelled().await; tokio::time::sleep(CANCEL_GRACE).await } => Err(StageFailure::interrupted()),
+            _ = async { self.stop.requested().await; tokio::time::sleep(CANCEL_GRACE).await } => Err(StageFailure::interrupted()),
         };
         let outcome = match outcome {
             Err(failure)
-                if self.cancel.is_cancelled()
+                if self.stop.is_requested()
                     && failure.kind != crate::stages::FailureKind::RolledBack =>
             {
                 Err(StageFailure {

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod config_problem;
 pub mod deploy;
 pub mod docker;
 pub mod duration;

@@ -242,6 +242,60 @@ fn a_stage_kind_not_yet_implemented_fails_clearly_and_the_json_result_lists_ever
 }
 
 #[test]
+fn a_deploy_target_with_no_kind_or_two_kinds_is_an_error_at_its_line() {
+    let project = minimal_project();
+    let pipeline = |target: &str| {
+        format!(
+            "version: 1\nname: app\nimages:\n  web:\n    context: web\ndeploy:\n  web:\n{target}"
+        )
+    };
+    project.file("shipit.yaml", pipeline("    image: web\n"));
+    let run = project.shipit(&["validate"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "shipit.yaml:8:5: deploy.web: a deploy target needs one of `ecs`, `eks` or `docker`"
+        ),
+        "{run:?}"
+    );
+    project.file(
+        "shipit.yaml",
+        pipeline("    image: web\n    docker: { replicas: 1 }\n    eks: { deployment: web, container: web }\n"),
+    );
+    let run = project.shipit(&["validate"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "shipit.yaml:8:5: deploy.web: a deploy target has one kind, and this one has eks and docker; choose one"
+        ),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn every_problem_of_a_target_kind_is_listed_at_its_own_line() {
+    let project = minimal_project();
+    project.file(
+        "shipit.yaml",
+        "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:5000, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks:\n      namespace: Shop_Prod\n      deployment: web\n      container: Web\n",
+    );
+    let run = project.shipit(&["validate"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "shipit.yaml:11:18: eks.namespace: `Shop_Prod` is not a Kubernetes namespace name"
+        ),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("shipit.yaml:13:18: eks.container: `Web` is not a Kubernetes container name"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("2 problems found"), "{run:?}");
+}
+
+#[test]
 fn a_damaged_journal_is_reported_and_left_as_it_was() {
     let project = minimal_project();
     let dir = project.path().join(".shipit/runs/20260101-000000-abcd");

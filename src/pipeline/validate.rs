@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::Pipeline;
 use super::interpolate::{Scope, check_reference, references_in};
+use super::model::TargetKind;
 use super::path::DocPath;
 use super::source::Diagnostic;
 
@@ -121,10 +122,8 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                     target.image
                 ),
             )),
-            Some(image)
-                if image.push.is_none() && (target.ecs.is_some() || target.eks.is_some()) =>
-            {
-                problems.push(
+            Some(image) if image.push.is_none() && target.kind.needs_pushed_image() => problems
+                .push(
                     at(
                         &path.key("image"),
                         format!(
@@ -133,32 +132,15 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                         ),
                     )
                     .with_hint(format!("add a `push:` block to images.{}", target.image)),
-                )
-            }
+                ),
             Some(_) => {}
         }
-        match target.kinds().len() {
-            1 => {}
-            0 => problems.push(at(
-                &path,
-                format!("deploy target `{name}` needs one of `ecs`, `eks` or `docker`"),
-            )),
-            _ => problems.push(at(
-                &path,
-                format!(
-                    "deploy target `{name}` has {}; choose one",
-                    target.kinds().join(" and ")
-                ),
-            )),
-        }
-        if let Some(docker) = &target.docker {
-            let base = path.key("docker");
-            for problem in docker.validate() {
-                problems.push(at(
-                    &base.join_relative(&problem.path),
-                    format!("docker.{problem}"),
-                ));
-            }
+        let base = path.key(target.kind.key());
+        for problem in target.kind.problems() {
+            problems.push(at(
+                &base.join_relative(&problem.path),
+                format!("{}.{problem}", target.kind.key()),
+            ));
         }
         for (i, need) in target.needs.iter().enumerate() {
             if !file.deploy.contains_key(need) {
@@ -173,20 +155,13 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                 ));
             }
         }
-        let files = [
-            target.ecs.as_ref().map(|e| {
-                (
-                    e.task_definition.as_str(),
-                    path.key("ecs").key("task_definition"),
-                )
-            }),
-            target.eks.as_ref().and_then(|e| {
-                e.manifest
-                    .as_deref()
-                    .map(|m| (m, path.key("eks").key("manifest")))
-            }),
-        ];
-        for (relative, file_path) in files.into_iter().flatten() {
+        let referenced_file = match &target.kind {
+            TargetKind::Ecs(ecs) => Some((ecs.task_definition.as_str(), "task_definition")),
+            TargetKind::Eks(eks) => eks.manifest.as_deref().map(|m| (m, "manifest")),
+            TargetKind::Docker(_) => None,
+        };
+        if let Some((relative, key)) = referenced_file {
+            let file_path = path.key(target.kind.key()).key(key);
             if !has_expression(relative) && !pipeline.resolve_path(relative).is_file() {
                 problems.push(at(
                     &file_path,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{FailureKind, Outputs, StageContext, StageExecutor, StageFailure, StageInput};
 use crate::deploy::docker::{self as target, DeployObserver, DockerDeployError, DockerDeploySpec};
-use crate::pipeline::model::DeployTarget;
+use crate::pipeline::model::{DeployTarget, TargetKind};
 use crate::pipeline::{DocPath, deserialize_at};
 use crate::plan::{StageId, StageKind};
 
@@ -64,9 +64,12 @@ fn spec(input: &StageInput<'_>) -> Result<DockerDeploySpec, StageFailure> {
         &path,
     )
     .map_err(|d| StageFailure::failed(d.to_string()))?;
-    let config = target
-        .docker
-        .ok_or_else(|| StageFailure::failed(format!("{} has no docker: block", input.id)))?;
+    let TargetKind::Docker(config) = target.kind else {
+        return Err(StageFailure::failed(format!(
+            "{} has no docker: block",
+            input.id
+        )));
+    };
     let (image, image_digest) = image_of(input, &target.image)?;
     Ok(DockerDeploySpec {
         pipeline: input.pipeline.file.name.clone(),

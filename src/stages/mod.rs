@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::StageStatus;
 use crate::pipeline::Pipeline;
+use crate::pipeline::model::TargetKind;
 use crate::plan::{StageId, StageKind};
 
 pub use not_implemented::NotImplemented;
@@ -146,9 +147,9 @@ impl Executors {
             StageKind::Push => self.push.clone(),
             StageKind::Deploy => {
                 let target = pipeline.file.deploy.get(&id.name);
-                match target {
-                    Some(t) if t.ecs.is_some() => self.deploy_ecs.clone(),
-                    Some(t) if t.eks.is_some() => self.deploy_eks.clone(),
+                match target.map(|t| &t.kind) {
+                    Some(TargetKind::Ecs(_)) => self.deploy_ecs.clone(),
+                    Some(TargetKind::Eks(_)) => self.deploy_eks.clone(),
                     _ => self.deploy_docker.clone(),
                 }
             }

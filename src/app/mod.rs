@@ -6,6 +6,7 @@
 //! environment variables in and renders what comes back, and the daemon will call the same
 //! functions with its own values, store and sink.
 
+mod availability;
 mod error;
 mod inspect;
 mod plan;
@@ -17,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::runner::Stop;
+pub use availability::{UnavailableTarget, unavailable_targets};
 pub use error::AppError;
 pub use inspect::{list_runs, show_run};
 pub use plan::{PlanReport, PlannedAction, PlannedStage, plan};

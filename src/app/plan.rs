@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::availability::unavailable_targets;
 use super::run::{new_record, participation};
 use super::values::base_values;
 use super::{AppError, EnvVars, Workspace};
@@ -10,12 +11,16 @@ use crate::journal::record::NOT_SELECTED;
 use crate::pipeline::Pipeline;
 use crate::plan::{Decision, Participation, Selection, StageGraph, StageId};
 use crate::runner::{History, Runner, Stop};
+use crate::stages::unavailable_message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlannedAction {
     Run,
     Skip,
+    /// A deploy target whose kind this version of shipit cannot deploy: a run selecting it is
+    /// refused.
+    Unavailable,
     /// The stage could not be prepared (its outputs are gone while it is not selected, a
     /// build context cannot be read…): the run would fail there.
     Error,
@@ -26,6 +31,7 @@ impl PlannedAction {
         match self {
             PlannedAction::Run => "run",
             PlannedAction::Skip => "skip",
+            PlannedAction::Unavailable => "unavailable",
             PlannedAction::Error => "error",
         }
     }
@@ -83,7 +89,13 @@ pub async fn plan(
         action,
         reason,
     };
+    let unavailable = unavailable_targets(&workspace.executors, pipeline);
     for node in &graph.stages {
+        if let Some(target) = unavailable.iter().find(|u| u.stage() == node.id) {
+            let reason = unavailable_message(target.kind);
+            stages.push(planned(&node.id, PlannedAction::Unavailable, reason));
+            continue;
+        }
         if runner.participation.get(&node.id) == Some(&Participation::Excluded) {
             stages.push(planned(
                 &node.id,

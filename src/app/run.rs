@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::availability::refuse_unavailable;
 use super::values::{base_values, pipeline_digest, preflight};
 use super::{AppError, EnvVars, Stop, Workspace};
 use crate::exit;
@@ -92,6 +93,7 @@ pub async fn run(
     } = request;
     let graph = StageGraph::from_pipeline(&pipeline);
     let participation = participation(&graph, &selection)?;
+    refuse_unavailable(&workspace.executors, &pipeline, &participation)?;
     let _lock = workspace.store_lock()?;
     let run_id = new_run_id(chrono::Utc::now());
     let (values, git) = base_values(&pipeline, &run_id, &env).map_err(AppError::invalid)?;
@@ -149,6 +151,7 @@ pub async fn resume(
         .with_hint(start_afresh));
     }
     let participation = participation(&graph, &record.selection)?;
+    refuse_unavailable(&workspace.executors, &pipeline, &participation)?;
     record.reopen_for_resume(chrono::Utc::now());
     let execution = Execution {
         workspace,

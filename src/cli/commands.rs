@@ -47,6 +47,10 @@ fn selection(select: &SelectArgs) -> Selection {
 fn validate(global: &GlobalArgs, printer: Printer) -> Result<i32, AppError> {
     let pipeline = load(global)?;
     let graph = StageGraph::from_pipeline(&pipeline);
+    let workspace = Workspace::local(&global.state_dir);
+    for target in app::unavailable_targets(&workspace.executors, &pipeline) {
+        printer.warning(target);
+    }
     printer.info(format!(
         "{}: pipeline {} is valid ({} images, {} deploy targets, {} stages)",
         global.file.display(),

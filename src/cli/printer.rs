@@ -32,21 +32,30 @@ impl Printer {
         }
     }
 
+    /// `warning: …`: something the user should know that does not stop the command.
+    pub(crate) fn warning(&self, message: impl Display) {
+        if self.mode.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let label = self.label("warning:", console::Style::new().yellow());
+        eprintln!("{label} {message}");
+    }
+
     /// `error: …`, then `  hint: …` when there is one. Shown even with `-q`.
     pub(crate) fn error(&self, message: impl Display, hint: Option<&str>) {
-        let label = if self.mode.color {
-            console::Style::new()
-                .red()
-                .bold()
-                .force_styling(true)
-                .apply_to("error:")
-                .to_string()
-        } else {
-            "error:".to_owned()
-        };
+        let label = self.label("error:", console::Style::new().red());
         match hint {
             Some(hint) => eprintln!("{label} {message}\n  hint: {hint}"),
             None => eprintln!("{label} {message}"),
+        }
+    }
+
+    /// A bold, coloured label, or the bare word when colour is off.
+    fn label(&self, text: &str, style: console::Style) -> String {
+        if self.mode.color {
+            style.bold().force_styling(true).apply_to(text).to_string()
+        } else {
+            text.to_owned()
         }
     }
 }

@@ -13,9 +13,15 @@ pub(crate) fn plan_text(plan: &PlanReport) -> String {
         .map(|s| s.stage.to_string().len())
         .max()
         .unwrap_or(0);
+    let action_width = plan
+        .stages
+        .iter()
+        .map(|s| s.action.as_str().len())
+        .max()
+        .unwrap_or(0);
     for stage in &plan.stages {
         out.push_str(&format!(
-            "\n  {:<width$}  {:<5}  {}",
+            "\n  {:<width$}  {:<action_width$}  {}",
             stage.stage.to_string(),
             stage.action.as_str(),
             stage.reason

@@ -7,7 +7,7 @@ mod sink;
 mod stop;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -20,7 +20,7 @@ use crate::pipeline::interpolate::{Values, interpolate_value};
 use crate::pipeline::{DocPath, Pipeline};
 use crate::plan::{Decision, Participation, StageGraph, StageHistory, StageId, StageKind, decide};
 use crate::report::{Event, Reporter};
-use crate::stages::{Executors, Outputs, StageContext, StageFailure, StageInput};
+use crate::stages::{Executors, Outputs, StageContext, StageExecutor, StageFailure, StageInput};
 
 pub use history::History;
 use sink::JournalSink;
@@ -53,6 +53,8 @@ pub struct PreparedStage {
     pub decision: Decision,
     /// For a skip: the outputs being reused.
     pub reused_outputs: Outputs,
+    /// What runs the stage.
+    pub executor: Arc<dyn StageExecutor>,
 }
 
 /// The raw configuration a stage reads: `images.<name>` or `deploy.<name>`.
@@ -142,7 +144,7 @@ impl Runner<'_> {
         let config = interpolate_value(&raw, &values, &path).map_err(|(at, message)| {
             StageFailure::failed(self.pipeline.diagnostic_at(&at, message).to_string())
         })?;
-        let executor = self.executors.for_stage(id, self.pipeline);
+        let executor = self.executors.for_stage(id, self.pipeline)?;
         let input = StageInput {
             id,
             pipeline: self.pipeline,
@@ -231,6 +233,7 @@ impl Runner<'_> {
             input_digest: digest,
             decision,
             reused_outputs,
+            executor,
         })
     }
 
@@ -359,7 +362,7 @@ impl Runner<'_> {
             prepared.decision.reason().to_owned(),
             true,
         );
-        let executor = self.executors.for_stage(&id, self.pipeline);
+        let executor = prepared.executor.clone();
         let run_id = snapshot.run_id.clone();
         let input = StageInput {
             id: &id,

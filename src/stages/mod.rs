@@ -4,7 +4,6 @@
 mod build;
 mod deploy_docker;
 mod docker_daemon;
-mod not_implemented;
 mod push;
 
 use std::collections::BTreeMap;
@@ -17,8 +16,6 @@ use crate::journal::StageStatus;
 use crate::pipeline::Pipeline;
 use crate::pipeline::model::TargetKind;
 use crate::plan::{StageId, StageKind};
-
-pub use not_implemented::NotImplemented;
 
 /// Outputs a stage recorded: image id, digest, deployment id…
 pub type Outputs = BTreeMap<String, serde_json::Value>;
@@ -130,31 +127,57 @@ pub trait StageExecutor: Send + Sync {
     ) -> Result<(), StageFailure>;
 }
 
-/// The executor for each kind of stage.
+/// The executor for each kind of stage. A deploy kind this build cannot run has none: the
+/// application layer refuses a run that selects it before anything starts, and `validate` and
+/// `plan` say so.
 #[derive(Clone)]
 pub struct Executors {
     pub build: Arc<dyn StageExecutor>,
     pub push: Arc<dyn StageExecutor>,
     pub deploy_docker: Arc<dyn StageExecutor>,
-    pub deploy_ecs: Arc<dyn StageExecutor>,
-    pub deploy_eks: Arc<dyn StageExecutor>,
+    pub deploy_ecs: Option<Arc<dyn StageExecutor>>,
+    pub deploy_eks: Option<Arc<dyn StageExecutor>>,
 }
 
 impl Executors {
-    pub fn for_stage(&self, id: &StageId, pipeline: &Pipeline) -> Arc<dyn StageExecutor> {
+    pub fn for_stage(
+        &self,
+        id: &StageId,
+        pipeline: &Pipeline,
+    ) -> Result<Arc<dyn StageExecutor>, StageFailure> {
         match id.kind {
-            StageKind::Build => self.build.clone(),
-            StageKind::Push => self.push.clone(),
+            StageKind::Build => Ok(self.build.clone()),
+            StageKind::Push => Ok(self.push.clone()),
             StageKind::Deploy => {
-                let target = pipeline.file.deploy.get(&id.name);
-                match target.map(|t| &t.kind) {
-                    Some(TargetKind::Ecs(_)) => self.deploy_ecs.clone(),
-                    Some(TargetKind::Eks(_)) => self.deploy_eks.clone(),
-                    _ => self.deploy_docker.clone(),
-                }
+                let kind = pipeline
+                    .file
+                    .deploy
+                    .get(&id.name)
+                    .map(|t| &t.kind)
+                    .ok_or_else(|| StageFailure::failed(format!("{id} is not in the pipeline")))?;
+                self.for_target(kind).ok_or_else(|| {
+                    StageFailure::failed(format!("{id}: {}", unavailable_message(kind.key())))
+                })
             }
         }
     }
+
+    /// The executor for a deploy target kind; `None` when this build cannot deploy it.
+    pub fn for_target(&self, kind: &TargetKind) -> Option<Arc<dyn StageExecutor>> {
+        match kind {
+            TargetKind::Ecs(_) => self.deploy_ecs.clone(),
+            TargetKind::Eks(_) => self.deploy_eks.clone(),
+            TargetKind::Docker(_) => Some(self.deploy_docker.clone()),
+        }
+    }
+}
+
+/// What shipit says of a deploy target kind this version cannot run.
+pub fn unavailable_message(kind_key: &str) -> String {
+    format!(
+        "the `{kind_key}` deploy target is not available in this version of shipit; the pipeline \
+         file accepts it, `validate` and `plan` check it, and a later version deploys it"
+    )
 }
 
 impl Executors {
@@ -173,12 +196,9 @@ impl Executors {
             deploy_docker: Arc::new(deploy_docker::DockerDeployStage {
                 daemon: daemon.clone(),
             }),
-            deploy_ecs: Arc::new(NotImplemented {
-                what: "the ECS deploy target",
-            }),
-            deploy_eks: Arc::new(NotImplemented {
-                what: "the EKS deploy target",
-            }),
+            // ECS and EKS deploys are not in this version: see README ("Coming next").
+            deploy_ecs: None,
+            deploy_eks: None,
         }
     }
 }

@@ -373,7 +373,7 @@ impl ValidateConfig for EksTarget {
 
 /// An RFC 1123 subdomain, as Kubernetes requires of most object names.
 fn is_dns_subdomain(text: &str) -> bool {
-    text.contains("${{") || (text.len() <= 253 && text.split('.').all(|label| is_dns_label(label)))
+    text.contains("${{") || (text.len() <= 253 && text.split('.').all(is_dns_label))
 }
 
 /// An RFC 1123 label, as Kubernetes requires of namespace and container names. A value holding

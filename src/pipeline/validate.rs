@@ -9,6 +9,39 @@ use super::model::TargetKind;
 use super::path::DocPath;
 use super::source::Diagnostic;
 
+/// A problem of the `push:` block of the image at `image_path`, at its field.
+pub(crate) fn push_problem(
+    pipeline: &Pipeline,
+    image_path: &DocPath,
+    problem: &crate::registry::ConfigProblem,
+) -> Diagnostic {
+    pipeline.diagnostic_at(
+        &image_path.key("push").join_relative(problem.field),
+        format!(
+            "push.{} `{}`: {}",
+            problem.field, problem.value, problem.reason
+        ),
+    )
+}
+
+/// Every problem the target kind's block at `target_path` finds in itself, each at its field.
+pub(crate) fn target_kind_problems(
+    pipeline: &Pipeline,
+    target_path: &DocPath,
+    kind: &TargetKind,
+) -> Vec<Diagnostic> {
+    let base = target_path.key(kind.key());
+    kind.problems()
+        .into_iter()
+        .map(|problem| {
+            pipeline.diagnostic_at(
+                &base.join_relative(&problem.path),
+                format!("{}.{problem}", kind.key()),
+            )
+        })
+        .collect()
+}
+
 pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     let file = &pipeline.file;
@@ -94,14 +127,7 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
             let resolved_later =
                 serde_json::to_string(&checked).is_ok_and(|text| has_expression(&text));
             if !resolved_later && let Err(problem) = checked.validate() {
-                let at_path = path.key("push").join_relative(problem.field);
-                problems.push(at(
-                    &at_path,
-                    format!(
-                        "push.{} `{}`: {}",
-                        problem.field, problem.value, problem.reason
-                    ),
-                ));
+                problems.push(push_problem(pipeline, &path, &problem));
             }
         }
     }
@@ -135,13 +161,7 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                 ),
             Some(_) => {}
         }
-        let base = path.key(target.kind.key());
-        for problem in target.kind.problems() {
-            problems.push(at(
-                &base.join_relative(&problem.path),
-                format!("{}.{problem}", target.kind.key()),
-            ));
-        }
+        problems.extend(target_kind_problems(pipeline, &path, &target.kind));
         for (i, need) in target.needs.iter().enumerate() {
             if !file.deploy.contains_key(need) {
                 problems.push(at(

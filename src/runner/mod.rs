@@ -20,7 +20,10 @@ use crate::pipeline::interpolate::{Values, interpolate_value};
 use crate::pipeline::{DocPath, Pipeline};
 use crate::plan::{Decision, Participation, StageGraph, StageHistory, StageId, StageKind, decide};
 use crate::report::{Event, Reporter};
-use crate::stages::{Executors, Outputs, StageContext, StageExecutor, StageFailure, StageInput};
+use crate::stages::{
+    Executors, ImageArtifact, Outputs, StageConfig, StageContext, StageExecutor, StageFailure,
+    StageInput,
+};
 
 pub use history::History;
 use sink::JournalSink;
@@ -47,7 +50,10 @@ pub struct Runner<'a> {
 /// A stage ready to run or be skipped: its resolved configuration, inputs and decision.
 pub struct PreparedStage {
     pub id: StageId,
-    pub config: Value,
+    /// The configuration with its expressions resolved, as the input digest hashes it.
+    pub resolved: Value,
+    /// The same, typed and checked, as the executor receives it.
+    pub config: StageConfig,
     pub upstream: BTreeMap<StageId, Outputs>,
     pub input_digest: String,
     pub decision: Decision,
@@ -67,35 +73,20 @@ pub fn config_path(id: &StageId) -> DocPath {
 
 /// `images.<name>.*` values from the stages of `record` that have finished.
 pub fn image_values(record: &RunRecord) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut images: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let text =
-        |outputs: &Outputs, key: &str| outputs.get(key).and_then(Value::as_str).map(str::to_owned);
-    for stage in record.stages.iter().filter(|s| s.status.is_success()) {
-        let entry = images.entry(stage.stage.name.clone());
-        match stage.stage.kind {
-            StageKind::Build => {
-                let values = entry.or_default();
-                if let Some(id) = text(&stage.outputs, "image_id") {
-                    values.entry("digest".into()).or_insert_with(|| id.clone());
-                    values.insert("id".into(), id);
-                }
-                if let Some(reference) = text(&stage.outputs, "local_ref") {
-                    values.entry("ref".into()).or_insert(reference);
-                }
-            }
-            StageKind::Push => {
-                let values = entry.or_default();
-                if let Some(digest) = text(&stage.outputs, "digest") {
-                    values.insert("digest".into(), digest);
-                }
-                if let Some(reference) = text(&stage.outputs, "ref") {
-                    values.insert("ref".into(), reference);
-                }
-            }
-            StageKind::Deploy => {}
-        }
-    }
-    images
+    let finished: BTreeMap<StageId, Outputs> = record
+        .stages
+        .iter()
+        .filter(|s| s.status.is_success())
+        .map(|s| (s.stage.clone(), s.outputs.clone()))
+        .collect();
+    let names: BTreeSet<&str> = finished.keys().map(|id| id.name.as_str()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let artifact = ImageArtifact::of_image(name, &finished)?;
+            Some((name.to_owned(), artifact.expression_values()))
+        })
+        .collect()
 }
 
 /// The input digest: a hash of the resolved configuration, the executor's fingerprint and the
@@ -141,9 +132,10 @@ impl Runner<'_> {
         values.images = image_values(record);
         let path = config_path(id);
         let raw = self.pipeline.raw(&path).cloned().unwrap_or(Value::Null);
-        let config = interpolate_value(&raw, &values, &path).map_err(|(at, message)| {
+        let resolved = interpolate_value(&raw, &values, &path).map_err(|(at, message)| {
             StageFailure::failed(self.pipeline.diagnostic_at(&at, message).to_string())
         })?;
+        let config = StageConfig::resolve(self.pipeline, id, &path, &resolved)?;
         let executor = self.executors.for_stage(id, self.pipeline)?;
         let input = StageInput {
             id,
@@ -154,7 +146,7 @@ impl Runner<'_> {
             values: &self.values,
         };
         let fingerprint = executor.fingerprint(&input).await?;
-        let digest = input_digest(id, &config, &fingerprint, &upstream);
+        let digest = input_digest(id, &resolved, &fingerprint, &upstream);
 
         let participation = self
             .participation
@@ -228,6 +220,7 @@ impl Runner<'_> {
         };
         Ok(PreparedStage {
             id: id.clone(),
+            resolved,
             config,
             upstream,
             input_digest: digest,

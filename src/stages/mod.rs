@@ -2,8 +2,10 @@
 //! the runner decides when each runs and records what happened.
 
 mod build;
+mod config;
 mod deploy_docker;
 mod docker_daemon;
+pub mod outputs;
 mod push;
 
 use std::collections::BTreeMap;
@@ -12,12 +14,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+pub use config::StageConfig;
+pub use outputs::{BuiltImage, DeployAttempt, ImageArtifact, PushedImage, StageOutputs};
+
 use crate::journal::StageStatus;
 use crate::pipeline::Pipeline;
 use crate::pipeline::model::TargetKind;
 use crate::plan::{StageId, StageKind};
 
-/// Outputs a stage recorded: image id, digest, deployment id…
+/// Outputs a stage recorded, as the journal keeps them: one JSON value per key. Stages read and
+/// write them through the typed views of [`outputs`].
 pub type Outputs = BTreeMap<String, serde_json::Value>;
 
 /// Everything a stage executor is given about the stage it runs.
@@ -25,9 +31,8 @@ pub struct StageInput<'a> {
     pub id: &'a StageId,
     pub pipeline: &'a Pipeline,
     pub run_id: &'a str,
-    /// The stage's configuration with every `${{ … }}` resolved: `images.<name>` for build and
-    /// push, `deploy.<name>` for deploy.
-    pub config: &'a serde_json::Value,
+    /// The stage's configuration, resolved, typed and checked.
+    pub config: &'a StageConfig,
     /// The outputs of the stages this one needs.
     pub upstream: &'a BTreeMap<StageId, Outputs>,
     /// The run's environment, git facts and vars (build secrets come from `env`).
@@ -88,12 +93,9 @@ impl StageFailure {
 pub trait StageSink: Send + Sync {
     fn progress(&self, message: &str);
     fn log(&self, line: &str);
-    /// Records outputs in the journal, in one write, before returning.
-    fn outputs(&self, values: Vec<(&str, serde_json::Value)>) -> Result<(), StageFailure>;
-    /// Records one output in the journal before returning.
-    fn output(&self, key: &str, value: serde_json::Value) -> Result<(), StageFailure> {
-        self.outputs(vec![(key, value)])
-    }
+    /// Records outputs in the journal, in one write, before returning. A stage whose outputs
+    /// cannot be journaled fails: a resume could not find what it did.
+    fn record_outputs(&self, outputs: Outputs) -> Result<(), StageFailure>;
 }
 
 pub struct StageContext<'a> {
@@ -103,6 +105,13 @@ pub struct StageContext<'a> {
     pub cancel: CancellationToken,
     /// Outputs an earlier, unfinished attempt of this stage with the same inputs recorded.
     pub previous_attempt: Outputs,
+}
+
+impl StageContext<'_> {
+    /// Journals `outputs` before returning.
+    pub fn record<T: StageOutputs>(&self, outputs: &T) -> Result<(), StageFailure> {
+        self.sink.record_outputs(outputs.to_outputs())
+    }
 }
 
 #[async_trait]

@@ -6,7 +6,9 @@
 //! (running it), `journal` (what happened), `stages` (what each stage does), the adapters
 //! (`git`, `docker`, `registry`), the deploy targets (`deploy`), `report` (output) and `cli`.
 
+pub mod app;
 pub mod cli;
+pub mod config_problem;
 pub mod deploy;
 pub mod docker;
 pub mod duration;

@@ -204,8 +204,10 @@ fn an_unresolvable_environment_variable_stops_the_run_before_it_starts() {
     assert!(project.run_ids().is_empty(), "no run is journaled");
 }
 
+/// ECS and EKS targets are accepted by the file format but not deployed by this version: the
+/// commands say so plainly, and a run that selects one is refused before anything is built.
 #[test]
-fn a_stage_kind_not_yet_implemented_fails_clearly_and_the_json_result_lists_every_stage() {
+fn a_target_kind_this_version_cannot_deploy_is_named_by_validate_and_plan_and_refused_by_run() {
     let project = Project::new();
     project
         .file(
@@ -213,19 +215,42 @@ fn a_stage_kind_not_yet_implemented_fails_clearly_and_the_json_result_lists_ever
             "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { deployment: web, container: web }\n",
         )
         .file("web/Dockerfile", "FROM scratch\n");
-    let run = project.shipit(&[
-        "run",
-        "--only",
-        "deploy:web",
-        "--output",
-        "json",
-        "--result-file",
-        "out/result.json",
-    ]);
-    assert_eq!(run.code, 1, "{run:?}");
-    let result = run.json();
-    assert_eq!(result["status"], "failed");
-    assert_eq!(result["exit_code"], 1);
+    let unavailable =
+        "deploy.web: the `eks` deploy target is not available in this version of shipit";
+
+    let validate = project.shipit(&["validate"]);
+    assert_eq!(validate.code, 0, "the file itself is valid: {validate:?}");
+    assert!(
+        validate.stderr.contains(&format!("warning: {unavailable}")),
+        "{validate:?}"
+    );
+
+    let plan = project.shipit(&["plan", "--output", "json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = plan.json();
+    let deploy = &plan["stages"][2];
+    assert_eq!(deploy["stage"], "deploy:web");
+    assert_eq!(deploy["action"], "unavailable", "{plan}");
+    assert_eq!(plan["stages"][0]["action"], "run", "{plan}");
+
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("error: {unavailable}")),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("hint: run the other stages with --only build:web --only push:web"),
+        "{run:?}"
+    );
+    assert!(run.stdout.is_empty(), "no result: nothing ran: {run:?}");
+    assert!(project.run_ids().is_empty(), "no run is journaled");
+
+    // The stages that work still run on their own.
+    let build = project.shipit(&["run", "--only", "build:web", "--output", "json"]);
+    assert_eq!(build.code, 0, "{build:?}");
+    let result = build.json();
     let stages: Vec<&str> = result["stages"]
         .as_array()
         .unwrap()
@@ -233,12 +258,84 @@ fn a_stage_kind_not_yet_implemented_fails_clearly_and_the_json_result_lists_ever
         .map(|s| s["stage"].as_str().unwrap())
         .collect();
     assert_eq!(stages, ["build:web", "push:web", "deploy:web"]);
+    assert_eq!(result["stages"][0]["status"], "succeeded", "{result}");
+    assert_eq!(result["stages"][2]["reason"], "not selected", "{result}");
+}
+
+#[test]
+fn the_result_file_holds_the_same_json_as_stdout_and_stderr_carries_none() {
+    let project = minimal_project();
+    let run = project.shipit(&[
+        "run",
+        "--only",
+        "build:web",
+        "--output",
+        "json",
+        "--result-file",
+        "out/result.json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let result = run.json();
     let from_file: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(project.path().join("out/result.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(from_file, result);
     assert!(!run.stderr.contains("\"run_id\""), "stderr carries no JSON");
+}
+
+#[test]
+fn a_deploy_target_with_no_kind_or_two_kinds_is_an_error_at_its_line() {
+    let project = minimal_project();
+    let pipeline = |target: &str| {
+        format!(
+            "version: 1\nname: app\nimages:\n  web:\n    context: web\ndeploy:\n  web:\n{target}"
+        )
+    };
+    project.file("shipit.yaml", pipeline("    image: web\n"));
+    let run = project.shipit(&["validate"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "shipit.yaml:8:5: deploy.web: a deploy target needs one of `ecs`, `eks` or `docker`"
+        ),
+        "{run:?}"
+    );
+    project.file(
+        "shipit.yaml",
+        pipeline("    image: web\n    docker: { replicas: 1 }\n    eks: { deployment: web, container: web }\n"),
+    );
+    let run = project.shipit(&["validate"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "shipit.yaml:8:5: deploy.web: a deploy target has one kind, and this one has eks and docker; choose one"
+        ),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn every_problem_of_a_target_kind_is_listed_at_its_own_line() {
+    let project = minimal_project();
+    project.file(
+        "shipit.yaml",
+        "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:5000, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks:\n      namespace: Shop_Prod\n      deployment: web\n      container: Web\n",
+    );
+    let run = project.shipit(&["validate"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "shipit.yaml:11:18: eks.namespace: `Shop_Prod` is not a Kubernetes namespace name"
+        ),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("shipit.yaml:13:18: eks.container: `Web` is not a Kubernetes container name"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("2 problems found"), "{run:?}");
 }
 
 #[test]
@@ -286,7 +383,7 @@ fn under_github_actions_the_run_appends_step_outputs_and_a_summary_and_writes_ju
     project
         .file(
             "shipit.yaml",
-            "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { deployment: web, container: web }\n",
+            "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    docker: { replicas: 1 }\n",
         )
         .file("web/Dockerfile", "FROM scratch\n")
         .file("gh/output", "earlier=1\n");
@@ -344,7 +441,7 @@ fn an_invalid_repository_name_is_reported_at_its_value() {
 #[test]
 fn resume_refuses_a_changed_pipeline_file_or_a_moved_checkout() {
     let project = Project::new();
-    let pipeline = "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { deployment: web, container: web }\n";
+    let pipeline = "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    docker: { replicas: 1 }\n";
     project
         .file("shipit.yaml", pipeline)
         .file("web/Dockerfile", "FROM scratch\n")

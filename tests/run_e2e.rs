@@ -261,6 +261,19 @@ fn interrupt_with(signal: &str, expected_code: i32) {
     assert_eq!(journal["status"], "interrupted", "{journal}");
     assert_eq!(status(&project.latest_stage("build:slow")), "interrupted");
     assert!(stderr.contains("interrupted"), "{stderr}");
+    // `show` reads the cause from the journal: it reports the code the run ended with.
+    let shown = project.shipit(&["show", &run_id, "--output", "json"]);
+    assert_eq!(shown.json()["exit_code"], expected_code, "{shown:?}");
+    let shown = project.shipit(&["show", &run_id]);
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .ends_with(&format!("interrupted (exit {expected_code})")),
+        "{shown:?}"
+    );
 }
 
 #[test]

@@ -3,6 +3,9 @@
 
 mod args;
 mod commands;
+mod printer;
+mod render;
+mod result_files;
 
 use std::io::IsTerminal;
 
@@ -28,17 +31,18 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    let printer = printer::Printer::new(output_mode(&cli.global));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: failed to start the async runtime: {err}");
+            printer.error(format!("failed to start the async runtime: {err}"), None);
             return exit::STAGE_FAILED;
         }
     };
-    let code = runtime.block_on(commands::dispatch(&cli));
+    let code = runtime.block_on(commands::dispatch(&cli, printer));
     // Stages may leave blocking work (a hashing thread) behind after an interrupt; do not wait.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
@@ -58,15 +62,4 @@ pub(crate) fn output_mode(global: &GlobalArgs) -> OutputMode {
         global.no_progress,
         verbosity,
     )
-}
-
-/// Prints an error the house way: `error: …`, its causes, then any hint (already in the text).
-pub(crate) fn print_error(message: &str) {
-    let mode_color = std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
-    let label = console::Style::new()
-        .red()
-        .bold()
-        .force_styling(mode_color)
-        .apply_to("error:");
-    eprintln!("{label} {message}");
 }

@@ -77,6 +77,7 @@ pub(crate) fn record(run_id: &str, pipeline: &str) -> RunRecord {
         status: RunStatus::Running,
         started_at: at("2026-01-01T00:00:00Z"),
         finished_at: None,
+        stopped_by: None,
         stages: vec![
             StageRecord::pending(StageId::build("web")),
             StageRecord::pending(StageId::deploy("web")),

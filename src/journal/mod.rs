@@ -22,7 +22,9 @@ mod summary;
 
 pub use error::JournalError;
 pub use fs_run_store::FsRunStore;
-pub use record::{GitSnapshot, RunRecord, RunStatus, StageError, StageRecord, StageStatus};
+pub use record::{
+    GitSnapshot, RunRecord, RunStatus, StageError, StageRecord, StageStatus, StopCause,
+};
 pub use run_id::{is_run_id, new_run_id};
 pub use run_store::{Lease, RunStore};
 pub use store::{FsJournalStore, JournalStore, RunListing};

@@ -269,6 +269,14 @@ impl StageRecord {
         }
     }
 
+    /// Blocked (a stage it needed did not succeed) → pending again, for a resumed run.
+    pub fn unblock(&mut self) {
+        if self.status == StageStatus::Blocked {
+            self.status = StageStatus::Pending;
+            self.reason = None;
+        }
+    }
+
     /// A record left `running` by a process that died is an interrupted attempt.
     pub fn mark_abandoned(&mut self, now: DateTime<Utc>) {
         if self.status == StageStatus::Running {
@@ -280,6 +288,17 @@ impl StageRecord {
             });
         }
     }
+}
+
+/// What stopped an interrupted run: the exit code it ends with (130 or 143) follows from it, so
+/// `shipit show` says the same code as the run that was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM: a CI job cancelled, a container stopped.
+    Terminate,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,6 +333,9 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// For an interrupted run: what stopped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<StopCause>,
     /// Stages in execution order.
     pub stages: Vec<StageRecord>,
 }
@@ -325,6 +347,19 @@ impl RunRecord {
 
     pub fn stage_mut(&mut self, id: &StageId) -> Option<&mut StageRecord> {
         self.stages.iter_mut().find(|s| &s.stage == id)
+    }
+
+    /// Reopens an unfinished run for `shipit resume`: a stage left running by a process that
+    /// died becomes an interrupted attempt, blocked stages become pending, and the run is
+    /// running again. Finished stages keep their records: they are not redone.
+    pub fn reopen_for_resume(&mut self, now: DateTime<Utc>) {
+        for stage in &mut self.stages {
+            stage.mark_abandoned(now);
+            stage.unblock();
+        }
+        self.status = RunStatus::Running;
+        self.finished_at = None;
+        self.stopped_by = None;
     }
 
     /// The run's status from its stages' statuses: the most serious outcome wins.
@@ -461,6 +496,7 @@ mod tests {
             status: RunStatus::Running,
             started_at: now(),
             finished_at: None,
+            stopped_by: None,
             stages: vec![stage(), StageRecord::pending(StageId::deploy("web"))],
         };
         run.stages[0].status = StageStatus::Succeeded;
@@ -472,5 +508,46 @@ mod tests {
         assert_eq!(run.derive_status(), RunStatus::Interrupted);
         run.stages[1].status = StageStatus::Skipped;
         assert_eq!(run.derive_status(), RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_resumed_run_reopens_abandoned_and_blocked_stages_and_keeps_finished_ones() {
+        let mut run = RunRecord {
+            format: JOURNAL_FORMAT,
+            revision: 0,
+            run_id: "r".into(),
+            pipeline: "p".into(),
+            pipeline_file: "p.yaml".into(),
+            pipeline_digest: "x".into(),
+            environment: None,
+            selection: Selection::default(),
+            git: GitSnapshot {
+                sha: None,
+                branch: None,
+                dirty: false,
+            },
+            status: RunStatus::Interrupted,
+            started_at: now(),
+            finished_at: Some(now()),
+            stopped_by: Some(StopCause::Terminate),
+            stages: vec![
+                stage(),
+                StageRecord::pending(StageId::push("web")),
+                StageRecord::pending(StageId::deploy("web")),
+            ],
+        };
+        run.stages[0].start("d".into(), "r".into(), now()).unwrap();
+        run.stages[0]
+            .finish(StageStatus::Succeeded, None, now())
+            .unwrap();
+        run.stages[1].start("d".into(), "r".into(), now()).unwrap();
+        run.stages[2].block(&StageId::push("web")).unwrap();
+        run.reopen_for_resume(now());
+        assert_eq!(run.stages[0].status, StageStatus::Succeeded);
+        assert_eq!(run.stages[1].status, StageStatus::Interrupted);
+        assert_eq!(run.stages[2].status, StageStatus::Pending);
+        assert_eq!(run.stages[2].reason, None);
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!((run.finished_at, run.stopped_by), (None, None));
     }
 }

@@ -176,6 +176,7 @@ mod tests {
             status: RunStatus::Running,
             started_at: chrono::Utc::now(),
             finished_at: None,
+            stopped_by: None,
             stages: vec![StageRecord::pending(StageId::build("web"))],
         }
     }

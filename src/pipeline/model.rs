@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use crate::config_problem::{ConfigProblem, ValidateConfig};
 pub use crate::deploy::docker::DockerTargetConfig;
 pub use crate::duration::HumanDuration;
 pub use crate::registry::PushConfig;
@@ -110,38 +111,133 @@ pub enum SecretSource {
     File(String),
 }
 
+/// A deploy target: the image it deploys, the targets it waits for, and exactly one kind of
+/// place to deploy to. The file spells the kind as one of the keys `ecs`, `eks` or `docker`;
+/// none or two of them is an error at the target's line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "DeployTargetFile", into = "DeployTargetFile")]
+pub struct DeployTarget {
+    /// The image (a key of `images`) to deploy, pinned by digest.
+    pub image: String,
+    /// Deploy targets that must finish first; the others run in parallel.
+    pub needs: Vec<String>,
+    pub kind: TargetKind,
+}
+
+/// Where a target deploys to, with that kind's own configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Ecs(EcsTarget),
+    Eks(EksTarget),
+    Docker(DockerTargetConfig),
+}
+
+impl TargetKind {
+    /// The key the file spells the kind with.
+    pub fn key(&self) -> &'static str {
+        match self {
+            TargetKind::Ecs(_) => "ecs",
+            TargetKind::Eks(_) => "eks",
+            TargetKind::Docker(_) => "docker",
+        }
+    }
+
+    /// The kind's own checks: every problem, at paths relative to its block.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        match self {
+            TargetKind::Ecs(config) => config.problems(),
+            TargetKind::Eks(config) => config.problems(),
+            TargetKind::Docker(config) => config.problems(),
+        }
+    }
+
+    /// A cluster pulls the image from a registry; the docker kind runs the daemon's own copy.
+    pub fn needs_pushed_image(&self) -> bool {
+        !matches!(self, TargetKind::Docker(_))
+    }
+}
+
+// The file's spelling of a deploy target; only [`DeployTarget`] leaves the parsing.
+/// A deploy target: the image it deploys, the targets it waits for, and exactly one of `ecs`,
+/// `eks` or `docker`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DeployTarget {
+#[schemars(rename = "DeployTarget")]
+pub struct DeployTargetFile {
     /// The image (a key of `images`) to deploy, pinned by digest.
     pub image: String,
     /// Deploy targets that must finish first; the others run in parallel.
     #[serde(default)]
     pub needs: Vec<String>,
     /// Deploy to an Amazon ECS service.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ecs: Option<EcsTarget>,
     /// Deploy to a Kubernetes (Amazon EKS) Deployment.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eks: Option<EksTarget>,
     /// Run the image as containers on the Docker daemon shipit talks to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerTargetConfig>,
 }
 
-impl DeployTarget {
-    pub fn kinds(&self) -> Vec<&'static str> {
-        let mut kinds = Vec::new();
-        if self.ecs.is_some() {
-            kinds.push("ecs");
+impl TryFrom<DeployTargetFile> for DeployTarget {
+    type Error = String;
+
+    fn try_from(file: DeployTargetFile) -> Result<Self, String> {
+        let mut kinds: Vec<TargetKind> = [
+            file.ecs.map(TargetKind::Ecs),
+            file.eks.map(TargetKind::Eks),
+            file.docker.map(TargetKind::Docker),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let kind = match kinds.len() {
+            1 => kinds.remove(0),
+            0 => return Err("a deploy target needs one of `ecs`, `eks` or `docker`".to_owned()),
+            _ => {
+                let keys: Vec<&str> = kinds.iter().map(TargetKind::key).collect();
+                return Err(format!(
+                    "a deploy target has one kind, and this one has {}; choose one",
+                    keys.join(" and ")
+                ));
+            }
+        };
+        Ok(DeployTarget {
+            image: file.image,
+            needs: file.needs,
+            kind,
+        })
+    }
+}
+
+impl From<DeployTarget> for DeployTargetFile {
+    fn from(target: DeployTarget) -> Self {
+        let mut file = DeployTargetFile {
+            image: target.image,
+            needs: target.needs,
+            ecs: None,
+            eks: None,
+            docker: None,
+        };
+        match target.kind {
+            TargetKind::Ecs(config) => file.ecs = Some(config),
+            TargetKind::Eks(config) => file.eks = Some(config),
+            TargetKind::Docker(config) => file.docker = Some(config),
         }
-        if self.eks.is_some() {
-            kinds.push("eks");
-        }
-        if self.docker.is_some() {
-            kinds.push("docker");
-        }
-        kinds
+        file
+    }
+}
+
+/// The schema is the file's spelling.
+impl JsonSchema for DeployTarget {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        DeployTargetFile::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        DeployTargetFile::json_schema(generator)
     }
 }
 
@@ -204,4 +300,93 @@ pub struct EksTarget {
 
 fn default_namespace() -> String {
     "default".to_owned()
+}
+
+impl ValidateConfig for EcsTarget {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        for (field, value) in [
+            ("cluster", &self.cluster),
+            ("service", &self.service),
+            ("container", &self.container),
+            ("task_definition", &self.task_definition),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(ConfigProblem::new(field, "must not be empty"));
+            }
+        }
+        match (self.strategy, &self.codedeploy) {
+            (EcsStrategy::BlueGreen, None) => problems.push(ConfigProblem::new(
+                "codedeploy",
+                "blue_green deploys through CodeDeploy: name its `application` and `deployment_group`",
+            )),
+            (EcsStrategy::Rolling, Some(_)) => problems.push(ConfigProblem::new(
+                "codedeploy",
+                "only `strategy: blue_green` deploys through CodeDeploy; remove it or change the strategy",
+            )),
+            _ => {}
+        }
+        if self.timeout.as_ref().is_some_and(|t| t.0.is_zero()) {
+            problems.push(ConfigProblem::new("timeout", "must be longer than 0s"));
+        }
+        problems
+    }
+}
+
+impl ValidateConfig for EksTarget {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        // Kubernetes object names: RFC 1123 labels for namespaces, subdomains for the rest.
+        if !is_dns_label(&self.namespace) {
+            problems.push(ConfigProblem::new(
+                "namespace",
+                format!(
+                    "`{}` is not a Kubernetes namespace name: lowercase letters, digits and `-`, at most 63 characters",
+                    self.namespace
+                ),
+            ));
+        }
+        if !is_dns_subdomain(&self.deployment) {
+            problems.push(ConfigProblem::new(
+                "deployment",
+                format!(
+                    "`{}` is not a Kubernetes object name: lowercase letters, digits, `-` and `.`, at most 253 characters",
+                    self.deployment
+                ),
+            ));
+        }
+        if !is_dns_label(&self.container) {
+            problems.push(ConfigProblem::new(
+                "container",
+                format!(
+                    "`{}` is not a Kubernetes container name: lowercase letters, digits and `-`, at most 63 characters",
+                    self.container
+                ),
+            ));
+        }
+        if self.timeout.as_ref().is_some_and(|t| t.0.is_zero()) {
+            problems.push(ConfigProblem::new("timeout", "must be longer than 0s"));
+        }
+        problems
+    }
+}
+
+/// An RFC 1123 subdomain, as Kubernetes requires of most object names.
+fn is_dns_subdomain(text: &str) -> bool {
+    text.contains("${{") || (text.len() <= 253 && text.split('.').all(is_dns_label))
+}
+
+/// An RFC 1123 label, as Kubernetes requires of namespace and container names. A value holding
+/// an expression is checked once resolved.
+fn is_dns_label(text: &str) -> bool {
+    if text.contains("${{") {
+        return true;
+    }
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
 }

@@ -5,8 +5,42 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::Pipeline;
 use super::interpolate::{Scope, check_reference, references_in};
+use super::model::TargetKind;
 use super::path::DocPath;
 use super::source::Diagnostic;
+
+/// A problem of the `push:` block of the image at `image_path`, at its field.
+pub(crate) fn push_problem(
+    pipeline: &Pipeline,
+    image_path: &DocPath,
+    problem: &crate::registry::ConfigProblem,
+) -> Diagnostic {
+    pipeline.diagnostic_at(
+        &image_path.key("push").join_relative(problem.field),
+        format!(
+            "push.{} `{}`: {}",
+            problem.field, problem.value, problem.reason
+        ),
+    )
+}
+
+/// Every problem the target kind's block at `target_path` finds in itself, each at its field.
+pub(crate) fn target_kind_problems(
+    pipeline: &Pipeline,
+    target_path: &DocPath,
+    kind: &TargetKind,
+) -> Vec<Diagnostic> {
+    let base = target_path.key(kind.key());
+    kind.problems()
+        .into_iter()
+        .map(|problem| {
+            pipeline.diagnostic_at(
+                &base.join_relative(&problem.path),
+                format!("{}.{problem}", kind.key()),
+            )
+        })
+        .collect()
+}
 
 pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
@@ -93,14 +127,7 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
             let resolved_later =
                 serde_json::to_string(&checked).is_ok_and(|text| has_expression(&text));
             if !resolved_later && let Err(problem) = checked.validate() {
-                let at_path = path.key("push").join_relative(problem.field);
-                problems.push(at(
-                    &at_path,
-                    format!(
-                        "push.{} `{}`: {}",
-                        problem.field, problem.value, problem.reason
-                    ),
-                ));
+                problems.push(push_problem(pipeline, &path, &problem));
             }
         }
     }
@@ -121,10 +148,8 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                     target.image
                 ),
             )),
-            Some(image)
-                if image.push.is_none() && (target.ecs.is_some() || target.eks.is_some()) =>
-            {
-                problems.push(
+            Some(image) if image.push.is_none() && target.kind.needs_pushed_image() => problems
+                .push(
                     at(
                         &path.key("image"),
                         format!(
@@ -133,33 +158,10 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                         ),
                     )
                     .with_hint(format!("add a `push:` block to images.{}", target.image)),
-                )
-            }
+                ),
             Some(_) => {}
         }
-        match target.kinds().len() {
-            1 => {}
-            0 => problems.push(at(
-                &path,
-                format!("deploy target `{name}` needs one of `ecs`, `eks` or `docker`"),
-            )),
-            _ => problems.push(at(
-                &path,
-                format!(
-                    "deploy target `{name}` has {}; choose one",
-                    target.kinds().join(" and ")
-                ),
-            )),
-        }
-        if let Some(docker) = &target.docker {
-            let base = path.key("docker");
-            for problem in docker.validate() {
-                problems.push(at(
-                    &base.join_relative(&problem.path),
-                    format!("docker.{problem}"),
-                ));
-            }
-        }
+        problems.extend(target_kind_problems(pipeline, &path, &target.kind));
         for (i, need) in target.needs.iter().enumerate() {
             if !file.deploy.contains_key(need) {
                 problems.push(at(
@@ -173,20 +175,13 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                 ));
             }
         }
-        let files = [
-            target.ecs.as_ref().map(|e| {
-                (
-                    e.task_definition.as_str(),
-                    path.key("ecs").key("task_definition"),
-                )
-            }),
-            target.eks.as_ref().and_then(|e| {
-                e.manifest
-                    .as_deref()
-                    .map(|m| (m, path.key("eks").key("manifest")))
-            }),
-        ];
-        for (relative, file_path) in files.into_iter().flatten() {
+        let referenced_file = match &target.kind {
+            TargetKind::Ecs(ecs) => Some((ecs.task_definition.as_str(), "task_definition")),
+            TargetKind::Eks(eks) => eks.manifest.as_deref().map(|m| (m, "manifest")),
+            TargetKind::Docker(_) => None,
+        };
+        if let Some((relative, key)) = referenced_file {
+            let file_path = path.key(target.kind.key()).key(key);
             if !has_expression(relative) && !pipeline.resolve_path(relative).is_file() {
                 problems.push(at(
                     &file_path,

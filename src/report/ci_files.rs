@@ -174,6 +174,7 @@ mod tests {
             status: RunStatus::RolledBack,
             started_at: t("2026-01-01T00:00:00Z"),
             finished_at: None,
+            stopped_by: None,
             stages: vec![build, push, deploy],
         }
     }

@@ -4,26 +4,30 @@
 
 mod history;
 mod sink;
+mod stop;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 use crate::journal::{JournalStore, RunRecord, RunStatus, StageError, StageStatus};
 use crate::pipeline::interpolate::{Values, interpolate_value};
 use crate::pipeline::{DocPath, Pipeline};
 use crate::plan::{Decision, Participation, StageGraph, StageHistory, StageId, StageKind, decide};
 use crate::report::{Event, Reporter};
-use crate::stages::{Executors, Outputs, StageContext, StageFailure, StageInput};
+use crate::stages::{
+    Executors, ImageArtifact, Outputs, StageConfig, StageContext, StageExecutor, StageFailure,
+    StageInput,
+};
 
 pub use history::History;
 use sink::JournalSink;
+pub use stop::Stop;
 
 /// How long a stage may take to wind down after Ctrl-C before it is abandoned (its journal
 /// entry then says interrupted, and `shipit resume` picks it up).
@@ -39,18 +43,24 @@ pub struct Runner<'a> {
     pub values: Values,
     pub history: History,
     pub participation: BTreeMap<StageId, Participation>,
-    pub cancel: CancellationToken,
+    /// Asked by Ctrl-C, SIGTERM (or the daemon) to stop: no new stage starts.
+    pub stop: Stop,
 }
 
 /// A stage ready to run or be skipped: its resolved configuration, inputs and decision.
 pub struct PreparedStage {
     pub id: StageId,
-    pub config: Value,
+    /// The configuration with its expressions resolved, as the input digest hashes it.
+    pub resolved: Value,
+    /// The same, typed and checked, as the executor receives it.
+    pub config: StageConfig,
     pub upstream: BTreeMap<StageId, Outputs>,
     pub input_digest: String,
     pub decision: Decision,
     /// For a skip: the outputs being reused.
     pub reused_outputs: Outputs,
+    /// What runs the stage.
+    pub executor: Arc<dyn StageExecutor>,
 }
 
 /// The raw configuration a stage reads: `images.<name>` or `deploy.<name>`.
@@ -63,35 +73,20 @@ pub fn config_path(id: &StageId) -> DocPath {
 
 /// `images.<name>.*` values from the stages of `record` that have finished.
 pub fn image_values(record: &RunRecord) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut images: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let text =
-        |outputs: &Outputs, key: &str| outputs.get(key).and_then(Value::as_str).map(str::to_owned);
-    for stage in record.stages.iter().filter(|s| s.status.is_success()) {
-        let entry = images.entry(stage.stage.name.clone());
-        match stage.stage.kind {
-            StageKind::Build => {
-                let values = entry.or_default();
-                if let Some(id) = text(&stage.outputs, "image_id") {
-                    values.entry("digest".into()).or_insert_with(|| id.clone());
-                    values.insert("id".into(), id);
-                }
-                if let Some(reference) = text(&stage.outputs, "local_ref") {
-                    values.entry("ref".into()).or_insert(reference);
-                }
-            }
-            StageKind::Push => {
-                let values = entry.or_default();
-                if let Some(digest) = text(&stage.outputs, "digest") {
-                    values.insert("digest".into(), digest);
-                }
-                if let Some(reference) = text(&stage.outputs, "ref") {
-                    values.insert("ref".into(), reference);
-                }
-            }
-            StageKind::Deploy => {}
-        }
-    }
-    images
+    let finished: BTreeMap<StageId, Outputs> = record
+        .stages
+        .iter()
+        .filter(|s| s.status.is_success())
+        .map(|s| (s.stage.clone(), s.outputs.clone()))
+        .collect();
+    let names: BTreeSet<&str> = finished.keys().map(|id| id.name.as_str()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let artifact = ImageArtifact::of_image(name, &finished)?;
+            Some((name.to_owned(), artifact.expression_values()))
+        })
+        .collect()
 }
 
 /// The input digest: a hash of the resolved configuration, the executor's fingerprint and the
@@ -137,10 +132,11 @@ impl Runner<'_> {
         values.images = image_values(record);
         let path = config_path(id);
         let raw = self.pipeline.raw(&path).cloned().unwrap_or(Value::Null);
-        let config = interpolate_value(&raw, &values, &path).map_err(|(at, message)| {
+        let resolved = interpolate_value(&raw, &values, &path).map_err(|(at, message)| {
             StageFailure::failed(self.pipeline.diagnostic_at(&at, message).to_string())
         })?;
-        let executor = self.executors.for_stage(id, self.pipeline);
+        let config = StageConfig::resolve(self.pipeline, id, &path, &resolved)?;
+        let executor = self.executors.for_stage(id, self.pipeline)?;
         let input = StageInput {
             id,
             pipeline: self.pipeline,
@@ -150,7 +146,7 @@ impl Runner<'_> {
             values: &self.values,
         };
         let fingerprint = executor.fingerprint(&input).await?;
-        let digest = input_digest(id, &config, &fingerprint, &upstream);
+        let digest = input_digest(id, &resolved, &fingerprint, &upstream);
 
         let participation = self
             .participation
@@ -224,11 +220,13 @@ impl Runner<'_> {
         };
         Ok(PreparedStage {
             id: id.clone(),
+            resolved,
             config,
             upstream,
             input_digest: digest,
             decision,
             reused_outputs,
+            executor,
         })
     }
 
@@ -250,7 +248,7 @@ impl Runner<'_> {
         let mut unsuccessful = false;
         let mut in_flight = FuturesUnordered::new();
         loop {
-            if !unsuccessful && !self.cancel.is_cancelled() {
+            if !unsuccessful && !self.stop.is_requested() {
                 for node in &self.graph.stages {
                     if !started_stages.contains(&node.id)
                         && node.needs.iter().all(|n| succeeded.contains(n))
@@ -275,11 +273,12 @@ impl Runner<'_> {
         drop(in_flight);
         let mut record = shared.into_inner().unwrap_or_else(|e| e.into_inner());
         self.block_downstream_of_failures(&mut record);
-        record.status = if self.cancel.is_cancelled() {
-            RunStatus::Interrupted
+        if self.stop.is_requested() {
+            record.status = RunStatus::Interrupted;
+            record.stopped_by = self.stop.cause();
         } else {
-            record.derive_status()
-        };
+            record.status = record.derive_status();
+        }
         record.finished_at = Some(chrono::Utc::now());
         if let Err(err) = self.store.save(&record) {
             self.reporter.report(&Event::Warning {
@@ -356,7 +355,7 @@ impl Runner<'_> {
             prepared.decision.reason().to_owned(),
             true,
         );
-        let executor = self.executors.for_stage(&id, self.pipeline);
+        let executor = prepared.executor.clone();
         let run_id = snapshot.run_id.clone();
         let input = StageInput {
             id: &id,
@@ -369,16 +368,16 @@ impl Runner<'_> {
         let context = StageContext {
             sink: &sink,
             input_digest: prepared.input_digest.clone(),
-            cancel: self.cancel.child_token(),
+            cancel: self.stop.token().child_token(),
             previous_attempt,
         };
         let outcome = tokio::select! {
             outcome = executor.run(&input, &context) => outcome,
-            _ = async { self.cancel.cancelled().await; tokio::time::sleep(CANCEL_GRACE).await } => Err(StageFailure::interrupted()),
+            _ = async { self.stop.requested().await; tokio::time::sleep(CANCEL_GRACE).await } => Err(StageFailure::interrupted()),
         };
         let outcome = match outcome {
             Err(failure)
-                if self.cancel.is_cancelled()
+                if self.stop.is_requested()
                     && failure.kind != crate::stages::FailureKind::RolledBack =>
             {
                 Err(StageFailure {

@@ -121,21 +121,21 @@ impl StageSink for JournalSink<'_> {
         });
     }
 
-    fn outputs(&self, values: Vec<(&str, serde_json::Value)>) -> Result<(), StageFailure> {
-        let shown: Vec<(String, String)> = values
+    fn record_outputs(&self, outputs: Outputs) -> Result<(), StageFailure> {
+        let shown: Vec<(String, String)> = outputs
             .iter()
             .map(|(key, value)| {
                 let shown = match value {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                (key.to_string(), shown)
+                (key.clone(), shown)
             })
             .collect();
         self.update(|stage| {
-            values
+            outputs
                 .into_iter()
-                .try_for_each(|(key, value)| stage.record_output(key, value))
+                .try_for_each(|(key, value)| stage.record_output(&key, value))
         })
         .map_err(|e| StageFailure::failed(format!("failed to write the journal: {e}")))?
         .map_err(|e| StageFailure::failed(e.to_string()))?;

@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    FailureKind, Outputs, StageContext, StageExecutor, StageFailure, StageInput, StageSink,
+    BuiltImage, FailureKind, Outputs, StageContext, StageExecutor, StageFailure, StageInput,
+    StageOutputs, StageSink,
 };
 use crate::docker::{self, BuildContext, BuildError, BuildObserver, BuildRequest, SecretValue};
 use crate::pipeline::model::{BuilderKind, ImageSpec, SecretSource};
-use crate::pipeline::{DocPath, deserialize_at};
 
 pub struct BuildStage {
     pub daemon: Arc<DaemonConnection>,
@@ -33,17 +33,6 @@ fn provenance_labels(input: &StageInput<'_>) -> BTreeMap<String, String> {
         labels.insert("org.opencontainers.image.source".to_owned(), url.clone());
     }
     labels
-}
-
-fn image_spec(input: &StageInput<'_>) -> Result<ImageSpec, StageFailure> {
-    let path = DocPath::root().key("images").key(input.id.name.clone());
-    deserialize_at(
-        &input.pipeline.source,
-        &input.pipeline.document,
-        input.config,
-        &path,
-    )
-    .map_err(|d| StageFailure::failed(d.to_string()))
 }
 
 fn open_context(input: &StageInput<'_>, spec: &ImageSpec) -> Result<BuildContext, StageFailure> {
@@ -102,8 +91,8 @@ impl BuildObserver for Observer<'_> {
 #[async_trait]
 impl StageExecutor for BuildStage {
     async fn fingerprint(&self, input: &StageInput<'_>) -> Result<Value, StageFailure> {
-        let spec = image_spec(input)?;
-        let context = open_context(input, &spec)?;
+        let spec = input.config.build()?;
+        let context = open_context(input, spec)?;
         let cache = self.state_dir.join("cache/context").join(format!(
             "{}-{}.stat",
             input.pipeline.file.name, input.id.name
@@ -137,12 +126,12 @@ impl StageExecutor for BuildStage {
         _: &StageInput<'_>,
         outputs: &Outputs,
     ) -> Result<bool, StageFailure> {
-        let Some(id) = outputs.get("image_id").and_then(Value::as_str) else {
+        let Some(built) = BuiltImage::from_outputs(outputs) else {
             return Ok(false);
         };
         let client = self.daemon.get().await?;
         client
-            .image_exists(id)
+            .image_exists(&built.image_id)
             .await
             .map_err(|err| StageFailure::failed(with_causes(&err)))
     }
@@ -152,7 +141,7 @@ impl StageExecutor for BuildStage {
         input: &StageInput<'_>,
         context: &StageContext<'_>,
     ) -> Result<(), StageFailure> {
-        let spec = image_spec(input)?;
+        let spec = input.config.build()?;
         let client = self.daemon.get().await?;
         context.sink.log(&format!(
             "docker daemon {} (API {}) at {}",
@@ -179,7 +168,7 @@ impl StageExecutor for BuildStage {
         request.no_cache = spec.no_cache;
         request.pull = spec.pull;
         request.cache_from = spec.cache_from.clone();
-        request.secrets = secret_values(input, &spec)?;
+        request.secrets = secret_values(input, spec)?;
         request.builder = match spec.builder {
             BuilderKind::Auto => docker::BuilderKind::Auto,
             BuilderKind::Buildkit => docker::BuilderKind::BuildKit,
@@ -201,16 +190,13 @@ impl StageExecutor for BuildStage {
                 hint: None,
             },
         })?;
-        context.sink.outputs(vec![
-            ("image_id", json!(built.id)),
-            ("local_ref", json!(tag)),
-            ("size", json!(built.size)),
-            ("layers", json!(built.layer_diff_ids)),
-            (
-                "builder",
-                json!(format!("{:?}", built.builder).to_lowercase()),
-            ),
-        ])?;
+        context.record(&BuiltImage {
+            image_id: built.id,
+            local_ref: tag,
+            size: Some(built.size),
+            layers: built.layer_diff_ids,
+            builder: Some(format!("{:?}", built.builder).to_lowercase()),
+        })?;
         Ok(())
     }
 }

@@ -4,14 +4,18 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::docker_daemon::{DaemonConnection, with_causes};
-use super::{FailureKind, Outputs, StageContext, StageExecutor, StageFailure, StageInput};
-use crate::deploy::docker::{self as target, DeployObserver, DockerDeployError, DockerDeploySpec};
-use crate::pipeline::model::DeployTarget;
-use crate::pipeline::{DocPath, deserialize_at};
-use crate::plan::{StageId, StageKind};
+use super::{
+    DeployAttempt, FailureKind, ImageArtifact, Outputs, StageContext, StageExecutor, StageFailure,
+    StageInput, StageOutputs,
+};
+use crate::deploy::docker::{
+    self as target, DeployObserver, DockerDeployError, DockerDeployOutcome, DockerDeploySpec,
+};
+use crate::pipeline::model::TargetKind;
+use crate::plan::StageId;
 
 pub struct DockerDeployStage {
     pub daemon: Arc<DaemonConnection>,
@@ -25,56 +29,28 @@ impl DeployObserver for Progress<'_> {
     }
 }
 
-/// The image to run and the digest to label it with, from the build (and push) outputs.
-fn image_of(input: &StageInput<'_>, image: &str) -> Result<(String, String), StageFailure> {
-    let text = |stage: StageId, key: &str| {
-        input
-            .upstream
-            .get(&stage)
-            .and_then(|o| o.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let build = StageId {
-        kind: StageKind::Build,
-        name: image.to_owned(),
-    };
-    let push = StageId {
-        kind: StageKind::Push,
-        name: image.to_owned(),
-    };
-    // The build's own outputs are reached through the push stage when the image is pushed.
-    let image_id = text(build.clone(), "image_id").or_else(|| text(push.clone(), "image_id"));
-    let Some(image_id) = image_id else {
+fn spec(input: &StageInput<'_>) -> Result<DockerDeploySpec, StageFailure> {
+    let target = input.config.deploy()?;
+    let TargetKind::Docker(config) = &target.kind else {
         return Err(StageFailure::failed(format!(
-            "{} has no image to run: {build} recorded no image id",
+            "{} has no docker: block",
             input.id
         )));
     };
-    let digest = text(push, "digest").unwrap_or_else(|| image_id.clone());
-    Ok((image_id, digest))
-}
-
-fn spec(input: &StageInput<'_>) -> Result<DockerDeploySpec, StageFailure> {
-    let path = DocPath::root().key("deploy").key(input.id.name.clone());
-    let target: DeployTarget = deserialize_at(
-        &input.pipeline.source,
-        &input.pipeline.document,
-        input.config,
-        &path,
-    )
-    .map_err(|d| StageFailure::failed(d.to_string()))?;
-    let config = target
-        .docker
-        .ok_or_else(|| StageFailure::failed(format!("{} has no docker: block", input.id)))?;
-    let (image, image_digest) = image_of(input, &target.image)?;
+    let artifact = ImageArtifact::of_image(&target.image, input.upstream).ok_or_else(|| {
+        StageFailure::failed(format!(
+            "{} has no image to run: {} recorded no image id",
+            input.id,
+            StageId::build(&target.image)
+        ))
+    })?;
     Ok(DockerDeploySpec {
         pipeline: input.pipeline.file.name.clone(),
         target: input.id.name.clone(),
         run_id: input.run_id.to_owned(),
-        image,
-        image_digest,
-        config,
+        image: artifact.id,
+        image_digest: artifact.digest,
+        config: config.clone(),
     })
 }
 
@@ -132,16 +108,13 @@ impl StageExecutor for DockerDeployStage {
         _: &StageInput<'_>,
         outputs: &Outputs,
     ) -> Result<bool, StageFailure> {
-        let docker = self.daemon.get().await?.bollard();
-        let Some(containers) = outputs.get("containers").and_then(Value::as_array) else {
+        let Some(deployed) = DockerDeployOutcome::from_outputs(outputs) else {
             return Ok(false);
         };
-        for container in containers {
-            let Some(id) = container.get("id").and_then(Value::as_str) else {
-                return Ok(false);
-            };
+        let docker = self.daemon.get().await?.bollard();
+        for container in &deployed.containers {
             let running = docker
-                .inspect_container(id, None)
+                .inspect_container(&container.id, None)
                 .await
                 .ok()
                 .and_then(|c| c.state)
@@ -151,7 +124,7 @@ impl StageExecutor for DockerDeployStage {
                 return Ok(false);
             }
         }
-        Ok(!containers.is_empty())
+        Ok(!deployed.containers.is_empty())
     }
 
     async fn run(
@@ -164,8 +137,9 @@ impl StageExecutor for DockerDeployStage {
         let observer = Progress(context.sink);
         // Journaled before any container exists: if this process dies from here on, the
         // resumed stage re-attaches to this run's containers instead of starting afresh.
-        let reattach = context.previous_attempt.contains_key("started");
-        context.sink.output("started", json!(true))?;
+        let reattach = DeployAttempt::from_outputs(&context.previous_attempt)
+            .is_some_and(|attempt| attempt.started);
+        context.record(&DeployAttempt { started: true })?;
         let outcome = if reattach {
             context
                 .sink
@@ -175,15 +149,7 @@ impl StageExecutor for DockerDeployStage {
             target::deploy(docker, &spec, &observer, context.cancel.clone()).await
         }
         .map_err(failure)?;
-        context.sink.outputs(vec![
-            ("image", json!(outcome.image)),
-            ("image_digest", json!(outcome.image_digest)),
-            (
-                "containers",
-                serde_json::to_value(&outcome.containers).unwrap_or(Value::Null),
-            ),
-            ("replaced", json!(outcome.replaced)),
-        ])?;
+        context.record(&outcome)?;
         Ok(())
     }
 }

@@ -2,9 +2,10 @@
 //! the runner decides when each runs and records what happened.
 
 mod build;
+mod config;
 mod deploy_docker;
 mod docker_daemon;
-mod not_implemented;
+pub mod outputs;
 mod push;
 
 use std::collections::BTreeMap;
@@ -13,13 +14,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+pub use config::StageConfig;
+pub use outputs::{BuiltImage, DeployAttempt, ImageArtifact, PushedImage, StageOutputs};
+
 use crate::journal::StageStatus;
 use crate::pipeline::Pipeline;
+use crate::pipeline::model::TargetKind;
 use crate::plan::{StageId, StageKind};
 
-pub use not_implemented::NotImplemented;
-
-/// Outputs a stage recorded: image id, digest, deployment id…
+/// Outputs a stage recorded, as the journal keeps them: one JSON value per key. Stages read and
+/// write them through the typed views of [`outputs`].
 pub type Outputs = BTreeMap<String, serde_json::Value>;
 
 /// Everything a stage executor is given about the stage it runs.
@@ -27,9 +31,8 @@ pub struct StageInput<'a> {
     pub id: &'a StageId,
     pub pipeline: &'a Pipeline,
     pub run_id: &'a str,
-    /// The stage's configuration with every `${{ … }}` resolved: `images.<name>` for build and
-    /// push, `deploy.<name>` for deploy.
-    pub config: &'a serde_json::Value,
+    /// The stage's configuration, resolved, typed and checked.
+    pub config: &'a StageConfig,
     /// The outputs of the stages this one needs.
     pub upstream: &'a BTreeMap<StageId, Outputs>,
     /// The run's environment, git facts and vars (build secrets come from `env`).
@@ -90,12 +93,9 @@ impl StageFailure {
 pub trait StageSink: Send + Sync {
     fn progress(&self, message: &str);
     fn log(&self, line: &str);
-    /// Records outputs in the journal, in one write, before returning.
-    fn outputs(&self, values: Vec<(&str, serde_json::Value)>) -> Result<(), StageFailure>;
-    /// Records one output in the journal before returning.
-    fn output(&self, key: &str, value: serde_json::Value) -> Result<(), StageFailure> {
-        self.outputs(vec![(key, value)])
-    }
+    /// Records outputs in the journal, in one write, before returning. A stage whose outputs
+    /// cannot be journaled fails: a resume could not find what it did.
+    fn record_outputs(&self, outputs: Outputs) -> Result<(), StageFailure>;
 }
 
 pub struct StageContext<'a> {
@@ -105,6 +105,13 @@ pub struct StageContext<'a> {
     pub cancel: CancellationToken,
     /// Outputs an earlier, unfinished attempt of this stage with the same inputs recorded.
     pub previous_attempt: Outputs,
+}
+
+impl StageContext<'_> {
+    /// Journals `outputs` before returning.
+    pub fn record<T: StageOutputs>(&self, outputs: &T) -> Result<(), StageFailure> {
+        self.sink.record_outputs(outputs.to_outputs())
+    }
 }
 
 #[async_trait]
@@ -129,31 +136,57 @@ pub trait StageExecutor: Send + Sync {
     ) -> Result<(), StageFailure>;
 }
 
-/// The executor for each kind of stage.
+/// The executor for each kind of stage. A deploy kind this build cannot run has none: the
+/// application layer refuses a run that selects it before anything starts, and `validate` and
+/// `plan` say so.
 #[derive(Clone)]
 pub struct Executors {
     pub build: Arc<dyn StageExecutor>,
     pub push: Arc<dyn StageExecutor>,
     pub deploy_docker: Arc<dyn StageExecutor>,
-    pub deploy_ecs: Arc<dyn StageExecutor>,
-    pub deploy_eks: Arc<dyn StageExecutor>,
+    pub deploy_ecs: Option<Arc<dyn StageExecutor>>,
+    pub deploy_eks: Option<Arc<dyn StageExecutor>>,
 }
 
 impl Executors {
-    pub fn for_stage(&self, id: &StageId, pipeline: &Pipeline) -> Arc<dyn StageExecutor> {
+    pub fn for_stage(
+        &self,
+        id: &StageId,
+        pipeline: &Pipeline,
+    ) -> Result<Arc<dyn StageExecutor>, StageFailure> {
         match id.kind {
-            StageKind::Build => self.build.clone(),
-            StageKind::Push => self.push.clone(),
+            StageKind::Build => Ok(self.build.clone()),
+            StageKind::Push => Ok(self.push.clone()),
             StageKind::Deploy => {
-                let target = pipeline.file.deploy.get(&id.name);
-                match target {
-                    Some(t) if t.ecs.is_some() => self.deploy_ecs.clone(),
-                    Some(t) if t.eks.is_some() => self.deploy_eks.clone(),
-                    _ => self.deploy_docker.clone(),
-                }
+                let kind = pipeline
+                    .file
+                    .deploy
+                    .get(&id.name)
+                    .map(|t| &t.kind)
+                    .ok_or_else(|| StageFailure::failed(format!("{id} is not in the pipeline")))?;
+                self.for_target(kind).ok_or_else(|| {
+                    StageFailure::failed(format!("{id}: {}", unavailable_message(kind.key())))
+                })
             }
         }
     }
+
+    /// The executor for a deploy target kind; `None` when this build cannot deploy it.
+    pub fn for_target(&self, kind: &TargetKind) -> Option<Arc<dyn StageExecutor>> {
+        match kind {
+            TargetKind::Ecs(_) => self.deploy_ecs.clone(),
+            TargetKind::Eks(_) => self.deploy_eks.clone(),
+            TargetKind::Docker(_) => Some(self.deploy_docker.clone()),
+        }
+    }
+}
+
+/// What shipit says of a deploy target kind this version cannot run.
+pub fn unavailable_message(kind_key: &str) -> String {
+    format!(
+        "the `{kind_key}` deploy target is not available in this version of shipit; the pipeline \
+         file accepts it, `validate` and `plan` check it, and a later version deploys it"
+    )
 }
 
 impl Executors {
@@ -172,12 +205,9 @@ impl Executors {
             deploy_docker: Arc::new(deploy_docker::DockerDeployStage {
                 daemon: daemon.clone(),
             }),
-            deploy_ecs: Arc::new(NotImplemented {
-                what: "the ECS deploy target",
-            }),
-            deploy_eks: Arc::new(NotImplemented {
-                what: "the EKS deploy target",
-            }),
+            // ECS and EKS deploys are not in this version: see README ("Coming next").
+            deploy_ecs: None,
+            deploy_eks: None,
         }
     }
 }

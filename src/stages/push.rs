@@ -7,32 +7,20 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::docker_daemon::{DaemonConnection, with_causes};
-use super::{Outputs, StageContext, StageExecutor, StageFailure, StageInput, StageSink};
-use crate::pipeline::model::ImageSpec;
-use crate::pipeline::{DocPath, deserialize_at};
+use super::{
+    BuiltImage, Outputs, PushedImage, StageContext, StageExecutor, StageFailure, StageInput,
+    StageOutputs, StageSink,
+};
 use crate::plan::StageId;
-use crate::registry::{self, PushConfig, PushError, PushObserver};
+use crate::registry::{self, PushError, PushObserver};
 
 pub struct PushStage {
     pub daemon: Arc<DaemonConnection>,
     /// The state folder (`.shipit`): the layer cache lives under `cache/registry`.
     pub state_dir: PathBuf,
-}
-
-fn push_config(input: &StageInput<'_>) -> Result<PushConfig, StageFailure> {
-    let path = DocPath::root().key("images").key(input.id.name.clone());
-    let spec: ImageSpec = deserialize_at(
-        &input.pipeline.source,
-        &input.pipeline.document,
-        input.config,
-        &path,
-    )
-    .map_err(|d| StageFailure::failed(d.to_string()))?;
-    spec.push
-        .ok_or_else(|| StageFailure::failed(format!("images.{} has no push: block", input.id.name)))
 }
 
 fn failure(err: PushError) -> StageFailure {
@@ -81,11 +69,10 @@ impl StageExecutor for PushStage {
         input: &StageInput<'_>,
         outputs: &Outputs,
     ) -> Result<bool, StageFailure> {
-        let Some(digest) = outputs.get("digest").and_then(Value::as_str) else {
+        let Some(pushed) = PushedImage::from_outputs(outputs) else {
             return Ok(false);
         };
-        let config = push_config(input)?;
-        registry::manifest_exists(&config, digest)
+        registry::manifest_exists(input.config.push()?, &pushed.digest)
             .await
             .map_err(failure)
     }
@@ -95,20 +82,19 @@ impl StageExecutor for PushStage {
         input: &StageInput<'_>,
         context: &StageContext<'_>,
     ) -> Result<(), StageFailure> {
-        let config = push_config(input)?;
+        let config = input.config.push()?;
         let build = StageId::build(&input.id.name);
         let image_id = input
             .upstream
             .get(&build)
-            .and_then(|o| o.get("image_id"))
-            .and_then(Value::as_str)
+            .and_then(BuiltImage::from_outputs)
             .ok_or_else(|| {
                 StageFailure::failed(format!(
                     "{} has no image to push: {build} recorded no image id",
                     input.id
                 ))
             })?
-            .to_owned();
+            .image_id;
         let docker = self.daemon.get().await?.bollard();
         let cache_dir = self.state_dir.join("cache/registry");
         let observer = Progress {
@@ -118,25 +104,23 @@ impl StageExecutor for PushStage {
         let pushed = registry::push_image(
             docker,
             &image_id,
-            &config,
+            config,
             &cache_dir,
             &observer,
             context.cancel.clone(),
         )
         .await
         .map_err(failure)?;
-        let pinned = pushed.refs.first().cloned().unwrap_or_default();
         // All at once: one journal write instead of one per output.
-        context.sink.outputs(vec![
-            ("digest", json!(pushed.digest)),
-            ("ref", json!(pinned)),
-            ("registry", json!(pushed.registry)),
-            ("repository", json!(pushed.repository)),
-            ("size", json!(pushed.size)),
-            ("refs", json!(pushed.refs)),
-            // Deploy stages that run the image locally need the daemon's id too.
-            ("image_id", json!(image_id)),
-        ])?;
+        context.record(&PushedImage {
+            digest: pushed.digest,
+            reference: pushed.refs.first().cloned().unwrap_or_default(),
+            registry: pushed.registry,
+            repository: pushed.repository,
+            size: pushed.size,
+            refs: pushed.refs,
+            image_id,
+        })?;
         Ok(())
     }
 }

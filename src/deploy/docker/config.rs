@@ -40,13 +40,14 @@
 //! ports from the deploy's JSON result.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::config_problem::ConfigProblem;
+use crate::config_problem::ValidateConfig;
 pub use crate::duration::HumanDuration;
 
 /// Label keys that shipit sets itself; users cannot override them.
@@ -395,25 +396,8 @@ impl PortMapping {
     }
 }
 
-/// One thing wrong with a configuration, at a field path relative to the `docker:` block
-/// (`health.http.port`, `ports[1]`, `env.PORT`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigProblem {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
 fn problem(path: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem {
-        path: path.into(),
-        message: message.into(),
-    }
+    ConfigProblem::new(path, message)
 }
 
 /// Docker accepts container names matching `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -467,6 +451,12 @@ impl DockerTargetConfig {
     /// Every problem with this configuration, each at its field path. An empty list means
     /// the configuration can be deployed (the image and the daemon are checked at deploy).
     pub fn validate(&self) -> Vec<ConfigProblem> {
+        self.problems()
+    }
+}
+
+impl ValidateConfig for DockerTargetConfig {
+    fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
 
         if let Some(name) = &self.name
@@ -557,7 +547,9 @@ impl DockerTargetConfig {
 
         problems
     }
+}
 
+impl DockerTargetConfig {
     fn validate_ports(&self, problems: &mut Vec<ConfigProblem>) {
         let mut mappings = Vec::new();
         for (index, text) in self.ports.iter().enumerate() {

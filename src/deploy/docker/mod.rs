@@ -22,7 +22,7 @@ mod probe;
 mod rollout;
 
 use bollard::Docker;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
@@ -52,7 +52,7 @@ pub trait DeployObserver: Send + Sync {
 }
 
 /// The result of a successful deploy, for the JSON result and the journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DockerDeployOutcome {
     /// The new version's containers, by replica index.
     pub containers: Vec<DeployedContainer>,
@@ -62,7 +62,7 @@ pub struct DockerDeployOutcome {
     pub replaced: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployedContainer {
     pub id: String,
     pub name: String,

@@ -1,0 +1,147 @@
+//! `shipit plan`: what a run would do, stage by stage, decided by the same code the run uses
+//! (`Runner::prepare`), without running anything or writing a journal.
+
+use serde::Serialize;
+
+use super::availability::unavailable_targets;
+use super::run::{new_record, participation};
+use super::values::base_values;
+use super::{AppError, EnvVars, Workspace};
+use crate::journal::record::NOT_SELECTED;
+use crate::pipeline::Pipeline;
+use crate::plan::{Decision, Participation, Selection, StageGraph, StageId};
+use crate::runner::{History, Runner, Stop};
+use crate::stages::unavailable_message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedAction {
+    Run,
+    Skip,
+    /// A deploy target whose kind this version of shipit cannot deploy: a run selecting it is
+    /// refused.
+    Unavailable,
+    /// The stage could not be prepared (its outputs are gone while it is not selected, a
+    /// build context cannot be read…): the run would fail there.
+    Error,
+}
+
+impl PlannedAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlannedAction::Run => "run",
+            PlannedAction::Skip => "skip",
+            PlannedAction::Unavailable => "unavailable",
+            PlannedAction::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStage {
+    pub stage: StageId,
+    pub action: PlannedAction,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub pipeline: String,
+    pub stages: Vec<PlannedStage>,
+}
+
+impl PlanReport {
+    pub fn has_errors(&self) -> bool {
+        self.stages.iter().any(|s| s.action == PlannedAction::Error)
+    }
+}
+
+/// Plans a run of `pipeline` with `selection`.
+pub async fn plan(
+    workspace: &Workspace,
+    pipeline: &Pipeline,
+    selection: Selection,
+    env: &EnvVars,
+) -> Result<PlanReport, AppError> {
+    let graph = StageGraph::from_pipeline(pipeline);
+    let participation = participation(&graph, &selection)?;
+    let run_id = "plan";
+    let (values, git) = base_values(pipeline, run_id, env).map_err(AppError::invalid)?;
+    let store = workspace.store.as_ref();
+    let reporter = crate::report::FanOut(Vec::new());
+    let runner = Runner {
+        pipeline,
+        graph: &graph,
+        store,
+        executors: &workspace.executors,
+        reporter: &reporter,
+        values,
+        history: History::load(store, &pipeline.file.name, run_id),
+        participation,
+        stop: Stop::default(),
+    };
+    // Simulate the run: a skipped stage contributes the outputs it reuses, so the stages after
+    // it can be decided too; a stage that will run leaves its dependents undecided.
+    let mut record = new_record(pipeline, &graph, run_id, selection, git);
+    let mut stages = Vec::new();
+    let planned = |stage: &StageId, action, reason: String| PlannedStage {
+        stage: stage.clone(),
+        action,
+        reason,
+    };
+    let unavailable = unavailable_targets(&workspace.executors, pipeline);
+    for node in &graph.stages {
+        if let Some(target) = unavailable.iter().find(|u| u.stage() == node.id) {
+            let reason = unavailable_message(target.kind);
+            stages.push(planned(&node.id, PlannedAction::Unavailable, reason));
+            continue;
+        }
+        if runner.participation.get(&node.id) == Some(&Participation::Excluded) {
+            stages.push(planned(
+                &node.id,
+                PlannedAction::Skip,
+                NOT_SELECTED.to_owned(),
+            ));
+            continue;
+        }
+        let waiting_on: Vec<String> = node
+            .needs
+            .iter()
+            .filter(|n| !record.stage(n).is_some_and(|s| s.status.is_success()))
+            .map(|n| n.to_string())
+            .collect();
+        if !waiting_on.is_empty() {
+            let reason = format!("decided once {} finishes", waiting_on.join(", "));
+            stages.push(planned(&node.id, PlannedAction::Run, reason));
+            continue;
+        }
+        match runner.prepare(&node.id, &record).await {
+            Ok(prepared) => match &prepared.decision {
+                Decision::Skip {
+                    reason,
+                    reused_from,
+                } => {
+                    if let Some(stage) = record.stage_mut(&node.id) {
+                        stage
+                            .skip(
+                                Some(prepared.input_digest.clone()),
+                                reason.clone(),
+                                reused_from.clone(),
+                                prepared.reused_outputs.clone(),
+                            )
+                            .map_err(AppError::invalid)?;
+                    }
+                    stages.push(planned(&node.id, PlannedAction::Skip, reason.clone()));
+                }
+                Decision::Run { reason } => {
+                    stages.push(planned(&node.id, PlannedAction::Run, reason.clone()))
+                }
+            },
+            Err(failure) => stages.push(planned(&node.id, PlannedAction::Error, failure.message)),
+        }
+    }
+    Ok(PlanReport {
+        pipeline: pipeline.file.name.clone(),
+        stages,
+    })
+}

@@ -1,0 +1,215 @@
+//! `shipit run` and `shipit resume`: a new run of a pipeline, or an unfinished one continued
+//! from its journal.
+
+use std::collections::BTreeMap;
+
+use super::availability::refuse_unavailable;
+use super::values::{base_values, pipeline_digest, preflight};
+use super::{AppError, EnvVars, Stop, Workspace};
+use crate::exit;
+use crate::journal::{
+    GitSnapshot, JournalStore, RunListing, RunRecord, RunStatus, StageRecord, new_run_id,
+};
+use crate::pipeline::interpolate::Values;
+use crate::pipeline::{LoadError, Pipeline};
+use crate::plan::{Participation, Selection, StageGraph, StageId};
+use crate::report::Reporter;
+use crate::runner::{History, Runner};
+
+/// A run to start: the pipeline, which stages, and the environment variables expressions and
+/// build secrets may read.
+pub struct RunRequest {
+    pub pipeline: Pipeline,
+    pub selection: Selection,
+    pub env: EnvVars,
+}
+
+/// A run that went to its end (successfully or not) or was stopped: its journal record as
+/// written, and the exit code it ends with.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub record: RunRecord,
+    pub exit_code: i32,
+}
+
+#[derive(Debug)]
+pub enum ResumeOutcome {
+    /// The run had already succeeded: nothing was done.
+    AlreadySucceeded {
+        run_id: String,
+    },
+    Resumed(Box<RunOutcome>),
+}
+
+pub(super) fn participation(
+    graph: &StageGraph,
+    selection: &Selection,
+) -> Result<BTreeMap<StageId, Participation>, AppError> {
+    graph
+        .participation(selection)
+        .map(|list| list.into_iter().collect())
+        .map_err(AppError::invalid)
+}
+
+pub(super) fn new_record(
+    pipeline: &Pipeline,
+    graph: &StageGraph,
+    run_id: &str,
+    selection: Selection,
+    git: GitSnapshot,
+) -> RunRecord {
+    RunRecord {
+        format: crate::journal::record::JOURNAL_FORMAT,
+        revision: 0,
+        run_id: run_id.to_owned(),
+        pipeline: pipeline.file.name.clone(),
+        pipeline_file: pipeline.source.path.display().to_string(),
+        pipeline_digest: pipeline_digest(pipeline),
+        environment: pipeline.environment.clone(),
+        selection,
+        git,
+        status: RunStatus::Running,
+        started_at: chrono::Utc::now(),
+        finished_at: None,
+        stopped_by: None,
+        stages: graph
+            .stages
+            .iter()
+            .map(|s| StageRecord::pending(s.id.clone()))
+            .collect(),
+    }
+}
+
+/// Starts a new run of `request.pipeline` and runs it to its end.
+pub async fn run(
+    workspace: &Workspace,
+    request: RunRequest,
+    reporter: &dyn Reporter,
+    stop: &Stop,
+) -> Result<RunOutcome, AppError> {
+    let RunRequest {
+        pipeline,
+        selection,
+        env,
+    } = request;
+    let graph = StageGraph::from_pipeline(&pipeline);
+    let participation = participation(&graph, &selection)?;
+    refuse_unavailable(&workspace.executors, &pipeline, &participation)?;
+    let _lock = workspace.store_lock()?;
+    let run_id = new_run_id(chrono::Utc::now());
+    let (values, git) = base_values(&pipeline, &run_id, &env).map_err(AppError::invalid)?;
+    preflight(&pipeline, &graph, &values)
+        .map_err(|problems| AppError::invalid(LoadError::Invalid(problems)))?;
+    let record = new_record(&pipeline, &graph, &run_id, selection, git);
+    let execution = Execution {
+        workspace,
+        pipeline: &pipeline,
+        graph: &graph,
+        values,
+        participation,
+    };
+    Ok(execution.execute(record, false, reporter, stop).await)
+}
+
+/// Continues run `run_id` (the latest run when `None`) from its first unfinished stage.
+pub async fn resume(
+    workspace: &Workspace,
+    pipeline: Pipeline,
+    run_id: Option<&str>,
+    env: EnvVars,
+    reporter: &dyn Reporter,
+    stop: &Stop,
+) -> Result<ResumeOutcome, AppError> {
+    let graph = StageGraph::from_pipeline(&pipeline);
+    let _lock = workspace.store_lock()?;
+    let mut record = match run_id {
+        Some(id) => workspace.store.load(id)?,
+        None => latest_run(workspace)?,
+    };
+    if record.status == RunStatus::Succeeded {
+        return Ok(ResumeOutcome::AlreadySucceeded {
+            run_id: record.run_id,
+        });
+    }
+    let start_afresh =
+        "start a new run with `shipit run`: it reuses every stage whose inputs are unchanged";
+    if record.pipeline_digest != pipeline_digest(&pipeline) || record.pipeline != pipeline.file.name
+    {
+        return Err(AppError::invalid(format!(
+            "the pipeline file (or --env) differs from the one run {} started with",
+            record.run_id
+        ))
+        .with_hint(start_afresh));
+    }
+    let (values, git) = base_values(&pipeline, &record.run_id, &env).map_err(AppError::invalid)?;
+    if git.sha != record.git.sha {
+        return Err(AppError::invalid(format!(
+            "the checkout moved from {} to {} since run {} started",
+            record.git.sha.as_deref().unwrap_or("(no commit)"),
+            git.sha.as_deref().unwrap_or("(no commit)"),
+            record.run_id
+        ))
+        .with_hint(start_afresh));
+    }
+    let participation = participation(&graph, &record.selection)?;
+    refuse_unavailable(&workspace.executors, &pipeline, &participation)?;
+    record.reopen_for_resume(chrono::Utc::now());
+    let execution = Execution {
+        workspace,
+        pipeline: &pipeline,
+        graph: &graph,
+        values,
+        participation,
+    };
+    Ok(ResumeOutcome::Resumed(Box::new(
+        execution.execute(record, true, reporter, stop).await,
+    )))
+}
+
+fn latest_run(workspace: &Workspace) -> Result<RunRecord, AppError> {
+    match workspace.store.list()?.into_iter().last() {
+        Some(RunListing::Readable(run)) => Ok(*run),
+        Some(RunListing::Unreadable { error, .. }) => Err(error.into()),
+        None => Err(crate::journal::JournalError::NoRuns {
+            dir: workspace.store.root().join("runs"),
+        }
+        .into()),
+    }
+}
+
+/// Everything a run needs besides its record.
+struct Execution<'a> {
+    workspace: &'a Workspace,
+    pipeline: &'a Pipeline,
+    graph: &'a StageGraph,
+    values: Values,
+    participation: BTreeMap<StageId, Participation>,
+}
+
+impl Execution<'_> {
+    async fn execute(
+        self,
+        record: RunRecord,
+        resumed: bool,
+        reporter: &dyn Reporter,
+        stop: &Stop,
+    ) -> RunOutcome {
+        let store = self.workspace.store.as_ref();
+        let runner = Runner {
+            pipeline: self.pipeline,
+            graph: self.graph,
+            store,
+            executors: &self.workspace.executors,
+            reporter,
+            values: self.values,
+            history: History::load(store, &self.pipeline.file.name, &record.run_id),
+            participation: self.participation,
+            stop: stop.clone(),
+        };
+        let record = runner.execute(record, resumed).await;
+        RunOutcome {
+            exit_code: exit::for_run(&record),
+            record,
+        }
+    }
+}

@@ -3,16 +3,16 @@
 
 use super::{AppError, Workspace};
 use crate::exit;
-use crate::journal::{JournalStore, RunListing, RunRecord};
+use crate::journal::{ListedRun, RunRecord};
 
 /// Every recorded run, oldest first; damaged journals are listed with their error.
-pub fn list_runs(workspace: &Workspace) -> Result<Vec<RunListing>, AppError> {
-    Ok(workspace.store.list()?)
+pub async fn list_runs(workspace: &Workspace) -> Result<Vec<ListedRun>, AppError> {
+    Ok(workspace.store.list().await?)
 }
 
 /// One run's record and the exit code it ended with.
-pub fn show_run(workspace: &Workspace, run_id: &str) -> Result<(RunRecord, i32), AppError> {
-    let record = workspace.store.load(run_id)?;
+pub async fn show_run(workspace: &Workspace, run_id: &str) -> Result<(RunRecord, i32), AppError> {
+    let record = workspace.store.load(run_id).await?;
     let code = exit::for_run(&record);
     Ok((record, code))
 }

@@ -24,7 +24,7 @@ pub use inspect::{list_runs, show_run};
 pub use plan::{PlanReport, PlannedAction, PlannedStage, plan};
 pub use run::{ResumeOutcome, RunOutcome, RunRequest, resume, run};
 
-use crate::journal::FsJournalStore;
+use crate::journal::{FsRunStore, RunStore};
 use crate::pipeline::{LoadError, Pipeline};
 use crate::stages::Executors;
 
@@ -34,7 +34,7 @@ pub type EnvVars = BTreeMap<String, String>;
 
 /// Where runs are journaled and what executes each stage kind.
 pub struct Workspace {
-    pub store: Arc<FsJournalStore>,
+    pub store: Arc<dyn RunStore>,
     pub executors: Executors,
 }
 
@@ -42,14 +42,9 @@ impl Workspace {
     /// Journals under `state_dir` (`.shipit`) and this build's executors.
     pub fn local(state_dir: &Path) -> Self {
         Workspace {
-            store: Arc::new(FsJournalStore::new(state_dir)),
+            store: Arc::new(FsRunStore::new(state_dir)),
             executors: Executors::default_set(state_dir),
         }
-    }
-
-    /// Holds the state folder's lock while a run writes journals.
-    fn store_lock(&self) -> Result<crate::journal::store::StoreLock, AppError> {
-        Ok(self.store.lock()?)
     }
 }
 

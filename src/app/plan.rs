@@ -76,7 +76,7 @@ pub async fn plan(
         executors: &workspace.executors,
         reporter: &reporter,
         values,
-        history: History::load(store, &pipeline.file.name, run_id),
+        history: History::load(store, &pipeline.file.name, run_id).await?,
         participation,
         stop: Stop::default(),
     };

@@ -8,13 +8,13 @@ use super::values::{base_values, pipeline_digest, preflight};
 use super::{AppError, EnvVars, Stop, Workspace};
 use crate::exit;
 use crate::journal::{
-    GitSnapshot, JournalStore, RunListing, RunRecord, RunStatus, StageRecord, new_run_id,
+    GitSnapshot, JournalError, ListedRun, RunRecord, RunStatus, StageRecord, new_run_id,
 };
 use crate::pipeline::interpolate::Values;
 use crate::pipeline::{LoadError, Pipeline};
 use crate::plan::{Participation, Selection, StageGraph, StageId};
 use crate::report::Reporter;
-use crate::runner::{History, Runner};
+use crate::runner::{Executed, History, Runner};
 
 /// A run to start: the pipeline, which stages, and the environment variables expressions and
 /// build secrets may read.
@@ -30,6 +30,9 @@ pub struct RunRequest {
 pub struct RunOutcome {
     pub record: RunRecord,
     pub exit_code: i32,
+    /// A journal write that failed: the run failed with it, and `record` holds what could not
+    /// be written.
+    pub journal_error: Option<JournalError>,
 }
 
 #[derive(Debug)]
@@ -95,12 +98,13 @@ pub async fn run(
     let graph = StageGraph::from_pipeline(&pipeline);
     let participation = participation(&graph, &selection)?;
     refuse_unavailable(&workspace.executors, &pipeline, &participation)?;
-    let _lock = workspace.store_lock()?;
     let run_id = new_run_id(chrono::Utc::now());
     let (values, git) = base_values(&pipeline, &run_id, &env).map_err(AppError::invalid)?;
     preflight(&pipeline, &graph, &values)
         .map_err(|problems| AppError::invalid(LoadError::Invalid(problems)))?;
-    let record = new_record(&pipeline, &graph, &run_id, selection, git);
+    let mut record = new_record(&pipeline, &graph, &run_id, selection, git);
+    workspace.store.create(&mut record).await?;
+    let _hold = workspace.store.lock_run(&run_id).await?;
     let execution = Execution {
         workspace,
         pipeline: &pipeline,
@@ -108,7 +112,7 @@ pub async fn run(
         values,
         participation,
     };
-    Ok(execution.execute(record, false, reporter, stop).await)
+    execution.execute(record, false, reporter, stop).await
 }
 
 /// Continues run `run_id` (the latest run when `None`) from its first unfinished stage.
@@ -121,11 +125,13 @@ pub async fn resume(
     stop: &Stop,
 ) -> Result<ResumeOutcome, AppError> {
     let graph = StageGraph::from_pipeline(&pipeline);
-    let _lock = workspace.store_lock()?;
-    let mut record = match run_id {
-        Some(id) => workspace.store.load(id)?,
-        None => latest_run(workspace)?,
+    let run_id = match run_id {
+        Some(id) => id.to_owned(),
+        None => latest_run_id(workspace).await?,
     };
+    // Held before the record is read: no other process can change it until this one ends.
+    let _hold = workspace.store.lock_run(&run_id).await?;
+    let mut record = workspace.store.load(&run_id).await?;
     if record.status == RunStatus::Succeeded {
         return Ok(ResumeOutcome::AlreadySucceeded {
             run_id: record.run_id,
@@ -161,19 +167,17 @@ pub async fn resume(
         values,
         participation,
     };
-    Ok(ResumeOutcome::Resumed(Box::new(
-        execution.execute(record, true, reporter, stop).await,
-    )))
+    let outcome = execution.execute(record, true, reporter, stop).await?;
+    Ok(ResumeOutcome::Resumed(Box::new(outcome)))
 }
 
-fn latest_run(workspace: &Workspace) -> Result<RunRecord, AppError> {
-    match workspace.store.list()?.into_iter().last() {
-        Some(RunListing::Readable(run)) => Ok(*run),
-        Some(RunListing::Unreadable { error, .. }) => Err(error.into()),
-        None => Err(crate::journal::JournalError::NoRuns {
-            dir: workspace.store.root().join("runs"),
+async fn latest_run_id(workspace: &Workspace) -> Result<String, AppError> {
+    match workspace.store.list().await?.into_iter().last() {
+        Some(ListedRun::Readable(run)) => Ok(run.run_id),
+        Some(ListedRun::Unreadable { error, .. }) => Err(error.into()),
+        None => {
+            Err(AppError::invalid("no runs recorded yet").with_hint("start one with `shipit run`"))
         }
-        .into()),
     }
 }
 
@@ -193,8 +197,9 @@ impl Execution<'_> {
         resumed: bool,
         reporter: &dyn Reporter,
         stop: &Stop,
-    ) -> RunOutcome {
+    ) -> Result<RunOutcome, AppError> {
         let store = self.workspace.store.as_ref();
+        let history = History::load(store, &self.pipeline.file.name, &record.run_id).await?;
         let runner = Runner {
             pipeline: self.pipeline,
             graph: self.graph,
@@ -202,14 +207,22 @@ impl Execution<'_> {
             executors: &self.workspace.executors,
             reporter,
             values: self.values,
-            history: History::load(store, &self.pipeline.file.name, &record.run_id),
+            history,
             participation: self.participation,
             stop: stop.clone(),
         };
-        let record = runner.execute(record, resumed).await;
-        RunOutcome {
-            exit_code: exit::for_run(&record),
+        let Executed {
             record,
-        }
+            journal_error,
+        } = runner.execute(record, resumed).await;
+        let exit_code = match &journal_error {
+            Some(_) => exit::for_run(&record).max(exit::STAGE_FAILED),
+            None => exit::for_run(&record),
+        };
+        Ok(RunOutcome {
+            exit_code,
+            record,
+            journal_error,
+        })
     }
 }

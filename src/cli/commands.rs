@@ -17,8 +17,8 @@ pub(crate) async fn dispatch(cli: &Cli, printer: Printer) -> i32 {
         Command::Plan(select) => plan(global, select, printer).await,
         Command::Run(select) => run(global, select, printer).await,
         Command::Resume { run_id } => resume(global, run_id.as_deref(), printer).await,
-        Command::Runs => runs(global, printer),
-        Command::Show { run_id } => show(global, run_id, printer),
+        Command::Runs => runs(global, printer).await,
+        Command::Show { run_id } => show(global, run_id, printer).await,
         Command::Schema => schema(printer),
     };
     outcome.unwrap_or_else(|err| {
@@ -169,6 +169,12 @@ fn spawn_signal_handler(stop: Stop, printer: Printer) {
 /// Prints the JSON result when asked and writes the result files; returns the exit code.
 fn emit_result(global: &GlobalArgs, outcome: &RunOutcome, printer: Printer) -> i32 {
     let code = outcome.exit_code;
+    if let Some(err) = &outcome.journal_error {
+        printer.error(
+            format!("the run's journal could not be written: {err}"),
+            Some("free space or fix the state directory, then `shipit resume` continues from what was journaled"),
+        );
+    }
     let json = match render::result_json(&outcome.record, code) {
         Ok(json) => json,
         Err(err) => {
@@ -195,9 +201,9 @@ fn emit_result(global: &GlobalArgs, outcome: &RunOutcome, printer: Printer) -> i
     code
 }
 
-fn runs(global: &GlobalArgs, printer: Printer) -> Result<i32, AppError> {
+async fn runs(global: &GlobalArgs, printer: Printer) -> Result<i32, AppError> {
     let workspace = Workspace::local(&global.state_dir);
-    let listing = app::list_runs(&workspace)?;
+    let listing = app::list_runs(&workspace).await?;
     if global.output == OutputFormat::Json {
         printer.data(render::runs_json(&listing));
         return Ok(exit::OK);
@@ -213,9 +219,9 @@ fn runs(global: &GlobalArgs, printer: Printer) -> Result<i32, AppError> {
     Ok(exit::OK)
 }
 
-fn show(global: &GlobalArgs, run_id: &str, printer: Printer) -> Result<i32, AppError> {
+async fn show(global: &GlobalArgs, run_id: &str, printer: Printer) -> Result<i32, AppError> {
     let workspace = Workspace::local(&global.state_dir);
-    let (record, code) = app::show_run(&workspace, run_id)?;
+    let (record, code) = app::show_run(&workspace, run_id).await?;
     if global.output == OutputFormat::Json {
         match render::result_json(&record, code) {
             Ok(json) => printer.data(json),

@@ -2,7 +2,7 @@
 //! one run. Pure functions from data to text, so they can be checked without a process.
 
 use crate::app::PlanReport;
-use crate::journal::{RunListing, RunRecord};
+use crate::journal::{ListedRun, RunRecord};
 use crate::report::result::RunResult;
 
 pub(crate) fn plan_text(plan: &PlanReport) -> String {
@@ -34,15 +34,15 @@ pub(crate) fn plan_json(plan: &PlanReport) -> String {
     serde_json::to_string(plan).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
 }
 
-pub(crate) fn runs_json(listing: &[RunListing]) -> String {
+pub(crate) fn runs_json(listing: &[ListedRun]) -> String {
     let rows: Vec<_> = listing
         .iter()
         .map(|entry| match entry {
-            RunListing::Readable(run) => serde_json::json!({
+            ListedRun::Readable(run) => serde_json::json!({
                 "run_id": run.run_id, "pipeline": run.pipeline, "status": run.status.as_str(),
-                "started_at": run.started_at, "finished_at": run.finished_at, "git_sha": run.git.sha,
+                "started_at": run.started_at, "finished_at": run.finished_at, "git_sha": run.git_sha,
             }),
-            RunListing::Unreadable { run_id, error } => {
+            ListedRun::Unreadable { run_id, error } => {
                 serde_json::json!({"run_id": run_id, "error": error.to_string()})
             }
         })
@@ -50,23 +50,20 @@ pub(crate) fn runs_json(listing: &[RunListing]) -> String {
     serde_json::Value::Array(rows).to_string()
 }
 
-pub(crate) fn runs_text(listing: &[RunListing]) -> String {
+pub(crate) fn runs_text(listing: &[ListedRun]) -> String {
     let lines: Vec<String> = listing
         .iter()
         .map(|entry| match entry {
-            RunListing::Readable(run) => {
-                let done = run.stages.iter().filter(|s| s.status.is_success()).count();
-                format!(
-                    "{}  {:<11}  {}  {}/{} stages done  {}",
-                    run.run_id,
-                    run.status.as_str(),
-                    run.started_at.format("%Y-%m-%d %H:%M:%S"),
-                    done,
-                    run.stages.len(),
-                    run.pipeline
-                )
-            }
-            RunListing::Unreadable { run_id, error } => format!("{run_id}  unreadable   {error}"),
+            ListedRun::Readable(run) => format!(
+                "{}  {:<11}  {}  {}/{} stages done  {}",
+                run.run_id,
+                run.status.as_str(),
+                run.started_at.format("%Y-%m-%d %H:%M:%S"),
+                run.stages_done,
+                run.stages_total,
+                run.pipeline
+            ),
+            ListedRun::Unreadable { run_id, error } => format!("{run_id}  unreadable   {error}"),
         })
         .collect();
     lines.join("\n")

@@ -1,5 +1,4 @@
-//! Everything that can go wrong in a journal store, for the synchronous store and the `RunStore`
-//! implementations alike.
+//! Everything that can go wrong in a journal store, for every `RunStore` implementation.
 
 use std::path::PathBuf;
 
@@ -52,10 +51,6 @@ pub enum JournalError {
         holder_run: Option<String>,
         holder_pid: Option<u32>,
     },
-    #[error("no runs recorded in {}\n  hint: start one with `shipit run`", dir.display())]
-    NoRuns { dir: PathBuf },
-    #[error("another shipit process{holder} is running in {}\n  hint: wait for it to finish; if none is running, the lock frees itself", dir.display())]
-    Busy { dir: PathBuf, holder: String },
     #[error("failed to serialize the journal: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("failed to finish a journal operation: the runtime is shutting down")]

@@ -1,13 +1,12 @@
 //! The run journal: what happened in each run, stage by stage, written the moment it happens so
 //! that an interrupted run can be resumed and unchanged work skipped.
 //!
-//! Two store APIs live side by side while the callers move over:
-//! - `JournalStore` / `FsJournalStore` (`store.rs`): synchronous, one writer per state dir.
+//! - `record.rs`: what a run's journal holds, and the legal transitions of a stage's record.
 //! - `RunStore` (`run_store.rs`, whose module docs are the contract every implementation
-//!   keeps) / `FsRunStore` (`fs_run_store/`): asynchronous, revision-checked saves, cheap
-//!   listing through summaries, holds on runs and deploy targets, so that several runs can
-//!   share a store. The daemon's database stores implement the same trait and run the same
-//!   conformance suite (`conformance.rs`).
+//!   keeps): revision-checked saves, cheap listing through summaries, holds on runs and deploy
+//!   targets, so that several runs can share a store. `FsRunStore` (`fs_run_store/`) keeps it
+//!   in files under the state dir; the daemon's database stores implement the same trait and
+//!   run the same conformance suite (`conformance.rs`).
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -17,7 +16,6 @@ mod journal_file;
 pub mod record;
 mod run_id;
 mod run_store;
-pub mod store;
 mod summary;
 
 pub use error::JournalError;
@@ -27,5 +25,4 @@ pub use record::{
 };
 pub use run_id::{is_run_id, new_run_id};
 pub use run_store::{Lease, RunStore};
-pub use store::{FsJournalStore, JournalStore, RunListing};
 pub use summary::{ListedRun, RunSummary};

@@ -1,8 +1,9 @@
-//! Earlier successes of each stage, from every recorded run, for the skip decision.
+//! Earlier successes of each stage, from every recorded run of the pipeline, for the skip
+//! decision.
 
 use std::collections::BTreeMap;
 
-use crate::journal::{JournalStore, RunListing, StageStatus};
+use crate::journal::{JournalError, RunStore, StageStatus};
 use crate::plan::StageId;
 use crate::stages::Outputs;
 
@@ -20,18 +21,17 @@ pub struct History {
 }
 
 impl History {
-    /// Reads every readable journal except `current_run`'s. Damaged journals are passed over
-    /// (`shipit runs` reports them).
-    pub fn load(store: &dyn JournalStore, pipeline: &str, current_run: &str) -> Self {
+    /// Reads every readable record of `pipeline` except `current_run`'s. Damaged journals are
+    /// passed over (`shipit runs` reports them); a store that cannot be read at all is an
+    /// error, since skipping on a partial history could redo or reuse the wrong work.
+    pub async fn load(
+        store: &dyn RunStore,
+        pipeline: &str,
+        current_run: &str,
+    ) -> Result<Self, JournalError> {
         let mut history = History::default();
-        let Ok(listing) = store.list() else {
-            return history;
-        };
-        for entry in listing.into_iter().rev() {
-            let RunListing::Readable(run) = entry else {
-                continue;
-            };
-            if run.run_id == current_run || run.pipeline != pipeline {
+        for run in store.runs_of(pipeline).await? {
+            if run.run_id == current_run {
                 continue;
             }
             for stage in run.stages {
@@ -49,7 +49,7 @@ impl History {
                 ));
             }
         }
-        history
+        Ok(history)
     }
 
     pub fn same_inputs(&self, stage: &StageId, digest: &str) -> Option<Candidate> {

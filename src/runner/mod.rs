@@ -7,15 +7,18 @@ mod sink;
 mod stop;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
 
-use crate::journal::{JournalStore, RunRecord, RunStatus, StageError, StageStatus};
+use crate::journal::{
+    JournalError, Lease, RunRecord, RunStatus, RunStore, StageError, StageStatus,
+};
 use crate::pipeline::interpolate::{Values, interpolate_value};
 use crate::pipeline::{DocPath, Pipeline};
 use crate::plan::{Decision, Participation, StageGraph, StageHistory, StageId, StageKind, decide};
@@ -33,10 +36,13 @@ pub use stop::Stop;
 /// entry then says interrupted, and `shipit resume` picks it up).
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
 
+/// How often a deploy waiting for its target asks again.
+const TARGET_RETRY: Duration = Duration::from_millis(250);
+
 pub struct Runner<'a> {
     pub pipeline: &'a Pipeline,
     pub graph: &'a StageGraph,
-    pub store: &'a dyn JournalStore,
+    pub store: &'a dyn RunStore,
     pub executors: &'a Executors,
     pub reporter: &'a dyn Reporter,
     /// env, vars, git and run.id; image outputs are added from the journal as stages finish.
@@ -230,8 +236,9 @@ impl Runner<'_> {
         })
     }
 
-    /// Runs (or resumes) `record` to its end and returns it as journaled.
-    pub async fn execute(&self, record: RunRecord, resumed: bool) -> RunRecord {
+    /// Runs (or resumes) `record` to its end. `record` must already be in the store (the
+    /// application layer creates it); every change from here on is saved as it happens.
+    pub async fn execute(&self, mut record: RunRecord, resumed: bool) -> Executed {
         let started = Instant::now();
         let run_id = record.run_id.clone();
         self.reporter.report(&Event::RunStarted {
@@ -240,8 +247,11 @@ impl Runner<'_> {
             resumed,
             stages: self.graph.stages.iter().map(|s| s.id.clone()).collect(),
         });
+        // A resumed record was reopened in memory: journal that before any stage starts.
+        if let Err(err) = self.store.save(&mut record).await {
+            return self.finish(record, Some(err), started);
+        }
         let shared = Mutex::new(record);
-        self.save(&shared);
 
         let mut started_stages: BTreeSet<StageId> = BTreeSet::new();
         let mut succeeded: BTreeSet<StageId> = BTreeSet::new();
@@ -271,7 +281,7 @@ impl Runner<'_> {
         }
 
         drop(in_flight);
-        let mut record = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut record = shared.into_inner();
         self.block_downstream_of_failures(&mut record);
         if self.stop.is_requested() {
             record.status = RunStatus::Interrupted;
@@ -280,17 +290,35 @@ impl Runner<'_> {
             record.status = record.derive_status();
         }
         record.finished_at = Some(chrono::Utc::now());
-        if let Err(err) = self.store.save(&record) {
+        let saved = self.store.save(&mut record).await;
+        self.finish(record, saved.err(), started)
+    }
+
+    /// Reports the end of the run. A run whose journal could not be written has failed,
+    /// whatever its stages did: the journal is what a resume and the next run rely on.
+    fn finish(
+        &self,
+        mut record: RunRecord,
+        journal_error: Option<JournalError>,
+        started: Instant,
+    ) -> Executed {
+        if let Some(err) = &journal_error {
+            if record.status == RunStatus::Running || record.status == RunStatus::Succeeded {
+                record.status = RunStatus::Failed;
+            }
             self.reporter.report(&Event::Warning {
-                message: err.to_string(),
+                message: format!("the run's journal could not be written: {err}"),
             });
         }
         self.reporter.report(&Event::RunFinished {
-            run_id,
+            run_id: record.run_id.clone(),
             status: record.status,
             elapsed: started.elapsed(),
         });
-        record
+        Executed {
+            record,
+            journal_error,
+        }
     }
 
     fn block_downstream_of_failures(&self, record: &mut RunRecord) {
@@ -311,15 +339,6 @@ impl Runner<'_> {
         }
     }
 
-    fn save(&self, shared: &Mutex<RunRecord>) {
-        let record = shared.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(err) = self.store.save(&record) {
-            self.reporter.report(&Event::Warning {
-                message: err.to_string(),
-            });
-        }
-    }
-
     async fn run_stage(&self, id: StageId, shared: &Mutex<RunRecord>) -> (StageId, StageStatus) {
         let sink = JournalSink {
             id: &id,
@@ -327,18 +346,25 @@ impl Runner<'_> {
             store: self.store,
             reporter: self.reporter,
         };
+        let started = Instant::now();
         if self.participation.get(&id) == Some(&Participation::Excluded) {
-            sink.leave_out();
-            return (id, StageStatus::Skipped);
+            return match sink.leave_out().await {
+                Ok(()) => (id.clone(), StageStatus::Skipped),
+                Err(err) => (id.clone(), sink.report_unjournaled(err, started.elapsed())),
+            };
         }
-        let snapshot = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let prepared = self.prepare(&id, &snapshot).await;
-        let prepared = match prepared {
-            Ok(p) => p,
+        let snapshot = shared.lock().await.clone();
+        let prepared = match self.prepare(&id, &snapshot).await {
+            Ok(prepared) => prepared,
             Err(failure) => {
-                let started = Instant::now();
-                sink.start(String::new(), "preparing the stage failed".into(), false);
-                return (id.clone(), sink.finish(Err(failure), started.elapsed()));
+                let reason = "preparing the stage failed".to_owned();
+                if let Err(err) = sink.start(String::new(), reason, false).await {
+                    return (id.clone(), sink.report_unjournaled(err, started.elapsed()));
+                }
+                return (
+                    id.clone(),
+                    sink.finish(Err(failure), started.elapsed()).await,
+                );
             }
         };
         if let Decision::Skip {
@@ -346,21 +372,49 @@ impl Runner<'_> {
             reused_from,
         } = &prepared.decision
         {
-            sink.skip(&prepared, reason, reused_from);
-            return (id, StageStatus::Skipped);
+            return match sink.skip(&prepared, reason, reused_from).await {
+                Ok(()) => (id.clone(), StageStatus::Skipped),
+                Err(err) => (id.clone(), sink.report_unjournaled(err, started.elapsed())),
+            };
         }
+        // Two runs may build at once, but never deploy the same target at once.
+        let _target_hold = match id.kind {
+            StageKind::Deploy => match self.hold_target(&id, &snapshot.run_id).await {
+                Ok(lease) => Some(lease),
+                Err(failure) => {
+                    let reason = prepared.decision.reason().to_owned();
+                    if let Err(err) = sink
+                        .start(prepared.input_digest.clone(), reason, false)
+                        .await
+                    {
+                        return (id.clone(), sink.report_unjournaled(err, started.elapsed()));
+                    }
+                    return (
+                        id.clone(),
+                        sink.finish(Err(failure), started.elapsed()).await,
+                    );
+                }
+            },
+            _ => None,
+        };
         let started = Instant::now();
-        let previous_attempt = sink.start(
-            prepared.input_digest.clone(),
-            prepared.decision.reason().to_owned(),
-            true,
-        );
-        let executor = prepared.executor.clone();
-        let run_id = snapshot.run_id.clone();
+        let previous_attempt = match sink
+            .start(
+                prepared.input_digest.clone(),
+                prepared.decision.reason().to_owned(),
+                true,
+            )
+            .await
+        {
+            Ok(outputs) => outputs,
+            // Not journaled as running, so not started: a resume must never find a deploy
+            // it knows nothing about.
+            Err(err) => return (id.clone(), sink.report_unjournaled(err, started.elapsed())),
+        };
         let input = StageInput {
             id: &id,
             pipeline: self.pipeline,
-            run_id: &run_id,
+            run_id: &snapshot.run_id,
             config: &prepared.config,
             upstream: &prepared.upstream,
             values: &self.values,
@@ -372,7 +426,7 @@ impl Runner<'_> {
             previous_attempt,
         };
         let outcome = tokio::select! {
-            outcome = executor.run(&input, &context) => outcome,
+            outcome = prepared.executor.run(&input, &context) => outcome,
             _ = async { self.stop.requested().await; tokio::time::sleep(CANCEL_GRACE).await } => Err(StageFailure::interrupted()),
         };
         let outcome = match outcome {
@@ -387,8 +441,57 @@ impl Runner<'_> {
             }
             other => other,
         };
-        (id.clone(), sink.finish(outcome, started.elapsed()))
+        (id.clone(), sink.finish(outcome, started.elapsed()).await)
     }
+
+    /// Waits until this run holds deploy target `id`, saying once who holds it meanwhile.
+    async fn hold_target(&self, id: &StageId, run_id: &str) -> Result<Lease, StageFailure> {
+        let pipeline = &self.pipeline.file.name;
+        let mut announced = false;
+        loop {
+            match self.store.try_lock_target(pipeline, &id.name, run_id).await {
+                Ok(lease) => return Ok(lease),
+                Err(JournalError::TargetBusy {
+                    holder_run,
+                    holder_pid,
+                    ..
+                }) => {
+                    if !announced {
+                        announced = true;
+                        let holder = match (holder_run, holder_pid) {
+                            (Some(run), Some(pid)) => format!("run {run} (pid {pid})"),
+                            (Some(run), None) => format!("run {run}"),
+                            _ => "another run".to_owned(),
+                        };
+                        self.reporter.report(&Event::Warning {
+                            message: format!(
+                                "{id} waits: {holder} is deploying target `{}` of pipeline {pipeline}; it starts when that deploy ends",
+                                id.name
+                            ),
+                        });
+                    }
+                }
+                Err(err) => {
+                    return Err(StageFailure::failed(format!(
+                        "failed to take hold of deploy target `{}`: {err}",
+                        id.name
+                    )));
+                }
+            }
+            tokio::select! {
+                _ = self.stop.requested() => return Err(StageFailure::interrupted()),
+                _ = tokio::time::sleep(TARGET_RETRY) => {}
+            }
+        }
+    }
+}
+
+/// A run at its end: the record as journaled, and the journal write that failed, if one did
+/// (the record then holds what could not be written).
+#[derive(Debug)]
+pub struct Executed {
+    pub record: RunRecord,
+    pub journal_error: Option<JournalError>,
 }
 
 impl From<&StageFailure> for StageError {

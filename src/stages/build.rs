@@ -190,13 +190,15 @@ impl StageExecutor for BuildStage {
                 hint: None,
             },
         })?;
-        context.record(&BuiltImage {
-            image_id: built.id,
-            local_ref: tag,
-            size: Some(built.size),
-            layers: built.layer_diff_ids,
-            builder: Some(format!("{:?}", built.builder).to_lowercase()),
-        })?;
+        context
+            .record(&BuiltImage {
+                image_id: built.id,
+                local_ref: tag,
+                size: Some(built.size),
+                layers: built.layer_diff_ids,
+                builder: Some(format!("{:?}", built.builder).to_lowercase()),
+            })
+            .await?;
         Ok(())
     }
 }

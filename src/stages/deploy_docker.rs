@@ -139,7 +139,7 @@ impl StageExecutor for DockerDeployStage {
         // resumed stage re-attaches to this run's containers instead of starting afresh.
         let reattach = DeployAttempt::from_outputs(&context.previous_attempt)
             .is_some_and(|attempt| attempt.started);
-        context.record(&DeployAttempt { started: true })?;
+        context.record(&DeployAttempt { started: true }).await?;
         let outcome = if reattach {
             context
                 .sink
@@ -149,7 +149,7 @@ impl StageExecutor for DockerDeployStage {
             target::deploy(docker, &spec, &observer, context.cancel.clone()).await
         }
         .map_err(failure)?;
-        context.record(&outcome)?;
+        context.record(&outcome).await?;
         Ok(())
     }
 }

@@ -90,12 +90,13 @@ impl StageFailure {
 /// What a running stage can do besides its own work: report progress, stream its log, record
 /// outputs (journaled at once), watch for cancellation, and see what an earlier attempt of the
 /// same work recorded (a deploy re-attaches to the deployment it started).
+#[async_trait]
 pub trait StageSink: Send + Sync {
     fn progress(&self, message: &str);
     fn log(&self, line: &str);
     /// Records outputs in the journal, in one write, before returning. A stage whose outputs
     /// cannot be journaled fails: a resume could not find what it did.
-    fn record_outputs(&self, outputs: Outputs) -> Result<(), StageFailure>;
+    async fn record_outputs(&self, outputs: Outputs) -> Result<(), StageFailure>;
 }
 
 pub struct StageContext<'a> {
@@ -109,8 +110,8 @@ pub struct StageContext<'a> {
 
 impl StageContext<'_> {
     /// Journals `outputs` before returning.
-    pub fn record<T: StageOutputs>(&self, outputs: &T) -> Result<(), StageFailure> {
-        self.sink.record_outputs(outputs.to_outputs())
+    pub async fn record<T: StageOutputs>(&self, outputs: &T) -> Result<(), StageFailure> {
+        self.sink.record_outputs(outputs.to_outputs()).await
     }
 }
 

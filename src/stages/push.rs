@@ -112,15 +112,17 @@ impl StageExecutor for PushStage {
         .await
         .map_err(failure)?;
         // All at once: one journal write instead of one per output.
-        context.record(&PushedImage {
-            digest: pushed.digest,
-            reference: pushed.refs.first().cloned().unwrap_or_default(),
-            registry: pushed.registry,
-            repository: pushed.repository,
-            size: pushed.size,
-            refs: pushed.refs,
-            image_id,
-        })?;
+        context
+            .record(&PushedImage {
+                digest: pushed.digest,
+                reference: pushed.refs.first().cloned().unwrap_or_default(),
+                registry: pushed.registry,
+                repository: pushed.repository,
+                size: pushed.size,
+                refs: pushed.refs,
+                image_id,
+            })
+            .await?;
         Ok(())
     }
 }

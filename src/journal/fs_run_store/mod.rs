@@ -39,7 +39,7 @@ pub struct FsRunStore {
 }
 
 impl FsRunStore {
-    /// `root` is the state dir (`.shipit`); the synchronous store uses the same layout.
+    /// `root` is the state dir (`.shipit`), laid out as journals have always been.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         FsRunStore {
             layout: Layout::new(root.into()),

@@ -3,8 +3,8 @@
 //!
 //! A summary says which journal file it was taken from (inode, length, modification time). It
 //! is trusted only while the journal is still that file: a journal written by an earlier
-//! shipit, by the synchronous store, or by a save that stopped between the journal and its
-//! summary has no summary or one that names another file, and is summarised from the journal.
+//! shipit, or by a save that stopped between the journal and its summary, has no summary or
+//! one that names another file, and is summarised from the journal.
 //! That check is also why the summary is not synced to disk: one lost in a crash is rebuilt.
 
 use std::fs::Metadata;

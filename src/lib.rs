@@ -22,3 +22,5 @@ pub mod registry;
 pub mod report;
 pub mod runner;
 pub mod stages;
+#[cfg(test)]
+mod test_support;

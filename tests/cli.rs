@@ -374,7 +374,10 @@ fn resume_without_runs_says_so() {
 fn show_refuses_path_like_run_ids() {
     let run = minimal_project().shipit(&["show", "../../etc"]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("`../../etc` is not a run id"), "{run:?}");
+    assert!(
+        run.stderr.contains("`../../etc` is not a run id"),
+        "{run:?}"
+    );
 }
 
 #[test]

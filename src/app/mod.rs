@@ -13,6 +13,9 @@ mod plan;
 mod run;
 mod values;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

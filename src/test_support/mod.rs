@@ -1,0 +1,3 @@
+//! What several modules' tests share.
+
+pub(crate) mod tmpfs;

@@ -21,11 +21,14 @@ use crate::stages::{
 };
 use crate::test_support::tmpfs::{Tmpfs, fill};
 
-/// Keeps every event; `on_event` may act on one (fill the disk at a chosen moment).
+/// Something to do when an event arrives (fill the disk at a chosen moment).
+type EventHook = Box<dyn Fn(&Event) + Send + Sync>;
+
+/// Keeps every event; `on_event` may act on one.
 #[derive(Default)]
 struct Collected {
     events: Mutex<Vec<Event>>,
-    on_event: Option<Box<dyn Fn(&Event) + Send + Sync>>,
+    on_event: Option<EventHook>,
 }
 
 impl Reporter for Collected {

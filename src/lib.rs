@@ -1,10 +1,13 @@
 //! shipit: a CI/CD pipeline runner. It reads a declarative pipeline file, builds container images
-//! through the Docker daemon, pushes them to ECR or any OCI registry, and deploys them to ECS,
-//! EKS or a Docker host, with stages that resume where they stopped.
+//! through the Docker daemon, pushes them to ECR or any OCI registry, and deploys them to a
+//! Docker host (ECS and EKS deploys are accepted by the file format and coming), with stages
+//! that resume where they stopped.
 //!
 //! The folders follow the pipeline: `pipeline` (the file), `plan` (what runs and why), `runner`
 //! (running it), `journal` (what happened), `stages` (what each stage does), the adapters
-//! (`git`, `docker`, `registry`), the deploy targets (`deploy`), `report` (output) and `cli`.
+//! (`git`, `docker`, `registry`), the deploy targets (`deploy`), `report` (output), `app` (the
+//! commands as library calls: a typed request in, events out, an outcome back) and `cli` (the
+//! command line over `app`).
 
 pub mod app;
 pub mod cli;

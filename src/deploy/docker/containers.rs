@@ -15,12 +15,13 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use super::health::{ContainerStatus, DockerHealth};
-use super::plan::{ExistingContainer, label};
+use super::plan::{ExistingContainer, label, parse_host_ports_label};
 
 /// How many log lines a failure report carries.
 pub(crate) const REPORTED_LOG_LINES: usize = 30;
 
-/// Seconds a previous container gets to stop on SIGTERM before it is killed.
+/// Seconds a container being retired (the previous version after a deploy, or every
+/// container of a target taken down) gets to stop on SIGTERM before it is killed.
 const STOP_GRACE_SECONDS: i32 = 10;
 
 pub(crate) fn is_not_found(error: &BollardError) -> bool {
@@ -33,12 +34,22 @@ pub(crate) fn is_not_found(error: &BollardError) -> bool {
     )
 }
 
-/// Every container (running or not) labelled with this pipeline and target.
+/// A container of the target as the daemon lists it, with the host ports it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListedContainer {
+    pub container: ExistingContainer,
+    /// From the `shipit.host-ports` label; for a container made before shipit wrote that
+    /// label, the ports it publishes (a host-networking one then reports none).
+    pub host_ports: Vec<u16>,
+}
+
+/// Every container (running or not) labelled with this pipeline and target. The deploy, its
+/// preview and the take-down all see a target through this one listing.
 pub(crate) async fn list_target_containers(
     docker: &Docker,
     pipeline: &str,
     target: &str,
-) -> Result<Vec<ExistingContainer>, BollardError> {
+) -> Result<Vec<ListedContainer>, BollardError> {
     let filters: HashMap<String, Vec<String>> = HashMap::from([(
         "label".to_owned(),
         vec![
@@ -66,7 +77,22 @@ pub(crate) async fn list_target_containers(
                 .map(|state| state.to_string())
                 .unwrap_or_default();
             let labels = summary.labels.unwrap_or_default();
-            ExistingContainer::from_labels(id, name, state, &labels)
+            let host_ports = parse_host_ports_label(&labels).unwrap_or_else(|| {
+                let mut published: Vec<u16> = summary
+                    .ports
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|port| port.public_port)
+                    .collect();
+                published.sort_unstable();
+                published.dedup();
+                published
+            });
+            let container = ExistingContainer::from_labels(id, name, state, &labels)?;
+            Some(ListedContainer {
+                container,
+                host_ports,
+            })
         })
         .collect())
 }
@@ -111,8 +137,8 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), BollardError
     }
 }
 
-/// Stops a container of the previous version gently (SIGTERM, then SIGKILL after the grace
-/// period) so in-flight requests can finish, then removes it.
+/// Stops a container gently (SIGTERM, then SIGKILL after the grace period) so in-flight
+/// requests can finish, then removes it. A container already gone counts as retired.
 pub(crate) async fn retire(docker: &Docker, id: &str) -> Result<(), BollardError> {
     let stopped = docker
         .stop_container(

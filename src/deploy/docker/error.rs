@@ -1,5 +1,6 @@
-//! How a docker deploy fails. Every variant leaves the previous version as it found it
-//! (running, when it was running); the variants differ in what happened to the new one.
+//! How a docker deploy, its preview or taking a target down fails. Every deploy variant leaves
+//! the previous version as it found it (running, when it was running); they differ in what
+//! happened to the new one. The `TakeDown…` variants say which containers are still there.
 
 use super::config::ConfigProblem;
 use super::health::GateFailure;
@@ -100,6 +101,38 @@ pub enum DockerDeployError {
         #[source]
         source: bollard::errors::Error,
     },
+
+    /// Taking a target down met a container the daemon would not stop or remove. Every
+    /// other container was still stopped and removed; the ones named in `remaining` are
+    /// still there, so taking the target down again finishes the job.
+    #[error(
+        "failed to remove container {container} while taking the target down; still there: \
+         {}; take the target down again",
+        remaining.join(", ")
+    )]
+    TakeDownFailed {
+        container: String,
+        /// Names of the containers that were removed.
+        removed: Vec<String>,
+        /// Names of the containers still there (the failing one among them).
+        remaining: Vec<String>,
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// The cancellation token fired while the target was being taken down: containers whose
+    /// removal had not finished were left as they were (a stop the daemon already began may
+    /// still complete).
+    #[error(
+        "failed to take the target down: cancelled with {} container(s) still there ({}); \
+         take the target down again",
+        remaining.len(),
+        remaining.join(", ")
+    )]
+    TakeDownCancelled {
+        removed: Vec<String>,
+        remaining: Vec<String>,
+    },
 }
 
 fn rolled_back_suffix(previous_running: &[String], left_behind: &[String]) -> String {
@@ -127,6 +160,15 @@ fn left_behind_suffix(left_behind: &[String]) -> String {
 }
 
 impl DockerDeployError {
+    /// The daemon failed to list a target's containers; nothing was touched.
+    pub(crate) fn listing(pipeline: &str, target: &str, source: bollard::errors::Error) -> Self {
+        DockerDeployError::Daemon {
+            action: format!("list the containers of {pipeline}/{target} on the Docker daemon"),
+            left_behind: Vec::new(),
+            source,
+        }
+    }
+
     /// Whether the new version was started and then taken down again (exit code 3 in the
     /// CLI), as opposed to a deploy that failed before starting anything or could not finish.
     pub fn is_rolled_back(&self) -> bool {

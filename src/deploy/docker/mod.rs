@@ -11,15 +11,20 @@
 //! Files: `config` (the YAML block and its validation), `plan` (which containers to adopt,
 //! create, discard or replace; names, ports, labels), `health` (the gate decision),
 //! `probe` (HTTP and command probes), `containers` (daemon calls), `rollout` (the executor
-//! that ties them together), `error`.
+//! that ties them together), `preview` (what a deploy would start and stop), `take_down`
+//! (removing every container of a target), `target_container` (how a running container is
+//! reported), `error`.
 
 mod config;
 mod containers;
 mod error;
 mod health;
 mod plan;
+mod preview;
 mod probe;
 mod rollout;
+mod take_down;
+mod target_container;
 
 use bollard::Docker;
 use serde::{Deserialize, Serialize};
@@ -31,6 +36,11 @@ pub use config::{
 };
 pub use error::DockerDeployError;
 pub use health::GateFailure;
+pub use preview::{
+    DeployPreviewRequest, DockerDeployPreview, PlannedReplica, PreviewAttempt, preview_deploy,
+};
+pub use take_down::{TakeDownOutcome, TakeDownPreview, preview_take_down, take_down};
+pub use target_container::TargetContainer;
 
 /// What to deploy where.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use sha2::{Digest, Sha256};
 
-use super::config::{DockerTargetConfig, NetworkMode, PortMapping, PortProtocol, RestartPolicy};
+use super::config::{
+    ConfigProblem, DockerTargetConfig, NetworkMode, PortMapping, PortProtocol, RestartPolicy,
+};
 
 /// Labels shipit puts on every container it runs. They are the only record of a deploy: the
 /// previous version of a target is found by `pipeline` + `target`, a run's own containers by
@@ -23,6 +25,27 @@ pub(crate) mod label {
     /// Digest of the image reference and configuration a container was created from, so a
     /// resume adopts only containers that match what it would create.
     pub const CONFIG_DIGEST: &str = "shipit.config-digest";
+    /// The host ports the container listens on or publishes, comma-separated, so what a
+    /// container serves can be reported without knowing the configuration it was made from.
+    pub const HOST_PORTS: &str = "shipit.host-ports";
+}
+
+/// The value of the `shipit.host-ports` label.
+pub(crate) fn host_ports_label(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads the `shipit.host-ports` label back; `None` when it is missing or damaged.
+pub(crate) fn parse_host_ports_label(labels: &HashMap<String, String>) -> Option<Vec<u16>> {
+    let value = labels.get(label::HOST_PORTS)?;
+    if value.is_empty() {
+        return Some(Vec::new());
+    }
+    value.split(',').map(|port| port.parse().ok()).collect()
 }
 
 /// A container of the target, as listed by the daemon.
@@ -285,6 +308,60 @@ pub(crate) fn replica_ports(
     }
 }
 
+/// A target's rollout as both the deploy and its preview see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetRollout<'a> {
+    pub attempt: Attempt,
+    pub pipeline: &'a str,
+    pub target: &'a str,
+    pub run_id: &'a str,
+    /// Only a resume reads it (to adopt containers made from the same image and config).
+    pub config_digest: &'a str,
+    pub config: &'a DockerTargetConfig,
+}
+
+/// A rollout plan with the ports of every replica it creates or adopts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PortedPlan {
+    pub rollout: RolloutPlan,
+    /// By replica index, for every created and adopted replica.
+    pub ports: HashMap<u32, ReplicaPorts>,
+}
+
+/// Plans a target's rollout and computes each new replica's ports. The deploy and the
+/// preview of a deploy both call this, so what `plan` announces is what `run` does.
+pub(crate) fn plan_target(
+    target: &TargetRollout<'_>,
+    existing: &[ExistingContainer],
+) -> Result<PortedPlan, ConfigProblem> {
+    let config = target.config;
+    let name_prefix = config.name_prefix(target.pipeline, target.target);
+    let rollout = plan_rollout(
+        &PlanInput {
+            attempt: target.attempt,
+            run_id: target.run_id,
+            config_digest: target.config_digest,
+            replicas: config.replicas,
+            name_prefix: &name_prefix,
+        },
+        existing,
+    );
+    let mut ports = HashMap::new();
+    for replica in rollout
+        .create
+        .iter()
+        .chain(rollout.adopt.iter().map(|(replica, _)| replica))
+    {
+        let replica_ports =
+            replica_ports(config, replica.offset).map_err(|message| ConfigProblem {
+                path: "port".into(),
+                message,
+            })?;
+        ports.insert(replica.index, replica_ports);
+    }
+    Ok(PortedPlan { rollout, ports })
+}
+
 /// Everything needed to create one replica's container.
 pub(crate) struct ReplicaBlueprint<'a> {
     pub pipeline: &'a str,
@@ -321,6 +398,10 @@ pub(crate) fn container_body(
         (label::REPLICA, blueprint.replica.index.to_string()),
         (label::PORT_OFFSET, blueprint.replica.offset.to_string()),
         (label::CONFIG_DIGEST, blueprint.config_digest.to_owned()),
+        (
+            label::HOST_PORTS,
+            host_ports_label(&blueprint.ports.host_ports(&config.network)),
+        ),
     ] {
         labels.insert(key.to_owned(), value);
     }

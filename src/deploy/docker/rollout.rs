@@ -11,14 +11,15 @@ use bollard::errors::Error as BollardError;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{ConfigProblem, GateProbe};
+use super::config::GateProbe;
 use super::containers::{self, REPORTED_LOG_LINES};
 use super::error::DockerDeployError;
 use super::health::{
     self, ContainerStatus, GateCheck, GateDecision, GateFailure, GatePolicy, Observation,
 };
 use super::plan::{
-    self, Attempt, ExistingContainer, PlanInput, Replica, ReplicaBlueprint, ReplicaPorts,
+    self, Attempt, ExistingContainer, PortedPlan, Replica, ReplicaBlueprint, ReplicaPorts,
+    TargetRollout,
 };
 use super::probe::{self, HttpProbe};
 use super::{DeployObserver, DeployedContainer, DockerDeployOutcome, DockerDeploySpec};
@@ -74,28 +75,31 @@ pub(crate) async fn run(
     }
     check_image(docker, spec).await?;
 
-    let existing = containers::list_target_containers(docker, &spec.pipeline, &spec.target)
-        .await
-        .map_err(|source| DockerDeployError::Daemon {
-            action: format!(
-                "list the containers of {}/{} on the Docker daemon",
-                spec.pipeline, spec.target
-            ),
-            left_behind: Vec::new(),
-            source,
-        })?;
+    let existing: Vec<ExistingContainer> =
+        containers::list_target_containers(docker, &spec.pipeline, &spec.target)
+            .await
+            .map_err(|source| DockerDeployError::listing(&spec.pipeline, &spec.target, source))?
+            .into_iter()
+            .map(|listed| listed.container)
+            .collect();
     let config_digest = plan::config_digest(&spec.image, &spec.image_digest, config);
-    let name_prefix = config.name_prefix(&spec.pipeline, &spec.target);
-    let rollout = plan::plan_rollout(
-        &PlanInput {
+    let PortedPlan {
+        rollout,
+        ports: mut ports_of,
+    } = plan::plan_target(
+        &TargetRollout {
             attempt,
+            pipeline: &spec.pipeline,
+            target: &spec.target,
             run_id: &spec.run_id,
             config_digest: &config_digest,
-            replicas: config.replicas,
-            name_prefix: &name_prefix,
+            config,
         },
         &existing,
-    );
+    )
+    .map_err(|problem| DockerDeployError::InvalidConfig {
+        problems: vec![problem],
+    })?;
     let previous_running: Vec<ExistingContainer> = rollout
         .previous
         .iter()
@@ -116,23 +120,6 @@ pub(crate) async fn run(
                 left_behind: vec![leftover.name.clone()],
                 source,
             })?;
-    }
-
-    let mut ports_of = HashMap::new();
-    for replica in rollout
-        .create
-        .iter()
-        .chain(rollout.adopt.iter().map(|(replica, _)| replica))
-    {
-        let ports = plan::replica_ports(config, replica.offset).map_err(|message| {
-            DockerDeployError::InvalidConfig {
-                problems: vec![ConfigProblem {
-                    path: "port".into(),
-                    message,
-                }],
-            }
-        })?;
-        ports_of.insert(replica.index, ports);
     }
 
     if let GateProbe::Http(http) = config.health.probe() {

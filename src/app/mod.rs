@@ -1,12 +1,13 @@
-//! The application layer: what `shipit run`, `resume`, `plan`, `runs` and `show` do, as functions
-//! that take a typed request and give back a typed outcome, with events going to the caller's
-//! [`Reporter`](crate::report::Reporter) as they happen.
+//! The application layer: what `shipit run`, `resume`, `plan`, `down`, `runs` and `show` do, as
+//! functions that take a typed request and give back a typed outcome, with events going to the
+//! caller's [`Reporter`](crate::report::Reporter) as they happen.
 //!
 //! Nothing here reads the process environment, prints, or exits: the CLI passes the process's
 //! environment variables in and renders what comes back, and the daemon will call the same
 //! functions with its own values, store and sink.
 
 mod availability;
+mod down;
 mod error;
 mod inspect;
 mod plan;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 pub use crate::runner::Stop;
 pub use availability::{UnavailableTarget, unavailable_targets};
+pub use down::{down, preview_down, take_down_targets};
 pub use error::AppError;
 pub use inspect::{list_runs, show_run};
 pub use plan::{PlanReport, PlannedAction, PlannedStage, plan};

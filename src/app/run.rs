@@ -35,6 +35,25 @@ pub struct RunOutcome {
     pub journal_error: Option<JournalError>,
 }
 
+impl From<Executed> for RunOutcome {
+    /// A run whose journal could not be written ends with 1 at least, whatever its stages did.
+    fn from(executed: Executed) -> Self {
+        let Executed {
+            record,
+            journal_error,
+        } = executed;
+        let code = exit::for_run(&record);
+        RunOutcome {
+            exit_code: match journal_error {
+                Some(_) => code.max(exit::STAGE_FAILED),
+                None => code,
+            },
+            record,
+            journal_error,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum ResumeOutcome {
     /// The run had already succeeded: nothing was done.
@@ -211,18 +230,6 @@ impl Execution<'_> {
             participation: self.participation,
             stop: stop.clone(),
         };
-        let Executed {
-            record,
-            journal_error,
-        } = runner.execute(record, resumed).await;
-        let exit_code = match &journal_error {
-            Some(_) => exit::for_run(&record).max(exit::STAGE_FAILED),
-            None => exit::for_run(&record),
-        };
-        Ok(RunOutcome {
-            exit_code,
-            record,
-            journal_error,
-        })
+        Ok(runner.execute(record, resumed).await.into())
     }
 }

@@ -176,6 +176,7 @@ fn fixture(state_dir: Option<&Path>, build_delay: Duration, deploy_delay: Durati
             build: build.clone(),
             push: build,
             deploy_docker: deploy.clone(),
+            take_down_docker: deploy.clone(),
             deploy_ecs: None,
             deploy_eks: None,
         },

@@ -87,6 +87,15 @@ pub enum Command {
     Runs,
     /// Show one run's stages, outputs and errors.
     Show { run_id: String },
+    /// Take docker deploy targets down: stop and remove every container shipit runs for them
+    /// (all docker targets when none is named). Journaled as a run of its own.
+    Down {
+        /// Deploy targets to take down (names under `deploy:`).
+        targets: Vec<String>,
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the JSON Schema of the pipeline file (for editor completion).
     Schema,
 }

@@ -19,6 +19,7 @@ pub(crate) async fn dispatch(cli: &Cli, printer: Printer) -> i32 {
         Command::Resume { run_id } => resume(global, run_id.as_deref(), printer).await,
         Command::Runs => runs(global, printer).await,
         Command::Show { run_id } => show(global, run_id, printer).await,
+        Command::Down { targets, dry_run } => down(global, targets, *dry_run, printer).await,
         Command::Schema => schema(printer),
     };
     outcome.unwrap_or_else(|err| {
@@ -132,6 +133,35 @@ async fn resume(
         }
         ResumeOutcome::Resumed(outcome) => Ok(emit_result(global, &outcome, printer)),
     }
+}
+
+async fn down(
+    global: &GlobalArgs,
+    targets: &[String],
+    dry_run: bool,
+    printer: Printer,
+) -> Result<i32, AppError> {
+    let pipeline = load(global)?;
+    if dry_run {
+        for (target, preview) in app::preview_down(&pipeline, targets).await? {
+            printer.data(format!("down:{target}  {preview}"));
+        }
+        return Ok(exit::OK);
+    }
+    let workspace = Workspace::local(&global.state_dir);
+    let stop = Stop::default();
+    spawn_signal_handler(stop.clone(), printer);
+    let reporter = crate::report::reporter_for(printer.mode());
+    let outcome = app::down(
+        &workspace,
+        pipeline,
+        targets,
+        process_env(),
+        reporter.as_ref(),
+        &stop,
+    )
+    .await?;
+    Ok(emit_result(global, &outcome, printer))
 }
 
 /// Ctrl-C or SIGTERM asks the run to stop: stages stop cleanly and the journal says

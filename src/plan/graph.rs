@@ -66,6 +66,19 @@ impl StageGraph {
         }
     }
 
+    /// The graph of `shipit down`: one `down:<target>` stage per target, none needing another.
+    pub fn for_take_down(targets: &[String]) -> StageGraph {
+        StageGraph {
+            stages: targets
+                .iter()
+                .map(|name| StageNode {
+                    id: StageId::down(name),
+                    needs: vec![],
+                })
+                .collect(),
+        }
+    }
+
     pub fn get(&self, id: &StageId) -> Option<&StageNode> {
         self.stages.iter().find(|s| &s.id == id)
     }

@@ -1,4 +1,5 @@
-//! Stage identities: `build:<image>`, `push:<image>`, `deploy:<target>`.
+//! Stage identities: `build:<image>`, `push:<image>`, `deploy:<target>`, and `down:<target>`
+//! (taking a target down, an action of its own: `shipit down`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,6 +12,8 @@ pub enum StageKind {
     Build,
     Push,
     Deploy,
+    /// Removes what a deploy started (`shipit down`); never part of a pipeline's graph.
+    Down,
 }
 
 impl StageKind {
@@ -19,6 +22,7 @@ impl StageKind {
             StageKind::Build => "build",
             StageKind::Push => "push",
             StageKind::Deploy => "deploy",
+            StageKind::Down => "down",
         }
     }
 }
@@ -48,6 +52,12 @@ impl StageId {
             name: name.to_owned(),
         }
     }
+    pub fn down(name: &str) -> Self {
+        StageId {
+            kind: StageKind::Down,
+            name: name.to_owned(),
+        }
+    }
 }
 
 impl fmt::Display for StageId {
@@ -70,6 +80,7 @@ impl FromStr for StageId {
             "build" => StageKind::Build,
             "push" => StageKind::Push,
             "deploy" => StageKind::Deploy,
+            "down" => StageKind::Down,
             _ => return Err(StageIdError(text.to_owned())),
         };
         if name.is_empty() {

@@ -73,7 +73,7 @@ pub struct PreparedStage {
 pub fn config_path(id: &StageId) -> DocPath {
     match id.kind {
         StageKind::Build | StageKind::Push => DocPath::root().key("images").key(id.name.clone()),
-        StageKind::Deploy => DocPath::root().key("deploy").key(id.name.clone()),
+        StageKind::Deploy | StageKind::Down => DocPath::root().key("deploy").key(id.name.clone()),
     }
 }
 
@@ -379,22 +379,24 @@ impl Runner<'_> {
         }
         // Two runs may build at once, but never deploy the same target at once.
         let _target_hold = match id.kind {
-            StageKind::Deploy => match self.hold_target(&id, &snapshot.run_id).await {
-                Ok(lease) => Some(lease),
-                Err(failure) => {
-                    let reason = prepared.decision.reason().to_owned();
-                    if let Err(err) = sink
-                        .start(prepared.input_digest.clone(), reason, false)
-                        .await
-                    {
-                        return (id.clone(), sink.report_unjournaled(err, started.elapsed()));
+            StageKind::Deploy | StageKind::Down => {
+                match self.hold_target(&id, &snapshot.run_id).await {
+                    Ok(lease) => Some(lease),
+                    Err(failure) => {
+                        let reason = prepared.decision.reason().to_owned();
+                        if let Err(err) = sink
+                            .start(prepared.input_digest.clone(), reason, false)
+                            .await
+                        {
+                            return (id.clone(), sink.report_unjournaled(err, started.elapsed()));
+                        }
+                        return (
+                            id.clone(),
+                            sink.finish(Err(failure), started.elapsed()).await,
+                        );
                     }
-                    return (
-                        id.clone(),
-                        sink.finish(Err(failure), started.elapsed()).await,
-                    );
                 }
-            },
+            }
             _ => None,
         };
         let started = Instant::now();

@@ -18,7 +18,7 @@ pub enum StageConfig {
     Build(ImageSpec),
     /// `push:<image>`: the image's `push:` block.
     Push(PushConfig),
-    /// `deploy:<target>`: the target, with its one kind.
+    /// `deploy:<target>` and `down:<target>`: the target, with its one kind.
     Deploy(DeployTarget),
 }
 
@@ -103,7 +103,7 @@ fn typed(
             }
             Ok(StageConfig::Push(push))
         }
-        StageKind::Deploy => {
+        StageKind::Deploy | StageKind::Down => {
             let target: DeployTarget = deserialize(pipeline, value, path)?;
             let problems = target_kind_problems(pipeline, path, &target.kind);
             if problems.is_empty() {

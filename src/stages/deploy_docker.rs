@@ -21,7 +21,8 @@ pub struct DockerDeployStage {
     pub daemon: Arc<DaemonConnection>,
 }
 
-struct Progress<'a>(&'a dyn super::StageSink);
+/// Deploy progress as the stage's progress lines.
+pub(super) struct Progress<'a>(pub(super) &'a dyn super::StageSink);
 
 impl DeployObserver for Progress<'_> {
     fn on_progress(&self, message: &str) {

@@ -5,6 +5,7 @@ mod build;
 mod config;
 mod deploy_docker;
 mod docker_daemon;
+mod down_docker;
 pub mod outputs;
 mod push;
 
@@ -145,6 +146,8 @@ pub struct Executors {
     pub build: Arc<dyn StageExecutor>,
     pub push: Arc<dyn StageExecutor>,
     pub deploy_docker: Arc<dyn StageExecutor>,
+    /// `shipit down` of a docker target.
+    pub take_down_docker: Arc<dyn StageExecutor>,
     pub deploy_ecs: Option<Arc<dyn StageExecutor>>,
     pub deploy_eks: Option<Arc<dyn StageExecutor>>,
 }
@@ -158,6 +161,14 @@ impl Executors {
         match id.kind {
             StageKind::Build => Ok(self.build.clone()),
             StageKind::Push => Ok(self.push.clone()),
+            StageKind::Down => match pipeline.file.deploy.get(&id.name).map(|t| &t.kind) {
+                Some(TargetKind::Docker(_)) => Ok(self.take_down_docker.clone()),
+                Some(kind) => Err(StageFailure::failed(format!(
+                    "{id}: `shipit down` takes docker targets down, and this target deploys to {}",
+                    kind.key()
+                ))),
+                None => Err(StageFailure::failed(format!("{id} is not in the pipeline"))),
+            },
             StageKind::Deploy => {
                 let kind = pipeline
                     .file
@@ -204,6 +215,9 @@ impl Executors {
                 state_dir: state_dir.to_path_buf(),
             }),
             deploy_docker: Arc::new(deploy_docker::DockerDeployStage {
+                daemon: daemon.clone(),
+            }),
+            take_down_docker: Arc::new(down_docker::DockerTakeDownStage {
                 daemon: daemon.clone(),
             }),
             // ECS and EKS deploys are not in this version: see README ("Coming next").

@@ -84,6 +84,9 @@ impl StageOutputs for DeployAttempt {}
 /// `deploy:<target>` of a `docker:` target: the containers that run the new version.
 impl StageOutputs for crate::deploy::docker::DockerDeployOutcome {}
 
+/// `down:<target>` of a `docker:` target: the containers removed.
+impl StageOutputs for crate::deploy::docker::TakeDownOutcome {}
+
 /// The image a deploy runs and what `${{ images.NAME.id|digest|ref }}` resolve to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageArtifact {

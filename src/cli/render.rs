@@ -26,6 +26,12 @@ pub(crate) fn plan_text(plan: &PlanReport) -> String {
             stage.action.as_str(),
             stage.reason
         ));
+        for detail in &stage.details {
+            out.push_str(&format!(
+                "\n  {:<width$}  {:<action_width$}  {detail}",
+                "", ""
+            ));
+        }
     }
     out
 }

@@ -14,5 +14,8 @@ pub use build::{
     BuildError, BuildObserver, BuildRequest, BuilderKind, BuiltImage, SecretValue, build_image,
 };
 pub use connect::{DaemonEndpoint, DockerClient, DockerError, connect, connect_to};
-pub use context::{BuildContext, ContextDigest, ContextError, digest_context};
+pub use context::{
+    BuildContext, BuiltManifest, ContextChanges, ContextDigest, ContextError, ContextStateFiles,
+    context_changes, digest_context, record_built_manifest,
+};
 pub use session::SessionError;

@@ -158,7 +158,7 @@ impl fmt::Display for DockerDeployPreview {
         if !self.start.is_empty() {
             steps.push(format!("start {}", replicas_text(&self.start)));
         }
-        let mut text = steps.join(", ");
+        let mut text = steps.join("; ");
         if self.stop.is_empty() {
             text.push_str(" (no previous version to stop)");
         } else {
@@ -305,7 +305,7 @@ mod tests {
         assert!(
             preview
                 .to_string()
-                .starts_with("remove leftovers web-run-2-0 (:8083), start ")
+                .starts_with("remove leftovers web-run-2-0 (:8083); start ")
         );
     }
 

@@ -14,6 +14,10 @@
 //! hashing are not cached ("racily clean" in git's terms): a write in the same
 //! timestamp tick could otherwise go unnoticed. Files that do need reading are
 //! hashed in parallel, a bounded batch at a time.
+//!
+//! With a stat cache, the digest also writes the context's manifest beside it
+//! (`manifest`): each entry's path and a fingerprint of what the digest folded in
+//! for it, so a later `plan` can say which files changed since a build.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -25,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use super::manifest::{self, ManifestWriter};
 use super::walk::{EntryKind, walk_context, walk_order};
 use super::{BuildContext, ContextError, DockerfileLocation};
 
@@ -54,7 +59,8 @@ pub struct ContextDigest {
 }
 
 /// Digests the context, reading and updating the stat cache at `stat_cache` when
-/// given. A missing, foreign or damaged cache only makes the digest slower.
+/// given, and then also writing the context's manifest beside it. A missing,
+/// foreign or damaged cache only makes the digest slower.
 pub fn digest_context(
     context: &BuildContext,
     stat_cache: Option<&Path>,
@@ -64,7 +70,7 @@ pub fn digest_context(
 
 /// [`digest_context`] with the time of hashing given, so tests can place files
 /// outside the racy window without waiting.
-fn digest_context_at(
+pub(super) fn digest_context_at(
     context: &BuildContext,
     stat_cache: Option<&Path>,
     started: SystemTime,
@@ -78,6 +84,16 @@ fn digest_context_at(
             Err(err) => (None, Some(err.to_string())),
         },
         None => (None, None),
+    };
+    let mut manifest = match stat_cache {
+        Some(path) => match ManifestWriter::create(&manifest::digested_manifest_path(path)) {
+            Ok(writer) => Some(writer),
+            Err(err) => {
+                warning.get_or_insert(err.to_string());
+                None
+            }
+        },
+        None => None,
     };
 
     let mut state = DigestState {
@@ -137,11 +153,11 @@ fn digest_context_at(
         }
         batch.push(pending);
         if batch.len() >= BATCH_ENTRIES {
-            state.flush(&mut batch, workers, new.as_mut())?;
+            state.flush(&mut batch, workers, new.as_mut(), manifest.as_mut())?;
         }
         Ok(())
     })?;
-    state.flush(&mut batch, workers, new.as_mut())?;
+    state.flush(&mut batch, workers, new.as_mut(), manifest.as_mut())?;
 
     if let DockerfileLocation::Outside(path) = context.dockerfile() {
         let contents =
@@ -149,17 +165,30 @@ fn digest_context_at(
                 path: path.clone(),
                 source,
             })?;
+        let hash = Sha256::digest(&contents);
         state.hasher.update(b"D");
-        state.hasher.update(Sha256::digest(&contents));
+        state.hasher.update(hash);
+        if let Some(writer) = manifest.as_mut() {
+            writer.append(
+                path.as_os_str().as_bytes(),
+                manifest::OUTSIDE_DOCKERFILE,
+                &manifest::fingerprint(manifest::OUTSIDE_DOCKERFILE, &[&hash]),
+            );
+        }
     }
 
+    let mut summary = state.summary;
+    summary.digest = format!("sha256:{}", hex::encode(state.hasher.finalize()));
     if let Some(writer) = new.take()
         && let Err(err) = writer.commit()
     {
         warning = Some(err.to_string());
     }
-    let mut summary = state.summary;
-    summary.digest = format!("sha256:{}", hex::encode(state.hasher.finalize()));
+    if let Some(writer) = manifest.take()
+        && let Err(err) = writer.commit(&summary.digest)
+    {
+        warning.get_or_insert(err.to_string());
+    }
     summary.stat_cache_warning = warning;
     Ok(summary)
 }
@@ -172,12 +201,13 @@ struct DigestState {
 
 impl DigestState {
     /// Hashes the batch's uncached files in parallel, then folds the batch into the
-    /// digest and the new cache in walk order.
+    /// digest, the new cache and the manifest in walk order.
     fn flush(
         &mut self,
         batch: &mut Vec<Pending>,
         workers: usize,
         mut cache: Option<&mut CacheWriter>,
+        mut manifest: Option<&mut ManifestWriter>,
     ) -> Result<(), ContextError> {
         let todo: Vec<usize> = batch
             .iter()
@@ -218,10 +248,24 @@ impl DigestState {
                 {
                     cache.append(&pending.relative, &pending.key, &hash);
                 }
+                if let Some(manifest) = manifest.as_deref_mut() {
+                    let parts: [&[u8]; 3] = [
+                        &pending.mode.to_le_bytes(),
+                        &pending.key.size.to_le_bytes(),
+                        &hash,
+                    ];
+                    let fingerprint = manifest::fingerprint(tag[0], &parts);
+                    manifest.append(&pending.relative, tag[0], &fingerprint);
+                }
             } else {
                 self.hasher
                     .update((pending.extra.len() as u64).to_le_bytes());
                 self.hasher.update(&pending.extra);
+                if let Some(manifest) = manifest.as_deref_mut() {
+                    let parts: [&[u8]; 2] = [&pending.mode.to_le_bytes(), &pending.extra];
+                    let fingerprint = manifest::fingerprint(tag[0], &parts);
+                    manifest.append(&pending.relative, tag[0], &fingerprint);
+                }
             }
         }
         Ok(())

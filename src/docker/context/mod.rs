@@ -4,11 +4,14 @@
 //! [`BuildContext::open`] resolves the context directory and the Dockerfile the way
 //! the docker CLI does and reads `.dockerignore`; [`walk`] is the one place that
 //! decides which entries are in the context; the tar stream and the digest both
-//! consume that walk.
+//! consume that walk. The digest leaves a manifest of what it covered (`manifest`),
+//! which `changes` compares with the last successful build's.
 
+mod changes;
 pub(crate) mod digest;
 pub(crate) mod dockerignore;
 pub(crate) mod filesync;
+pub(crate) mod manifest;
 pub(crate) mod tar_stream;
 pub(crate) mod walk;
 
@@ -17,6 +20,9 @@ use std::path::{Path, PathBuf};
 
 use dockerignore::{IgnoreLine, PatternMatcher, is_excluded, parse_dockerignore};
 
+pub use changes::{
+    BuiltManifest, ContextChanges, ContextStateFiles, context_changes, record_built_manifest,
+};
 pub use digest::{ContextDigest, digest_context};
 pub use dockerignore::PatternError;
 pub use tar_stream::TarSummary;
@@ -103,6 +109,12 @@ pub enum ContextError {
         #[source]
         source: io::Error,
     },
+    #[error("failed to write the context manifest {path}")]
+    ManifestWrite {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl ContextError {
@@ -119,7 +131,8 @@ impl ContextError {
             | ContextError::DockerignorePattern { path, .. }
             | ContextError::Unreadable { path, .. }
             | ContextError::ChangedWhileReading { path }
-            | ContextError::StatCacheWrite { path, .. } => Some(path),
+            | ContextError::StatCacheWrite { path, .. }
+            | ContextError::ManifestWrite { path, .. } => Some(path),
             ContextError::ReceiverGone => None,
         }
     }

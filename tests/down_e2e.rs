@@ -1,32 +1,11 @@
-//! A docker target's containers through the real binary and the test environment's daemon:
-//! `shipit plan` says which containers a deploy would start and stop (and the deploy does just
-//! that), and `shipit down` says what it would remove, removes every container of the target
-//! and nothing else, and journals what it did as a run of its own.
+//! `shipit down` end to end, through the real binary and the test environment's daemon: it
+//! says what it would remove, removes every container of the target and nothing else, and
+//! journals what it did as a run of its own.
 
 mod support;
 
-use support::{ContainerSweep, Project, containers_of, free_ports, repo_root, stage, unique_name};
-
-/// The demo app as two docker targets of one pipeline: `web` (two replicas) and `admin`.
-fn two_target_project(name: &str) -> Project {
-    let project = Project::with_docker();
-    let app = repo_root().join("pipelines/demo/web");
-    for file in ["Dockerfile", "serve.sh", "www/index.html", "www/health"] {
-        project.file(
-            &format!("web/{file}"),
-            std::fs::read(app.join(file)).unwrap(),
-        );
-    }
-    let (web, admin) = (free_ports(4), free_ports(2));
-    project.file(
-        "shipit.yaml",
-        format!(
-            "version: 1\nname: {name}\nimages:\n  web:\n    context: web\ndeploy:\n  web:\n    image: web\n    docker: {{ replicas: 2, port: {web}, health: {{ http: {{ path: /health }}, interval: 500ms }} }}\n  admin:\n    image: web\n    docker: {{ replicas: 1, port: {admin}, health: {{ http: {{ path: /health }}, interval: 500ms }} }}\n"
-        ),
-    );
-    project.commit();
-    project
-}
+use support::demo_app::two_target_project;
+use support::{ContainerSweep, Project, containers_of, stage, unique_name};
 
 fn containers_of_target(pipeline: &str, target: &str) -> Vec<String> {
     let prefix = format!("{pipeline}-{target}-");
@@ -92,68 +71,6 @@ fn down_removes_every_container_of_the_target_and_journals_it_leaving_other_targ
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(stage(&run.json(), "deploy:web")["status"], "succeeded");
     assert_eq!(containers_of_target(&name, "web").len(), 2);
-}
-
-#[test]
-fn plan_names_the_ports_a_deploy_would_start_and_the_containers_it_would_stop() {
-    let name = unique_name("e2e-plan");
-    let _sweep = ContainerSweep(name.clone());
-    let project = two_target_project(&name);
-    let first = project.shipit(&["run", "--output", "json"]);
-    assert_eq!(first.code, 0, "{first:?}");
-    let first = first.json();
-    let running: Vec<(String, u64)> = stage(&first, "deploy:web")["outputs"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_owned(),
-                c["ports"][0].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(running.len(), 2);
-
-    let plan = project.shipit(&[
-        "plan",
-        "--only",
-        "deploy:web",
-        "--force",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(plan.code, 0, "{plan:?}");
-    let plan = plan.json();
-    let details = stage(&plan, "deploy:web")["details"][0]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    // Two versions share the host while the new one is gated: the new replicas take the next
-    // ports, and the running ones are stopped once it passes.
-    let (a, b) = (running[0].1, running[1].1);
-    let expected = format!(
-        "start 2 replicas on :{}, :{}; then stop {} (:{a}), {} (:{b})",
-        a + 2,
-        b + 2,
-        running[0].0,
-        running[1].0
-    );
-    assert_eq!(details, expected, "{plan}");
-
-    // The deploy does what the plan said.
-    let run = project.shipit(&["run", "--only", "deploy:web", "--force", "--output", "json"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let run = run.json();
-    let deploy = stage(&run, "deploy:web");
-    let ports: Vec<u64> = deploy["outputs"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["ports"][0].as_u64().unwrap())
-        .collect();
-    assert_eq!(ports, [a + 2, b + 2], "{deploy}");
-    assert_eq!(deploy["outputs"]["replaced"].as_array().unwrap().len(), 2);
 }
 
 #[test]

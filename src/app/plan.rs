@@ -7,14 +7,9 @@ use super::availability::unavailable_targets;
 use super::run::{new_record, participation};
 use super::values::base_values;
 use super::{AppError, EnvVars, Workspace};
-use crate::deploy::docker::{
-    DeployPreviewRequest, DockerDeployPreview, PreviewAttempt, TargetContainer, preview_deploy,
-};
-use crate::docker::DockerClient;
 use crate::journal::record::NOT_SELECTED;
 use crate::pipeline::Pipeline;
-use crate::pipeline::model::TargetKind;
-use crate::plan::{Decision, Participation, Selection, StageGraph, StageId, StageKind};
+use crate::plan::{Decision, Participation, Selection, StageGraph, StageId};
 use crate::runner::{History, Runner, Stop};
 use crate::stages::unavailable_message;
 
@@ -150,86 +145,16 @@ pub async fn plan(
             Err(failure) => stages.push(planned(&node.id, PlannedAction::Error, failure.message)),
         }
     }
-    let mut daemon = None;
+    // What each stage that runs would change, from its own executor.
     for stage in &mut stages {
-        if stage.action == PlannedAction::Run && stage.stage.kind == StageKind::Deploy {
-            stage.details = deploy_details(pipeline, &stage.stage.name, &mut daemon).await;
+        if stage.action == PlannedAction::Run
+            && let Ok(executor) = workspace.executors.for_stage(&stage.stage, pipeline)
+        {
+            stage.details = executor.preview(pipeline, &stage.stage).await;
         }
     }
     Ok(PlanReport {
         pipeline: pipeline.file.name.clone(),
         stages,
     })
-}
-
-/// What a deploy of `target` would start and stop, from the deploy's own planner over the
-/// containers running now. The daemon is reached once per plan, and only when a docker deploy
-/// would run; a plan without a daemon still plans, and says why it cannot show this.
-async fn deploy_details(
-    pipeline: &Pipeline,
-    target: &str,
-    daemon: &mut Option<Result<DockerClient, String>>,
-) -> Vec<String> {
-    let Some(TargetKind::Docker(config)) = pipeline.file.deploy.get(target).map(|t| &t.kind) else {
-        return Vec::new();
-    };
-    if daemon.is_none() {
-        *daemon = Some(crate::docker::connect().await.map_err(|e| e.to_string()));
-    }
-    let client = match daemon.as_ref() {
-        Some(Ok(client)) => client,
-        Some(Err(err)) => return vec![format!("cannot preview the containers: {err}")],
-        None => return Vec::new(),
-    };
-    let request = DeployPreviewRequest {
-        pipeline: &pipeline.file.name,
-        target,
-        // The new run's id is made when it starts: the names shown use a stand-in.
-        run_id: "plan",
-        config,
-        attempt: PreviewAttempt::Fresh,
-    };
-    match preview_deploy(client.bollard(), &request).await {
-        Ok(preview) => vec![deploy_preview_text(&preview)],
-        Err(err) => vec![format!("cannot preview the containers: {err}")],
-    }
-}
-
-/// `start 2 replicas on :8082, :8083; then stop web-9c1d-0 (:8080), web-9c1d-1 (:8081)`.
-/// New replicas are named after the run that creates them, so only their ports are shown.
-fn deploy_preview_text(preview: &DockerDeployPreview) -> String {
-    let ports: Vec<String> = preview
-        .start
-        .iter()
-        .flat_map(|replica| replica.ports.iter().map(|port| format!(":{port}")))
-        .collect();
-    let replicas = match preview.start.len() {
-        1 => "1 replica".to_owned(),
-        n => format!("{n} replicas"),
-    };
-    let mut text = if ports.is_empty() {
-        format!("start {replicas}")
-    } else {
-        format!("start {replicas} on {}", ports.join(", "))
-    };
-    if !preview.remove_leftovers.is_empty() {
-        text = format!(
-            "remove leftovers {}, then {text}",
-            containers_text(&preview.remove_leftovers)
-        );
-    }
-    if preview.stop.is_empty() {
-        text.push_str("; no previous version to stop");
-    } else {
-        text.push_str(&format!("; then stop {}", containers_text(&preview.stop)));
-    }
-    text
-}
-
-fn containers_text(containers: &[TargetContainer]) -> String {
-    containers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -67,6 +67,8 @@ pub struct PreparedStage {
     pub reused_outputs: Outputs,
     /// What runs the stage.
     pub executor: Arc<dyn StageExecutor>,
+    /// What the executor's fingerprint was, handed to it when it runs.
+    pub fingerprint: Value,
 }
 
 /// The raw configuration a stage reads: `images.<name>` or `deploy.<name>`.
@@ -233,6 +235,7 @@ impl Runner<'_> {
             decision,
             reused_outputs,
             executor,
+            fingerprint,
         })
     }
 
@@ -426,6 +429,7 @@ impl Runner<'_> {
             input_digest: prepared.input_digest.clone(),
             cancel: self.stop.token().child_token(),
             previous_attempt,
+            fingerprint: prepared.fingerprint.clone(),
         };
         let outcome = tokio::select! {
             outcome = prepared.executor.run(&input, &context) => outcome,

@@ -13,8 +13,12 @@ use super::{
     BuiltImage, FailureKind, Outputs, StageContext, StageExecutor, StageFailure, StageInput,
     StageOutputs, StageSink,
 };
-use crate::docker::{self, BuildContext, BuildError, BuildObserver, BuildRequest, SecretValue};
+use crate::docker::{
+    self, BuildContext, BuildError, BuildObserver, BuildRequest, ContextStateFiles, SecretValue,
+};
+use crate::pipeline::Pipeline;
 use crate::pipeline::model::{BuilderKind, ImageSpec, SecretSource};
+use crate::plan::StageId;
 
 pub struct BuildStage {
     pub daemon: Arc<DaemonConnection>,
@@ -88,15 +92,32 @@ impl BuildObserver for Observer<'_> {
     }
 }
 
+impl BuildStage {
+    /// Where the image's context state lives: its stat cache and file manifests.
+    fn context_files(&self, pipeline: &Pipeline, image: &str) -> ContextStateFiles {
+        ContextStateFiles::new(&self.state_dir, &pipeline.file.name, image)
+    }
+}
+
 #[async_trait]
 impl StageExecutor for BuildStage {
+    async fn preview(&self, pipeline: &Pipeline, id: &StageId) -> Vec<String> {
+        match docker::context_changes(&self.context_files(pipeline, &id.name)) {
+            Some(changes) if !changes.is_empty() => {
+                vec![format!("context changed: {}", changes.summary(3))]
+            }
+            Some(_) => Vec::new(),
+            None => vec!["no earlier build of this image on record".to_owned()],
+        }
+    }
+
     async fn fingerprint(&self, input: &StageInput<'_>) -> Result<Value, StageFailure> {
         let spec = input.config.build()?;
         let context = open_context(input, spec)?;
-        let cache = self.state_dir.join("cache/context").join(format!(
-            "{}-{}.stat",
-            input.pipeline.file.name, input.id.name
-        ));
+        let cache = self
+            .context_files(input.pipeline, &input.id.name)
+            .stat_cache()
+            .to_path_buf();
         if let Some(parent) = cache.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -199,6 +220,16 @@ impl StageExecutor for BuildStage {
                 builder: Some(format!("{:?}", built.builder).to_lowercase()),
             })
             .await?;
+        // What this build's context held, so `shipit plan` can say which files changed since.
+        // Losing it costs only that line of the plan.
+        if let Some(context_digest) = context.fingerprint["context"].as_str() {
+            let files = self.context_files(input.pipeline, &input.id.name);
+            if let Err(err) = docker::record_built_manifest(&files, context_digest) {
+                context
+                    .sink
+                    .log(&format!("not recorded for `shipit plan`: {err}"));
+            }
+        }
         Ok(())
     }
 }

@@ -12,8 +12,10 @@ use super::{
     StageInput, StageOutputs,
 };
 use crate::deploy::docker::{
-    self as target, DeployObserver, DockerDeployError, DockerDeployOutcome, DockerDeploySpec,
+    self as target, DeployObserver, DeployPreviewRequest, DockerDeployError, DockerDeployOutcome,
+    DockerDeployPreview, DockerDeploySpec, PreviewAttempt, TargetContainer, preview_deploy,
 };
+use crate::pipeline::Pipeline;
 use crate::pipeline::model::TargetKind;
 use crate::plan::StageId;
 
@@ -99,6 +101,10 @@ fn failure(err: DockerDeployError) -> StageFailure {
 
 #[async_trait]
 impl StageExecutor for DockerDeployStage {
+    async fn preview(&self, pipeline: &Pipeline, id: &StageId) -> Vec<String> {
+        deploy_preview(&self.daemon, pipeline, &id.name).await
+    }
+
     async fn fingerprint(&self, _: &StageInput<'_>) -> Result<Value, StageFailure> {
         // The resolved config and the upstream outputs (the image id) say everything.
         Ok(Value::Null)
@@ -153,4 +159,77 @@ impl StageExecutor for DockerDeployStage {
         context.record(&outcome).await?;
         Ok(())
     }
+}
+
+/// What a deploy of `target` would start and stop, from the deploy's own planner over the
+/// containers running now. A plan without a daemon still plans, and says why it cannot show
+/// this. The configuration is the file's, unresolved: names and ports hold no expressions.
+async fn deploy_preview(
+    daemon: &DaemonConnection,
+    pipeline: &Pipeline,
+    target: &str,
+) -> Vec<String> {
+    let Some(TargetKind::Docker(config)) = pipeline.file.deploy.get(target).map(|t| &t.kind) else {
+        return Vec::new();
+    };
+    let client = match daemon.get().await {
+        Ok(client) => client,
+        Err(failure) => {
+            return vec![format!(
+                "cannot preview the containers: {}",
+                failure.message
+            )];
+        }
+    };
+    let request = DeployPreviewRequest {
+        pipeline: &pipeline.file.name,
+        target,
+        // The new run's id is made when it starts: the names shown use a stand-in.
+        run_id: "plan",
+        config,
+        attempt: PreviewAttempt::Fresh,
+    };
+    match preview_deploy(client.bollard(), &request).await {
+        Ok(preview) => vec![deploy_preview_text(&preview)],
+        Err(err) => vec![format!("cannot preview the containers: {err}")],
+    }
+}
+
+/// `start 2 replicas on :8082, :8083; then stop web-9c1d-0 (:8080), web-9c1d-1 (:8081)`.
+/// New replicas are named after the run that creates them, so only their ports are shown.
+fn deploy_preview_text(preview: &DockerDeployPreview) -> String {
+    let ports: Vec<String> = preview
+        .start
+        .iter()
+        .flat_map(|replica| replica.ports.iter().map(|port| format!(":{port}")))
+        .collect();
+    let replicas = match preview.start.len() {
+        1 => "1 replica".to_owned(),
+        n => format!("{n} replicas"),
+    };
+    let mut text = if ports.is_empty() {
+        format!("start {replicas}")
+    } else {
+        format!("start {replicas} on {}", ports.join(", "))
+    };
+    if !preview.remove_leftovers.is_empty() {
+        text = format!(
+            "remove leftovers {}, then {text}",
+            containers_text(&preview.remove_leftovers)
+        );
+    }
+    if preview.stop.is_empty() {
+        text.push_str("; no previous version to stop");
+    } else {
+        text.push_str(&format!("; then stop {}", containers_text(&preview.stop)));
+    }
+    text
+}
+
+fn containers_text(containers: &[TargetContainer]) -> String {
+    containers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

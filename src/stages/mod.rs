@@ -107,6 +107,8 @@ pub struct StageContext<'a> {
     pub cancel: CancellationToken,
     /// Outputs an earlier, unfinished attempt of this stage with the same inputs recorded.
     pub previous_attempt: Outputs,
+    /// What the executor's `fingerprint` returned for these inputs (a build's context digest).
+    pub fingerprint: serde_json::Value,
 }
 
 impl StageContext<'_> {
@@ -136,6 +138,14 @@ pub trait StageExecutor: Send + Sync {
         input: &StageInput<'_>,
         context: &StageContext<'_>,
     ) -> Result<(), StageFailure>;
+
+    /// What running stage `id` would change, for `shipit plan`: lines for people (which files
+    /// of a build context changed, which containers a deploy starts and stops). Asked only of
+    /// a stage the plan says will run, after its fingerprint when it could be decided; it
+    /// changes nothing, and says why when it cannot tell.
+    async fn preview(&self, _pipeline: &Pipeline, _id: &StageId) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The executor for each kind of stage. A deploy kind this build cannot run has none: the

@@ -1,0 +1,100 @@
+//! `shipit plan` through the real binary and the test environment's daemon: besides run or
+//! skip, it says what a stage would change: which files of a build context changed since the
+//! last build, and which containers a docker deploy would start and stop (and the run then
+//! does just that).
+
+mod support;
+
+use support::demo_app::two_target_project;
+use support::{ContainerSweep, stage, unique_name};
+
+#[test]
+fn plan_names_the_files_that_changed_since_the_last_build() {
+    let name = unique_name("e2e-plan-files");
+    let _sweep = ContainerSweep(name.clone());
+    let project = two_target_project(&name);
+    let plan = project.shipit(&["plan", "--only", "build:web", "--output", "json"]);
+    assert_eq!(
+        stage(&plan.json(), "build:web")["details"][0],
+        "no earlier build of this image on record"
+    );
+    let run = project.shipit(&["run", "--only", "build:web"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    project
+        .file("web/www/index.html", "<h1>changed</h1>\n")
+        .file("web/www/new.txt", "new\n");
+    std::fs::remove_file(project.path().join("web/www/health")).unwrap();
+    let plan = project.shipit(&["plan", "--only", "build:web", "--output", "json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = plan.json();
+    let build = stage(&plan, "build:web");
+    assert_eq!(build["action"], "run", "{plan}");
+    assert_eq!(
+        build["details"][0],
+        "context changed: 3 files (www/index.html changed, www/new.txt added, www/health removed)",
+        "{plan}"
+    );
+}
+
+#[test]
+fn plan_names_the_ports_a_deploy_would_start_and_the_containers_it_would_stop() {
+    let name = unique_name("e2e-plan");
+    let _sweep = ContainerSweep(name.clone());
+    let project = two_target_project(&name);
+    let first = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let first = first.json();
+    let running: Vec<(String, u64)> = stage(&first, "deploy:web")["outputs"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["ports"][0].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(running.len(), 2);
+
+    let plan = project.shipit(&[
+        "plan",
+        "--only",
+        "deploy:web",
+        "--force",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = plan.json();
+    let details = stage(&plan, "deploy:web")["details"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Two versions share the host while the new one is gated: the new replicas take the next
+    // ports, and the running ones are stopped once it passes.
+    let (a, b) = (running[0].1, running[1].1);
+    let expected = format!(
+        "start 2 replicas on :{}, :{}; then stop {} (:{a}), {} (:{b})",
+        a + 2,
+        b + 2,
+        running[0].0,
+        running[1].0
+    );
+    assert_eq!(details, expected, "{plan}");
+
+    // The deploy does what the plan said.
+    let run = project.shipit(&["run", "--only", "deploy:web", "--force", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = run.json();
+    let deploy = stage(&run, "deploy:web");
+    let ports: Vec<u64> = deploy["outputs"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ports"][0].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [a + 2, b + 2], "{deploy}");
+    assert_eq!(deploy["outputs"]["replaced"].as_array().unwrap().len(), 2);
+}

@@ -6,12 +6,14 @@ mod support;
 
 use std::time::Duration;
 
-use support::{
-    ContainerSweep, Project, containers_of, free_ports, http_get, repo_root, stage, unique_name,
-};
+use support::scenario::Scenario;
+use support::{Project, http_get, repo_root, stage};
 
-/// A project holding a copy of the demo app, deployed as `name` on `port` (and the ports after).
-fn demo_project(name: &str, port: u16, extra: &str) -> Project {
+/// A project holding a copy of the demo app, deployed as the scenario's pipeline on four of its
+/// ports; `extra` ends the target's `docker:` block.
+fn demo_project(scenario: &Scenario, extra: &str) -> Project {
+    let name = scenario.name();
+    let port = scenario.ports(4);
     let project = Project::with_docker();
     let app = repo_root().join("pipelines/demo/web");
     for file in ["Dockerfile", "serve.sh", "www/index.html", "www/health"] {
@@ -43,9 +45,8 @@ fn deployed_ports(result: &serde_json::Value) -> Vec<u16> {
 
 #[test]
 fn a_healthy_deploy_serves_from_every_replica_and_the_next_one_replaces_it() {
-    let name = unique_name("e2e-deploy");
-    let _sweep = ContainerSweep(name.clone());
-    let project = demo_project(&name, free_ports(4), "");
+    let scenario = Scenario::new("e2e-deploy");
+    let project = demo_project(&scenario, "");
     let run = project.shipit(&["run", "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let first = run.json();
@@ -79,18 +80,17 @@ fn a_healthy_deploy_serves_from_every_replica_and_the_next_one_replaces_it() {
         "the previous replicas were removed: {deploy}"
     );
     assert_eq!(
-        containers_of(&name).len(),
+        scenario.containers(None).len(),
         2,
         "only the new version's containers remain: {:?}",
-        containers_of(&name)
+        scenario.containers(None)
     );
 }
 
 #[test]
 fn a_deploy_whose_health_check_fails_is_rolled_back_and_exits_3() {
-    let name = unique_name("e2e-rollback");
-    let _sweep = ContainerSweep(name.clone());
-    let project = demo_project(&name, free_ports(4), "");
+    let scenario = Scenario::new("e2e-rollback");
+    let project = demo_project(&scenario, "");
     let run = project.shipit(&["run", "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let old_ports = deployed_ports(&run.json());
@@ -119,18 +119,17 @@ fn a_deploy_whose_health_check_fails_is_rolled_back_and_exits_3() {
         );
     }
     assert_eq!(
-        containers_of(&name).len(),
+        scenario.containers(None).len(),
         2,
         "the new containers are gone: {:?}",
-        containers_of(&name)
+        scenario.containers(None)
     );
 }
 
 #[test]
 fn a_deploy_not_healthy_before_its_deadline_exits_4() {
-    let name = unique_name("e2e-deadline");
-    let _sweep = ContainerSweep(name.clone());
-    let project = demo_project(&name, free_ports(4), "      timeout: 3s\n");
+    let scenario = Scenario::new("e2e-deadline");
+    let project = demo_project(&scenario, "      timeout: 3s\n");
     // Never healthy, but never out of retries either: only the deadline ends the wait.
     std::fs::remove_file(project.path().join("web/www/health")).unwrap();
     let text = std::fs::read_to_string(project.path().join("shipit.yaml"))
@@ -141,17 +140,16 @@ fn a_deploy_not_healthy_before_its_deadline_exits_4() {
     assert_eq!(run.code, 4, "{run:?}");
     assert_eq!(run.json()["status"], "timed_out");
     assert!(
-        containers_of(&name).is_empty(),
+        scenario.containers(None).is_empty(),
         "nothing is left running: {:?}",
-        containers_of(&name)
+        scenario.containers(None)
     );
 }
 
 #[test]
 fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
-    let name = unique_name("e2e-resume");
-    let _sweep = ContainerSweep(name.clone());
-    let project = demo_project(&name, free_ports(4), "      timeout: 2m\n");
+    let scenario = Scenario::new("e2e-resume");
+    let project = demo_project(&scenario, "      timeout: 2m\n");
     // The app takes a few seconds to start listening: long enough to kill shipit mid-gate.
     let dockerfile = std::fs::read_to_string(project.path().join("web/Dockerfile")).unwrap();
     let slow = dockerfile.replace(
@@ -179,7 +177,7 @@ fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
         |p| {
             p.latest_stage("deploy:web")
                 .is_some_and(|s| s["status"] == "running" && s["outputs"]["started"] == true)
-                && containers_of(&name).len() == 2
+                && scenario.containers(None).len() == 2
         },
     );
     child.kill().unwrap();
@@ -193,10 +191,10 @@ fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
     assert_eq!(deploy["attempts"], 2, "{deploy}");
     assert_eq!(deploy["outputs"]["containers"].as_array().unwrap().len(), 2);
     assert_eq!(
-        containers_of(&name).len(),
+        scenario.containers(None).len(),
         2,
         "no orphans: {:?}",
-        containers_of(&name)
+        scenario.containers(None)
     );
     for port in deployed_ports(&result) {
         assert!(

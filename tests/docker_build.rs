@@ -3,10 +3,10 @@
 //!
 //! Needs: a daemon with `$SHIPIT_TEST_BASE_IMAGE` (busybox) loaded, and the
 //! Debian 20.10 docker CLI at /usr/bin/docker (or `$SHIPIT_TEST_DOCKER_CLI`).
+//! Every test's images are named after its scenario and removed when it ends.
 //! The measurements (context digest and tar speed, huge inputs) are
 //! `scripts/bench-context`.
 
-#[path = "support/docker_build_support.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -18,7 +18,8 @@ use shipit::docker::{
     BuildError, BuildRequest, BuilderKind, DaemonEndpoint, DockerError, SecretValue, build_image,
     connect_to,
 };
-use support::*;
+use support::docker_build_support::*;
+use support::scenario::{Scenario, base_image, daemon, error_chain};
 use tokio_util::sync::CancellationToken;
 
 fn request(dir: &std::path::Path, builder: BuilderKind, tag: &str) -> BuildRequest {
@@ -81,10 +82,11 @@ fn multi_stage_context() -> tempfile::TempDir {
 }
 
 async fn multi_stage_build(builder: BuilderKind) {
-    let client = daemon().await;
+    let scenario = Scenario::new("multi");
+    let client = scenario.client().await;
     let dir = multi_stage_context();
-    let tag = format!("{}:v1", unique("shipit-test-multi"));
-    let second = format!("{}:extra", unique("shipit-test-multi"));
+    let tag = scenario.image("first:v1");
+    let second = scenario.image("second:extra");
     let mut request = request(dir.path(), builder, &tag);
     request.tags.push(second.clone());
     request.target = Some("final".to_string());
@@ -133,8 +135,6 @@ async fn multi_stage_build(builder: BuilderKind) {
         "output: {}",
         recorder.all_text()
     );
-    remove_image(&client, &tag).await;
-    remove_image(&client, &second).await;
 }
 
 #[tokio::test]
@@ -148,13 +148,14 @@ async fn a_multi_stage_build_with_args_and_target_works_with_buildkit() {
 }
 
 async fn failing_build(builder: BuilderKind) {
-    let client = daemon().await;
+    let scenario = Scenario::new("fail");
+    let client = scenario.client().await;
     let dockerfile = format!(
         "FROM {}\nRUN echo first-step-ok\nRUN echo before-failure-marker && exit 3\n",
         base_image()
     );
     let dir = context(&[("Dockerfile", dockerfile.as_str())]);
-    let tag = unique("shipit-test-fail");
+    let tag = scenario.image("failing");
     let recorder = Recorder::default();
     let err = build_image(
         &client,
@@ -202,12 +203,13 @@ async fn a_failing_step_is_reported_with_its_output_by_buildkit() {
 }
 
 async fn syntax_error(builder: BuilderKind) {
-    let client = daemon().await;
+    let scenario = Scenario::new("syntax");
+    let client = scenario.client().await;
     let dockerfile = format!("FROM {}\nNOTANINSTRUCTION here\n", base_image());
     let dir = context(&[("Dockerfile", dockerfile.as_str())]);
     let err = build_image(
         &client,
-        &request(dir.path(), builder, &unique("shipit-test-syntax")),
+        &request(dir.path(), builder, &scenario.image("syntax")),
         &Recorder::default(),
         CancellationToken::new(),
     )
@@ -276,10 +278,11 @@ async fn a_missing_dockerfile_is_a_context_error() {
 }
 
 async fn cancelled_build(builder: BuilderKind) {
-    let client = daemon().await;
+    let scenario = Scenario::new("cancel");
+    let client = scenario.client().await;
     let dockerfile = format!("FROM {}\nRUN sleep 60\n", base_image());
     let dir = context(&[("Dockerfile", dockerfile.as_str())]);
-    let mut request = request(dir.path(), builder, &unique("shipit-test-cancel"));
+    let mut request = request(dir.path(), builder, &scenario.image("cancel"));
     request.no_cache = true;
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
@@ -309,28 +312,28 @@ async fn cancelling_stops_a_buildkit_build() {
 
 #[tokio::test]
 async fn a_buildkit_cache_mount_keeps_its_contents_between_builds() {
-    let client = daemon().await;
-    let cache_id = unique("shipit-test-cache");
+    let scenario = Scenario::new("cache");
+    let client = scenario.client().await;
+    let cache_id = scenario.name();
     let dockerfile = format!(
         "FROM {}\nARG RUN_ID\nRUN --mount=type=cache,target=/cache,id={cache_id} \
          sh -c 'echo \"$RUN_ID\" >> /cache/runs && cat /cache/runs'\n",
         base_image()
     );
     let dir = context(&[("Dockerfile", dockerfile.as_str())]);
-    let tag = unique("shipit-test-cache");
     let first = format!("first-{}", hex_id());
     let second = format!("second-{}", hex_id());
-    let mut built_ids = Vec::new();
-    for run_id in [&first, &second] {
+    for (run, run_id) in [("first", &first), ("second", &second)] {
+        // A tag per build: the sweep finds images by name, and the first would lose its name.
+        let tag = scenario.image(&format!("cache:{run}"));
         let mut request = request(dir.path(), BuilderKind::BuildKit, &tag);
         request
             .build_args
             .insert("RUN_ID".to_string(), run_id.clone());
         let recorder = Recorder::default();
-        let built = build_image(&client, &request, &recorder, CancellationToken::new())
+        build_image(&client, &request, &recorder, CancellationToken::new())
             .await
             .unwrap_or_else(|err| panic!("build failed: {}", error_chain(&err)));
-        built_ids.push(built.id);
         if run_id == &second {
             let text = recorder.all_text();
             assert!(
@@ -340,14 +343,12 @@ async fn a_buildkit_cache_mount_keeps_its_contents_between_builds() {
             assert!(text.contains(&second), "{text}");
         }
     }
-    for id in built_ids {
-        remove_image(&client, &id).await;
-    }
 }
 
 #[tokio::test]
 async fn a_build_secret_reaches_the_step_and_leaks_nowhere() {
-    let client = daemon().await;
+    let scenario = Scenario::new("secret");
+    let client = scenario.client().await;
     let secret = format!("s3cret-{}-value", hex_id());
     let secret_sha = hex::encode(Sha256::digest(secret.as_bytes()));
     let dockerfile = format!(
@@ -360,7 +361,7 @@ async fn a_build_secret_reaches_the_step_and_leaks_nowhere() {
     )
     .replace("wc -c", "busybox wc -c");
     let dir = context(&[("Dockerfile", dockerfile.as_str())]);
-    let tag = unique("shipit-test-secret");
+    let tag = scenario.image("secret");
     let mut request = request(dir.path(), BuilderKind::BuildKit, &tag);
     // BuildKit leaves secret contents out of the cache key, so a cached step
     // from an earlier run would never read this run's secret.
@@ -395,7 +396,6 @@ async fn a_build_secret_reaches_the_step_and_leaks_nowhere() {
         !saved.contains(&secret),
         "the image's layers leak the secret"
     );
-    remove_image(&client, &tag).await;
 }
 
 #[tokio::test]
@@ -563,14 +563,15 @@ fn names(listing: &[String]) -> Vec<String> {
 
 #[tokio::test]
 async fn dockerignore_parity_with_the_docker_cli() {
-    let client = daemon().await;
+    let scenario = Scenario::new("parity");
+    let client = scenario.client().await;
     let mut failures = Vec::new();
     let mut results = BTreeMap::new();
     for (name, rules) in PARITY_CASES {
         let dir = tempfile::tempdir().unwrap();
         parity_tree(dir.path(), &parity_dockerfile());
         std::fs::write(dir.path().join(".dockerignore"), rules).unwrap();
-        let tag = |who: &str| format!("shipit-test-parity-{name}-{who}");
+        let tag = |who: &str| scenario.image(&format!("{name}-{who}"));
         let cli_classic = cli_build(dir.path(), false, &tag("cli-classic"));
         let cli_buildkit = cli_build(dir.path(), true, &tag("cli-buildkit"));
         let ours_classic = shipit_build(
@@ -607,14 +608,6 @@ async fn dockerignore_parity_with_the_docker_cli() {
             ));
         }
         results.insert(*name, cli_classic.len());
-        for who in [
-            "cli-classic",
-            "cli-buildkit",
-            "shipit-classic",
-            "shipit-buildkit",
-        ] {
-            remove_image(&client, &tag(who)).await;
-        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     eprintln!("parity cases (entries seen): {results:?}");
@@ -651,7 +644,8 @@ fn context_bytes_transferred(lines: &[String]) -> f64 {
 /// and a rebuild after a one-file change transfers that file, not the context.
 #[tokio::test]
 async fn buildkit_syncs_a_large_context_and_then_only_what_changed() {
-    let client = daemon().await;
+    let scenario = Scenario::new("sync");
+    let client = scenario.client().await;
     let dir = tempfile::tempdir().unwrap();
     for d in 0..100 {
         let sub = dir.path().join(format!("src/d{d:03}"));
@@ -672,39 +666,30 @@ async fn buildkit_syncs_a_large_context_and_then_only_what_changed() {
         ),
     )
     .unwrap();
-    let tag = unique("shipit-test-sync");
-    let build = || async {
-        let recorder = Recorder::default();
-        build_image(
-            &client,
-            &request(dir.path(), BuilderKind::BuildKit, &tag),
-            &recorder,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap_or_else(|err| panic!("build failed: {}", error_chain(&err)));
-        recorder
+    // A tag per build: the sweep finds images by name, and the first would lose its name.
+    let (first_tag, second_tag) = (scenario.image("sync:first"), scenario.image("sync:second"));
+    let build = |tag: &str| {
+        let request = request(dir.path(), BuilderKind::BuildKit, tag);
+        let client = &client;
+        async move {
+            let recorder = Recorder::default();
+            build_image(client, &request, &recorder, CancellationToken::new())
+                .await
+                .unwrap_or_else(|err| panic!("build failed: {}", error_chain(&err)));
+            recorder
+        }
     };
-    let run = |command: &str| {
+    let run = |tag: &str, command: &str| {
         cli(
-            &[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                &tag,
-                "sh",
-                "-c",
-                command,
-            ],
+            &["run", "--rm", "--network", "none", tag, "sh", "-c", command],
             &[],
             None,
         )
     };
 
-    let first = build().await;
+    let first = build(&first_tag).await;
     assert_eq!(
-        run("cat /count").trim(),
+        run(&first_tag, "cat /count").trim(),
         "10002",
         "10,000 files, big.bin, Dockerfile"
     );
@@ -720,9 +705,9 @@ async fn buildkit_syncs_a_large_context_and_then_only_what_changed() {
         "changed, and longer than before\n",
     )
     .unwrap();
-    let second = build().await;
+    let second = build(&second_tag).await;
     assert_eq!(
-        run("cat /ctx/src/d042/f042.txt").trim(),
+        run(&second_tag, "cat /ctx/src/d042/f042.txt").trim(),
         "changed, and longer than before"
     );
     let second_bytes = context_bytes_transferred(&second.lines());
@@ -731,5 +716,4 @@ async fn buildkit_syncs_a_large_context_and_then_only_what_changed() {
         "the rebuild should send stats and one file, saw {second_bytes} bytes:\n{}",
         second.all_text()
     );
-    remove_image(&client, &tag).await;
 }

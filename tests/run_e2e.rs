@@ -6,12 +6,15 @@ mod support;
 
 use std::time::Duration;
 
+use support::scenario::Scenario;
 use support::{Project, stage, unique_name};
 
 /// Two images: `fast` builds at once, `slow` sleeps in a RUN step long enough to be caught
-/// mid-build. The nonce keeps the daemon's layer cache from answering for `slow`.
-fn two_image_project(slow_seconds: u32) -> (Project, String) {
-    let name = unique_name("e2e-run");
+/// mid-build. The nonce keeps the daemon's layer cache from answering for `slow`. The images
+/// are named after the scenario, which removes them when it is dropped.
+fn two_image_project(slow_seconds: u32) -> (Project, Scenario) {
+    let scenario = Scenario::new("e2e-run");
+    let name = scenario.name();
     let project = Project::with_docker();
     project
         .file(
@@ -27,7 +30,7 @@ fn two_image_project(slow_seconds: u32) -> (Project, String) {
             format!("FROM busybox:latest\nARG NONCE\nRUN echo \"$NONCE\" && sleep {slow_seconds} && echo done > /slow.txt\n"),
         )
         .commit();
-    (project, name)
+    (project, scenario)
 }
 
 fn status(stage: &Option<serde_json::Value>) -> String {
@@ -40,7 +43,7 @@ fn status(stage: &Option<serde_json::Value>) -> String {
 
 #[test]
 fn a_second_run_skips_unchanged_stages_force_rebuilds_and_a_change_rebuilds_only_its_image() {
-    let (project, _) = two_image_project(0);
+    let (project, _images) = two_image_project(0);
     let first = project.shipit(&["run", "--output", "json"]);
     assert_eq!(first.code, 0, "{first:?}");
     let first_json = first.json();
@@ -98,7 +101,7 @@ fn a_second_run_skips_unchanged_stages_force_rebuilds_and_a_change_rebuilds_only
 
 #[test]
 fn a_removed_image_is_rebuilt_even_though_its_inputs_are_unchanged() {
-    let (project, _) = two_image_project(0);
+    let (project, _images) = two_image_project(0);
     let first = project.shipit(&["run", "--only", "build:fast", "--output", "json"]);
     assert_eq!(first.code, 0, "{first:?}");
     let local_ref = first.json()["stages"][0]["outputs"]["local_ref"]
@@ -190,7 +193,7 @@ fn resumed_stages(project: &Project, run_id: &str) -> (serde_json::Value, String
 
 #[test]
 fn a_run_killed_mid_stage_is_completed_by_resume_without_redoing_finished_stages() {
-    let (project, _) = two_image_project(8);
+    let (project, _images) = two_image_project(8);
     let run_id = kill_mid_slow_build(&project, &["run", "--no-progress"]);
     let (result, stderr) = resumed_stages(&project, &run_id);
     assert_eq!(stage(&result, "build:fast")["status"], "skipped");
@@ -209,7 +212,7 @@ fn a_run_killed_mid_stage_is_completed_by_resume_without_redoing_finished_stages
 
 #[test]
 fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_was_pruned() {
-    let (project, _) = two_image_project(8);
+    let (project, _images) = two_image_project(8);
     let run_id = kill_mid_slow_build(&project, &["run", "--force", "--no-progress"]);
     let (result, _) = resumed_stages(&project, &run_id);
     assert_eq!(
@@ -218,7 +221,7 @@ fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_
     );
 
     // A second killed run, and this time the finished image is pruned before the resume.
-    let (project, _) = two_image_project(8);
+    let (project, _images) = two_image_project(8);
     let run_id = kill_mid_slow_build(&project, &["run", "--no-progress"]);
     let fast = stage(&project.journal(&run_id), "build:fast").clone();
     support::docker(&[
@@ -233,7 +236,7 @@ fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_
 }
 
 fn interrupt_with(signal: &str, expected_code: i32) {
-    let (project, _) = two_image_project(30);
+    let (project, _images) = two_image_project(30);
     let child = project
         .command(&["run", "--no-progress"])
         .stderr(std::process::Stdio::piped())
@@ -275,7 +278,7 @@ fn sigterm_stops_the_running_stage_cleanly_and_exits_143() {
 
 #[test]
 fn plan_reports_what_would_be_skipped_after_a_run() {
-    let (project, _) = two_image_project(0);
+    let (project, _images) = two_image_project(0);
     assert_eq!(project.shipit(&["run"]).code, 0);
     project.file("fast/app.txt", "v3\n");
     let plan = project.shipit(&["plan", "--output", "json"]);

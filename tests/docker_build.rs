@@ -10,13 +10,14 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use shipit::docker::context::ContextError;
 use shipit::docker::{
-    BuildError, BuildRequest, BuilderKind, DaemonEndpoint, DockerError, SecretValue, build_image,
-    connect_to,
+    BuildError, BuildObserver, BuildRequest, BuilderKind, DaemonEndpoint, DockerError, SecretValue,
+    build_image, connect_to,
 };
 use support::daemon_proxy::{DaemonProxy, Delivery};
 use support::docker_build_support::*;
@@ -278,25 +279,73 @@ async fn a_missing_dockerfile_is_a_context_error() {
     );
 }
 
+/// Cancels its build when the build's output shows that the slow step runs.
+struct CancelWhenRunning {
+    /// Printed by the slow step's command only: the Dockerfile holds `$((40 + 2))`.
+    marker: &'static str,
+    cancel: CancellationToken,
+    cancelled_at: Mutex<Option<Instant>>,
+    recorder: Recorder,
+}
+
+impl BuildObserver for CancelWhenRunning {
+    fn on_step(&self, step: &str) {
+        self.recorder.on_step(step);
+    }
+
+    fn on_output_line(&self, line: &str) {
+        self.recorder.on_output_line(line);
+        if line.contains(self.marker) {
+            self.cancelled_at
+                .lock()
+                .expect("lock")
+                .get_or_insert_with(Instant::now);
+            self.cancel.cancel();
+        }
+    }
+}
+
 async fn cancelled_build(builder: BuilderKind) {
     let scenario = Scenario::new("cancel");
     let client = scenario.client().await;
-    let dockerfile = format!("FROM {}\nRUN sleep 60\n", base_image());
+    let dockerfile = format!(
+        "FROM {}\nRUN echo \"slow step runs: $((40 + 2))\" && sleep 60\n",
+        base_image()
+    );
     let dir = context(&[("Dockerfile", dockerfile.as_str())]);
     let mut request = request(dir.path(), builder, &scenario.image("cancel"));
     request.no_cache = true;
     let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        trigger.cancel();
-    });
-    let started = Instant::now();
-    let err = build_image(&client, &request, &Recorder::default(), cancel)
-        .await
-        .unwrap_err();
+    let observer = CancelWhenRunning {
+        marker: "slow step runs: 42",
+        cancel: cancel.clone(),
+        cancelled_at: Mutex::new(None),
+        recorder: Recorder::default(),
+    };
+    let result = tokio::time::timeout(
+        Duration::from_secs(50),
+        build_image(&client, &request, &observer, cancel),
+    )
+    .await;
+    let Some(cancelled_at) = *observer.cancelled_at.lock().expect("lock") else {
+        panic!(
+            "the slow step did not run within 50 s: {result:?}\n{}",
+            observer.recorder.all_text()
+        );
+    };
+    let Ok(result) = result else {
+        panic!(
+            "the build went on for {:?} after it was cancelled",
+            cancelled_at.elapsed()
+        );
+    };
+    let err = result.unwrap_err();
     assert!(matches!(err, BuildError::Cancelled), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(10),
+        "the build stopped {:?} after it was cancelled, not at once",
+        cancelled_at.elapsed()
+    );
 }
 
 #[tokio::test]

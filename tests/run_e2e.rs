@@ -13,6 +13,11 @@ use support::{Project, stage, unique_name};
 /// mid-build. The nonce keeps the daemon's layer cache from answering for `slow`. The images
 /// are named after the scenario, which removes them when it is dropped.
 fn two_image_project(slow_seconds: u32) -> (Project, Scenario) {
+    slow_step_project(&format!("sleep {slow_seconds}"))
+}
+
+/// [`two_image_project`] whose slow RUN step runs the shell command `slow_step`.
+fn slow_step_project(slow_step: &str) -> (Project, Scenario) {
     let scenario = Scenario::new("e2e-run");
     let name = scenario.name();
     let project = Project::with_docker();
@@ -27,7 +32,7 @@ fn two_image_project(slow_seconds: u32) -> (Project, Scenario) {
         .file("fast/app.txt", "v1\n")
         .file(
             "slow/Dockerfile",
-            format!("FROM busybox:latest\nARG NONCE\nRUN echo \"$NONCE\" && sleep {slow_seconds} && echo done > /slow.txt\n"),
+            format!("FROM busybox:latest\nARG NONCE\nRUN echo \"$NONCE\" && {slow_step} && echo done > /slow.txt\n"),
         )
         .commit();
     (project, scenario)
@@ -230,8 +235,49 @@ fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_
     assert_eq!(stage(&result, "build:fast")["attempts"], 2);
 }
 
+/// A listener on 127.0.0.1 that a build step calls when it starts (build steps share the
+/// host's network), so a test can act while the step runs.
+struct StepBeacon {
+    listener: std::net::TcpListener,
+}
+
+impl StepBeacon {
+    fn new() -> StepBeacon {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind the beacon");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking beacon");
+        StepBeacon { listener }
+    }
+
+    /// The shell command that calls the beacon; it never fails the step.
+    fn call(&self) -> String {
+        let port = self.listener.local_addr().expect("beacon address").port();
+        format!("(wget -q -O /dev/null http://127.0.0.1:{port}/ || true)")
+    }
+
+    /// Waits (bounded) for the step's call, and hangs up on it.
+    fn wait(&self, what: &str, timeout: Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            match self.listener.accept() {
+                Ok(_) => return,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        start.elapsed() < timeout,
+                        "timed out after {timeout:?} waiting for {what}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(error) => panic!("the beacon failed: {error}"),
+            }
+        }
+    }
+}
+
 fn interrupt_with(signal: &str, expected_code: i32) {
-    let (project, _images) = two_image_project(30);
+    let beacon = StepBeacon::new();
+    let (project, _images) = slow_step_project(&format!("{} && sleep 30", beacon.call()));
     let child = project
         .command(&["run", "--no-progress"])
         .stderr(std::process::Stdio::piped())
@@ -240,7 +286,7 @@ fn interrupt_with(signal: &str, expected_code: i32) {
     project.wait_for("build:slow to run", Duration::from_secs(120), |p| {
         status(&p.latest_stage("build:slow")) == "running"
     });
-    std::thread::sleep(Duration::from_millis(500));
+    beacon.wait("the slow build step to start", Duration::from_secs(120));
     let killed = std::process::Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()

@@ -4,6 +4,9 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use support::scenario::Scenario;
@@ -146,25 +149,96 @@ fn a_deploy_not_healthy_before_its_deadline_exits_4() {
     );
 }
 
+/// An HTTP endpoint on 127.0.0.1 that answers 503 until the test opens it, and 200 after: an
+/// app that waits on it before it listens is ready when the test says so, not after a guess.
+struct StartGate {
+    port: u16,
+    open: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StartGate {
+    fn new() -> StartGate {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind the gate");
+        let port = listener.local_addr().expect("gate address").port();
+        let open = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let (open, stop) = (Arc::clone(&open), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                for mut stream in listener.incoming().flatten() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let mut request = [0u8; 1024];
+                    let _ = stream.read(&mut request);
+                    let status = if open.load(Ordering::SeqCst) {
+                        "200 OK"
+                    } else {
+                        "503 Service Unavailable"
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.0 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+            })
+        };
+        StartGate {
+            port,
+            open,
+            stop,
+            server: Some(server),
+        }
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StartGate {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the server out of accept so that it sees `stop`.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
 #[test]
 fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
     let scenario = Scenario::new("e2e-resume");
+    let gate = StartGate::new();
     let project = demo_project(&scenario, "      timeout: 2m\n");
-    // The app takes a few seconds to start listening: long enough to kill shipit mid-gate.
+    // The app starts listening only once the gate opens, and until then the health gate's
+    // start period (90 s, within the 2 min deadline) keeps the failed probes from counting:
+    // shipit is still waiting on its gate when it is killed, however slow the machine.
     let dockerfile = std::fs::read_to_string(project.path().join("web/Dockerfile")).unwrap();
-    let slow = dockerfile.replace(
+    let gated = dockerfile.replace(
         "CMD [\"sh\", \"/serve.sh\"]",
-        "CMD [\"sh\", \"-c\", \"sleep 4; exec sh /serve.sh\"]",
+        "CMD [\"sh\", \"-c\", \"until wget -q -O /dev/null http://127.0.0.1:$START_GATE/; do sleep 0.2; done; exec sh /serve.sh\"]",
     );
     assert_ne!(
-        slow, dockerfile,
+        gated, dockerfile,
         "the demo Dockerfile's CMD changed; update this test"
     );
-    project.file("web/Dockerfile", slow);
-    let text = std::fs::read_to_string(project.path().join("shipit.yaml"))
-        .unwrap()
-        .replace("start_period: 1s", "start_period: 15s");
-    project.file("shipit.yaml", text).commit();
+    project.file("web/Dockerfile", gated);
+    let pipeline = std::fs::read_to_string(project.path().join("shipit.yaml")).unwrap();
+    let gated = pipeline
+        .replace(
+            "env: { GREETING: first }",
+            &format!("env: {{ GREETING: first, START_GATE: \"{}\" }}", gate.port),
+        )
+        .replace("start_period: 1s", "start_period: 90s");
+    assert_ne!(
+        gated, pipeline,
+        "demo_project's pipeline changed; update this test"
+    );
+    project.file("shipit.yaml", gated).commit();
 
     let mut child = project
         .command(&["run", "--no-progress"])
@@ -182,6 +256,7 @@ fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+    gate.open();
 
     let resumed = project.shipit(&["resume", "--output", "json"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");

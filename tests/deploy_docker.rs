@@ -1,5 +1,5 @@
-//! The docker deploy target against a real Docker daemon: DOCKER_HOST, else
-//! SHIPIT_TEST_DOCKER_HOST, else the default socket. The tests fail (never skip) when no
+//! The docker deploy target against a real Docker daemon, the one DOCKER_HOST names
+//! (scripts/test points it at the test environment's). The tests fail (never skip) when no
 //! daemon answers.
 //!
 //! Every test runs in its own scenario (tests/support/scenario.rs): its own pipeline name, so

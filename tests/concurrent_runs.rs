@@ -7,7 +7,8 @@ mod support;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use support::{ContainerSweep, Project, free_ports, stage, unique_name};
+use support::scenario::Scenario;
+use support::{Project, stage, unique_name};
 
 fn spawn(project: &Project, args: &[&str]) -> Child {
     project
@@ -66,8 +67,8 @@ fn runs_of_two_pipelines_in_one_state_dir_build_at_the_same_time_and_both_finish
 
 #[test]
 fn two_runs_deploying_one_target_take_turns_and_the_second_says_whom_it_waits_for() {
-    let name = unique_name("e2e-turns");
-    let _sweep = ContainerSweep(name.clone());
+    let scenario = Scenario::new("e2e-turns");
+    let name = scenario.name();
     let project = Project::with_docker();
     // The app answers only after a start delay, so a deploy is still gating when the second
     // run reaches its deploy.
@@ -80,7 +81,7 @@ fn two_runs_deploying_one_target_take_turns_and_the_second_says_whom_it_waits_fo
             "shipit.yaml",
             format!(
                 "version: 1\nname: {name}\nimages:\n  web:\n    context: web\ndeploy:\n  web:\n    image: web\n    docker:\n      port: {}\n      health: {{ http: {{ path: /health }}, interval: 250ms, retries: 2, start_period: 5s }}\n",
-                free_ports(4)
+                scenario.ports(4)
             ),
         )
         .commit();

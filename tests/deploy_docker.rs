@@ -1,220 +1,36 @@
-//! The docker deploy target against a real Docker daemon: DOCKER_HOST, else
-//! SHIPIT_TEST_DOCKER_HOST, else the default socket. The tests fail (never skip) when no
+//! The docker deploy target against a real Docker daemon, the one DOCKER_HOST names
+//! (scripts/test points it at the test environment's). The tests fail (never skip) when no
 //! daemon answers.
 //!
-//! Every test deploys its own pipeline name, so tests run in parallel without seeing each
-//! other's containers, and a guard removes every container of that pipeline when the test
-//! ends, passed or failed. Containers also carry `shipit-test=deploy-docker` for a manual
-//! sweep: `docker rm -f $(docker ps -aq --filter label=shipit-test=deploy-docker)`.
-//! Ports come from a random range below the kernel's ephemeral ports, checked free, so
-//! helpers and other suites running on the same host do not clash.
+//! Every test runs in its own scenario (tests/support/scenario.rs): its own pipeline name, so
+//! tests run in parallel without seeing each other's containers, ports leased for its
+//! replicas, and a sweep that removes every container of that pipeline when the test ends,
+//! passed or failed. Containers also carry `shipit-test=deploy-docker` for a manual sweep:
+//! `docker rm -f $(docker ps -aq --filter label=shipit-test=deploy-docker)`.
+
+mod support;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::query_parameters::{
-    BuildImageOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
-};
-use futures::StreamExt;
-use rand::Rng;
+use bollard::query_parameters::InspectContainerOptions;
 use serde_json::json;
 use shipit::deploy::docker::{
     DeployObserver, DockerDeployError, DockerDeploySpec, DockerTargetConfig, GateFailure,
 };
+use support::daemon_proxy::{DaemonProxy, Delivery};
+use support::demo_images::{BROKEN_IMAGE, WEB_IMAGE, demo_image_id};
+use support::scenario::Scenario;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 const TEST_LABEL: &str = "shipit-test";
 const TEST_LABEL_VALUE: &str = "deploy-docker";
-const WEB_IMAGE: &str = "shipit-test-deploy-docker-web:latest";
-const BROKEN_IMAGE: &str = "shipit-test-deploy-docker-broken:latest";
 
 // ---------------------------------------------------------------------------------------
-// The daemon, the images and the sweep guard.
-
-fn docker_host() -> Option<String> {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .or_else(|| std::env::var("SHIPIT_TEST_DOCKER_HOST").ok())
-        .filter(|host| !host.is_empty())
-}
-
-async fn daemon() -> Docker {
-    let host = docker_host();
-    let connected = match &host {
-        Some(host) => Docker::connect_with_host(host),
-        None => Docker::connect_with_defaults(),
-    };
-    let where_ = host
-        .clone()
-        .unwrap_or_else(|| "the default socket".to_owned());
-    let docker = connected.unwrap_or_else(|error| {
-        panic!("failed to connect to the Docker daemon at {where_}: {error}; start dockerd or set DOCKER_HOST")
-    });
-    // The development daemon speaks API 1.41; bollard defaults to a newer version.
-    let docker = docker.negotiate_version().await.unwrap_or_else(|error| {
-        panic!("failed to reach the Docker daemon at {where_}: {error}; start dockerd or set DOCKER_HOST")
-    });
-    docker
-        .ping()
-        .await
-        .unwrap_or_else(|error| panic!("the Docker daemon at {where_} does not answer: {error}"));
-    docker
-}
-
-fn base_image() -> String {
-    std::env::var("SHIPIT_TEST_BASE_IMAGE")
-        .ok()
-        .filter(|image| !image.is_empty())
-        .unwrap_or_else(|| "busybox:latest".to_owned())
-}
-
-fn demo_context() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo/web")
-}
-
-fn tar_file(builder: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, content: &[u8]) {
-    let mut header = tar::Header::new_gnu();
-    header.set_size(content.len() as u64);
-    header.set_mode(mode);
-    header.set_cksum();
-    builder
-        .append_data(&mut header, path, content)
-        .expect("tar entry is written");
-}
-
-async fn build(docker: &Docker, tag: &str, context: Vec<u8>) {
-    let options = BuildImageOptions {
-        dockerfile: "Dockerfile".to_owned(),
-        t: Some(tag.to_owned()),
-        rm: true,
-        forcerm: true,
-        // The daemon here has no bridge network; RUN steps would need host or none.
-        networkmode: Some("none".to_owned()),
-        ..BuildImageOptions::default()
-    };
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(step) = stream.next().await {
-        match step {
-            Ok(info) => {
-                if let Some(detail) = info.error_detail {
-                    panic!("failed to build test image {tag}: {detail:?}");
-                }
-            }
-            Err(error) => panic!("failed to build test image {tag}: {error}"),
-        }
-    }
-}
-
-/// Builds the demo app (the real `pipelines/demo/web`) and an image whose /health answers
-/// 500, once per test binary.
-async fn images(docker: &Docker) {
-    static BUILT: OnceCell<()> = OnceCell::const_new();
-    BUILT
-        .get_or_init(|| async {
-            let base = base_image();
-            if let Err(error) = docker.inspect_image(&base).await {
-                panic!(
-                    "failed to find base image {base} on the Docker daemon: {error}; the test \
-                     environment script imports it (SHIPIT_TEST_BASE_IMAGE names another)"
-                );
-            }
-            let context = demo_context();
-            let mut web = tar::Builder::new(Vec::new());
-            let dockerfile = std::fs::read_to_string(context.join("Dockerfile"))
-                .expect("the demo Dockerfile is readable")
-                .replace("FROM busybox:latest", &format!("FROM {base}"));
-            tar_file(&mut web, "Dockerfile", 0o644, dockerfile.as_bytes());
-            for entry in ["serve.sh", "www/index.html", "www/health"] {
-                let content = std::fs::read(context.join(entry)).expect("demo file is readable");
-                tar_file(&mut web, entry, 0o644, &content);
-            }
-            build(docker, WEB_IMAGE, web.into_inner().expect("tar ends")).await;
-
-            let mut broken = tar::Builder::new(Vec::new());
-            let dockerfile =
-                format!("FROM {WEB_IMAGE}\nCOPY health /www/cgi-bin/health\n");
-            tar_file(&mut broken, "Dockerfile", 0o644, dockerfile.as_bytes());
-            tar_file(
-                &mut broken,
-                "health",
-                0o755,
-                b"#!/bin/sh\necho 'Status: 500 Internal Server Error'\necho 'Content-Type: text/plain'\necho\necho 'database unreachable'\n",
-            );
-            build(docker, BROKEN_IMAGE, broken.into_inner().expect("tar ends")).await;
-        })
-        .await;
-}
-
-async fn image_id(docker: &Docker, image: &str) -> String {
-    docker
-        .inspect_image(image)
-        .await
-        .expect("the test image exists")
-        .id
-        .expect("the image has an id")
-}
-
-/// Removes every container of the test's pipeline when dropped, even after a panic.
-struct Sweep {
-    pipeline: String,
-}
-
-impl Drop for Sweep {
-    fn drop(&mut self) {
-        let pipeline = self.pipeline.clone();
-        let swept = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the sweep");
-            runtime.block_on(async {
-                let docker = daemon().await;
-                for id in containers_of(&docker, &pipeline, None).await {
-                    let _ = docker
-                        .remove_container(
-                            &id,
-                            Some(RemoveContainerOptions {
-                                force: true,
-                                ..RemoveContainerOptions::default()
-                            }),
-                        )
-                        .await;
-                }
-            });
-        })
-        .join();
-        if swept.is_err() && !std::thread::panicking() {
-            panic!("failed to remove the containers of {}", self.pipeline);
-        }
-    }
-}
-
-/// Ids of the containers of a pipeline (and run, when given), running or not.
-async fn containers_of(docker: &Docker, pipeline: &str, run_id: Option<&str>) -> Vec<String> {
-    let mut labels = vec![format!("shipit.pipeline={pipeline}")];
-    if let Some(run_id) = run_id {
-        labels.push(format!("shipit.run-id={run_id}"));
-    }
-    let filters = std::collections::HashMap::from([("label".to_owned(), labels)]);
-    let mut ids: Vec<String> = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..ListContainersOptions::default()
-        }))
-        .await
-        .expect("containers are listed")
-        .into_iter()
-        .filter_map(|summary| summary.id)
-        .collect();
-    ids.sort();
-    ids
-}
+// The daemon's view of a container.
 
 async fn is_running(docker: &Docker, id: &str) -> bool {
     match docker
@@ -230,22 +46,7 @@ async fn is_running(docker: &Docker, id: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// Ports, HTTP and the progress recorder.
-
-/// A base port with `len` free ports after it, picked at random below the ephemeral range
-/// (32768 and up), where other servers on this host get their kernel-assigned ports.
-fn free_port_range(len: u16) -> u16 {
-    let mut rng = rand::rng();
-    for _ in 0..500 {
-        let base: u16 = rng.random_range(20_000..32_000);
-        let free =
-            (base..base + len).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
-        if free {
-            return base;
-        }
-    }
-    panic!("failed to find {len} free consecutive ports on 127.0.0.1");
-}
+// HTTP and the progress recorder.
 
 /// GETs a path on loopback; `None` when nothing answers.
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -317,11 +118,6 @@ impl Recorder {
 // ---------------------------------------------------------------------------------------
 // Specs.
 
-/// A unique pipeline name per test and process, so parallel tests and runs never meet.
-fn pipeline_name(test: &str) -> String {
-    format!("dd-{test}-{}", std::process::id())
-}
-
 fn config(value: serde_json::Value) -> DockerTargetConfig {
     let mut value = value;
     value["labels"] = json!({ TEST_LABEL: TEST_LABEL_VALUE });
@@ -355,19 +151,19 @@ fn slow_gate_config(port: u16, replicas: u32, greeting: &str) -> DockerTargetCon
     }))
 }
 
+/// A deploy of one of the demo images as the scenario's pipeline, target `local`.
 async fn spec(
-    docker: &Docker,
-    pipeline: &str,
+    scenario: &Scenario,
     run_id: &str,
     image: &str,
     config: DockerTargetConfig,
 ) -> DockerDeploySpec {
     DockerDeploySpec {
-        pipeline: pipeline.to_owned(),
+        pipeline: scenario.name().to_owned(),
         target: "local".to_owned(),
         run_id: run_id.to_owned(),
         image: image.to_owned(),
-        image_digest: image_id(docker, image).await,
+        image_digest: demo_image_id(image).await,
         config,
     }
 }
@@ -392,24 +188,13 @@ async fn deploy_ok(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_deploy_of_two_replicas_replaces_the_previous_version() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("healthy");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(4);
+    let scenario = Scenario::new("healthy");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(4);
 
     let first = deploy_ok(
         &docker,
-        &spec(
-            &docker,
-            &pipeline,
-            "run-1",
-            WEB_IMAGE,
-            web_config(base, 2, "one"),
-        )
-        .await,
+        &spec(&scenario, "run-1", WEB_IMAGE, web_config(base, 2, "one")).await,
     )
     .await;
     let first_ports: Vec<u16> = first
@@ -423,14 +208,7 @@ async fn a_healthy_deploy_of_two_replicas_replaces_the_previous_version() {
     }
 
     let recorder = Recorder::default();
-    let second_spec = spec(
-        &docker,
-        &pipeline,
-        "run-2",
-        WEB_IMAGE,
-        web_config(base, 2, "two"),
-    )
-    .await;
+    let second_spec = spec(&scenario, "run-2", WEB_IMAGE, web_config(base, 2, "two")).await;
     let started = Instant::now();
     let second =
         shipit::deploy::docker::deploy(&docker, &second_spec, &recorder, CancellationToken::new())
@@ -457,7 +235,7 @@ async fn a_healthy_deploy_of_two_replicas_replaces_the_previous_version() {
     assert_eq!(replaced, first_ids);
     let mut second_ids: Vec<String> = second.containers.iter().map(|c| c.id.clone()).collect();
     second_ids.sort();
-    assert_eq!(containers_of(&docker, &pipeline, None).await, second_ids);
+    assert_eq!(scenario.containers(None), second_ids);
     for port in &first_ports {
         assert_eq!(
             greeting(*port).await,
@@ -480,23 +258,12 @@ async fn a_healthy_deploy_of_two_replicas_replaces_the_previous_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_path_answering_500_rolls_back_and_the_previous_version_keeps_serving() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("http500");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(4);
+    let scenario = Scenario::new("http500");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(4);
     let first = deploy_ok(
         &docker,
-        &spec(
-            &docker,
-            &pipeline,
-            "run-1",
-            WEB_IMAGE,
-            web_config(base, 2, "stable"),
-        )
-        .await,
+        &spec(&scenario, "run-1", WEB_IMAGE, web_config(base, 2, "stable")).await,
     )
     .await;
 
@@ -512,7 +279,7 @@ async fn a_health_path_answering_500_rolls_back_and_the_previous_version_keeps_s
         "timeout": "30s"
     }));
     let recorder = Recorder::default();
-    let broken_spec = spec(&docker, &pipeline, "run-2", BROKEN_IMAGE, broken).await;
+    let broken_spec = spec(&scenario, "run-2", BROKEN_IMAGE, broken).await;
     let error =
         shipit::deploy::docker::deploy(&docker, &broken_spec, &recorder, CancellationToken::new())
             .await
@@ -529,7 +296,7 @@ async fn a_health_path_answering_500_rolls_back_and_the_previous_version_keeps_s
         } => {
             assert!(detail.contains("answered 500"), "{detail}");
             assert!(
-                container.starts_with(&format!("{pipeline}-local-")),
+                container.starts_with(&format!("{}-local-", scenario.name())),
                 "{container}"
             );
             assert!(
@@ -550,11 +317,7 @@ async fn a_health_path_answering_500_rolls_back_and_the_previous_version_keeps_s
         "{error}"
     );
 
-    assert!(
-        containers_of(&docker, &pipeline, Some("run-2"))
-            .await
-            .is_empty()
-    );
+    assert!(scenario.containers(Some("run-2")).is_empty());
     for container in &first.containers {
         assert!(is_running(&docker, &container.id).await);
         assert_eq!(
@@ -566,23 +329,12 @@ async fn a_health_path_answering_500_rolls_back_and_the_previous_version_keeps_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_exits_at_once_rolls_back_with_its_exit_code_and_logs() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("exits");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(2);
+    let scenario = Scenario::new("exits");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(2);
     let first = deploy_ok(
         &docker,
-        &spec(
-            &docker,
-            &pipeline,
-            "run-1",
-            WEB_IMAGE,
-            web_config(base, 1, "stable"),
-        )
-        .await,
+        &spec(&scenario, "run-1", WEB_IMAGE, web_config(base, 1, "stable")).await,
     )
     .await;
 
@@ -598,7 +350,7 @@ async fn a_command_that_exits_at_once_rolls_back_with_its_exit_code_and_logs() {
     let started = Instant::now();
     let error = shipit::deploy::docker::deploy(
         &docker,
-        &spec(&docker, &pipeline, "run-2", WEB_IMAGE, crashing).await,
+        &spec(&scenario, "run-2", WEB_IMAGE, crashing).await,
         &recorder,
         CancellationToken::new(),
     )
@@ -635,11 +387,7 @@ async fn a_command_that_exits_at_once_rolls_back_with_its_exit_code_and_logs() {
         }
         other => panic!("expected a rollback, got {other:?}"),
     }
-    assert!(
-        containers_of(&docker, &pipeline, Some("run-2"))
-            .await
-            .is_empty()
-    );
+    assert!(scenario.containers(Some("run-2")).is_empty());
     assert_eq!(
         greeting(first.containers[0].ports[0]).await.as_deref(),
         Some("stable")
@@ -648,29 +396,17 @@ async fn a_command_that_exits_at_once_rolls_back_with_its_exit_code_and_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_deploy_removes_the_new_replicas_and_resume_finishes_it() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("cancel");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(4);
+    let scenario = Scenario::new("cancel");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(4);
     let first = deploy_ok(
         &docker,
-        &spec(
-            &docker,
-            &pipeline,
-            "run-1",
-            WEB_IMAGE,
-            web_config(base, 2, "one"),
-        )
-        .await,
+        &spec(&scenario, "run-1", WEB_IMAGE, web_config(base, 2, "one")).await,
     )
     .await;
 
     let second_spec = spec(
-        &docker,
-        &pipeline,
+        &scenario,
         "run-2",
         WEB_IMAGE,
         slow_gate_config(base, 2, "two"),
@@ -697,11 +433,7 @@ async fn a_cancelled_deploy_removes_the_new_replicas_and_resume_finishes_it() {
         }
         other => panic!("expected a cancelled deploy, got {other:?}"),
     }
-    assert!(
-        containers_of(&docker, &pipeline, Some("run-2"))
-            .await
-            .is_empty()
-    );
+    assert!(scenario.containers(Some("run-2")).is_empty());
     for container in &first.containers {
         assert_eq!(greeting(container.ports[0]).await.as_deref(), Some("one"));
     }
@@ -713,11 +445,7 @@ async fn a_cancelled_deploy_removes_the_new_replicas_and_resume_finishes_it() {
             .unwrap_or_else(|error| panic!("resume failed: {error}"));
     let mut ids: Vec<String> = resumed.containers.iter().map(|c| c.id.clone()).collect();
     ids.sort();
-    assert_eq!(
-        containers_of(&docker, &pipeline, None).await,
-        ids,
-        "orphans remain"
-    );
+    assert_eq!(scenario.containers(None), ids, "orphans remain");
     for container in &resumed.containers {
         assert_eq!(greeting(container.ports[0]).await.as_deref(), Some("two"));
     }
@@ -725,30 +453,18 @@ async fn a_cancelled_deploy_removes_the_new_replicas_and_resume_finishes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_re_attaches_to_the_replicas_of_a_deploy_killed_mid_gate() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("killed");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(4);
+    let scenario = Scenario::new("killed");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(4);
     let first = deploy_ok(
         &docker,
-        &spec(
-            &docker,
-            &pipeline,
-            "run-1",
-            WEB_IMAGE,
-            web_config(base, 2, "one"),
-        )
-        .await,
+        &spec(&scenario, "run-1", WEB_IMAGE, web_config(base, 2, "one")).await,
     )
     .await;
 
     // Drop the deploy future mid-gate, as a killed shipit process would: no cleanup runs.
     let second_spec = spec(
-        &docker,
-        &pipeline,
+        &scenario,
         "run-2",
         WEB_IMAGE,
         slow_gate_config(base, 2, "two"),
@@ -774,7 +490,7 @@ async fn resume_re_attaches_to_the_replicas_of_a_deploy_killed_mid_gate() {
         .await;
     task.abort();
     let _ = task.await;
-    let interrupted = containers_of(&docker, &pipeline, Some("run-2")).await;
+    let interrupted = scenario.containers(Some("run-2"));
     assert_eq!(
         interrupted.len(),
         2,
@@ -790,11 +506,7 @@ async fn resume_re_attaches_to_the_replicas_of_a_deploy_killed_mid_gate() {
     ids.sort();
     assert_eq!(ids, interrupted, "resume re-used the started replicas");
     assert!(recorder.saw("re-attaching"), "{:?}", recorder.lines());
-    assert_eq!(
-        containers_of(&docker, &pipeline, None).await,
-        ids,
-        "orphans remain"
-    );
+    assert_eq!(scenario.containers(None), ids, "orphans remain");
     let mut replaced = resumed.replaced.clone();
     replaced.sort();
     let mut first_ids: Vec<String> = first.containers.iter().map(|c| c.id.clone()).collect();
@@ -807,23 +519,12 @@ async fn resume_re_attaches_to_the_replicas_of_a_deploy_killed_mid_gate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_already_taken_fails_before_anything_starts() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("porttaken");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(4);
+    let scenario = Scenario::new("porttaken");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(4);
     let first = deploy_ok(
         &docker,
-        &spec(
-            &docker,
-            &pipeline,
-            "run-1",
-            WEB_IMAGE,
-            web_config(base, 2, "one"),
-        )
-        .await,
+        &spec(&scenario, "run-1", WEB_IMAGE, web_config(base, 2, "one")).await,
     )
     .await;
 
@@ -831,14 +532,7 @@ async fn a_port_already_taken_fails_before_anything_starts() {
     let squatter = std::net::TcpListener::bind(("127.0.0.1", base + 2)).expect("squat the port");
     let error = shipit::deploy::docker::deploy(
         &docker,
-        &spec(
-            &docker,
-            &pipeline,
-            "run-2",
-            WEB_IMAGE,
-            web_config(base, 2, "two"),
-        )
-        .await,
+        &spec(&scenario, "run-2", WEB_IMAGE, web_config(base, 2, "two")).await,
         &Recorder::default(),
         CancellationToken::new(),
     )
@@ -854,11 +548,7 @@ async fn a_port_already_taken_fails_before_anything_starts() {
         other => panic!("expected the port in use, got {other:?}"),
     }
     assert!(error.to_string().contains("already in use"), "{error}");
-    assert!(
-        containers_of(&docker, &pipeline, Some("run-2"))
-            .await
-            .is_empty()
-    );
+    assert!(scenario.containers(Some("run-2")).is_empty());
     for container in &first.containers {
         assert_eq!(greeting(container.ports[0]).await.as_deref(), Some("one"));
     }
@@ -866,13 +556,9 @@ async fn a_port_already_taken_fails_before_anything_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_that_cannot_bind_its_port_rolls_back_with_the_bind_error() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("bind");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(2);
+    let scenario = Scenario::new("bind");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(2);
     // Without an HTTP probe shipit cannot check the port first; the app's own failure is
     // what the report shows.
     let squatter = std::net::TcpListener::bind(("127.0.0.1", base)).expect("squat the port");
@@ -884,7 +570,7 @@ async fn an_app_that_cannot_bind_its_port_rolls_back_with_the_bind_error() {
     }));
     let error = shipit::deploy::docker::deploy(
         &docker,
-        &spec(&docker, &pipeline, "run-1", WEB_IMAGE, no_probe).await,
+        &spec(&scenario, "run-1", WEB_IMAGE, no_probe).await,
         &Recorder::default(),
         CancellationToken::new(),
     )
@@ -909,15 +595,15 @@ async fn an_app_that_cannot_bind_its_port_rolls_back_with_the_bind_error() {
         other => panic!("expected a rollback on exit, got {other:?}"),
     }
     assert!(error.to_string().contains("no previous version"), "{error}");
-    assert!(containers_of(&docker, &pipeline, None).await.is_empty());
+    assert!(scenario.containers(None).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_image_fails_before_anything_starts() {
-    let docker = daemon().await;
-    let pipeline = pipeline_name("noimage");
+    let scenario = Scenario::new("noimage");
+    let docker = scenario.docker().await;
     let spec = DockerDeploySpec {
-        pipeline: pipeline.clone(),
+        pipeline: scenario.name().to_owned(),
         target: "local".into(),
         run_id: "run-1".into(),
         image: "shipit-test-deploy-docker-absent:never".into(),
@@ -936,85 +622,27 @@ async fn a_missing_image_fails_before_anything_starts() {
         matches!(error, DockerDeployError::ImageNotFound { .. }),
         "{error:?}"
     );
-    assert!(containers_of(&docker, &pipeline, None).await.is_empty());
+    assert!(scenario.containers(None).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
 // A daemon that disappears mid-deploy: shipit talks to the daemon through a proxy socket
 // that the test cuts while the new version waits on its gate.
 
-enum Upstream {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
-fn upstream() -> Upstream {
-    match docker_host() {
-        Some(host) if host.starts_with("unix://") => {
-            Upstream::Unix(PathBuf::from(host.trim_start_matches("unix://")))
-        }
-        Some(host) if host.starts_with("tcp://") => {
-            Upstream::Tcp(host.trim_start_matches("tcp://").to_owned())
-        }
-        Some(host) => panic!("the daemon-loss test proxies unix:// or tcp:// hosts, not {host}"),
-        None => Upstream::Unix(PathBuf::from("/var/run/docker.sock")),
-    }
-}
-
-/// Starts a unix-socket proxy to the daemon; aborting the returned task cuts every
-/// connection and stops accepting new ones.
-fn start_proxy(socket: &Path) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::UnixListener::bind(socket).expect("bind the proxy socket");
-    let upstream = Arc::new(upstream());
-    tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        while let Ok((mut client, _)) = listener.accept().await {
-            let upstream = Arc::clone(&upstream);
-            connections.spawn(async move {
-                match upstream.as_ref() {
-                    Upstream::Unix(path) => {
-                        if let Ok(mut server) = tokio::net::UnixStream::connect(path).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    }
-                    Upstream::Tcp(address) => {
-                        if let Ok(mut server) = tokio::net::TcpStream::connect(address).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    }
-                }
-            });
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_lost_mid_deploy_is_a_clear_error_and_resume_cleans_up() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("daemonloss");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(4);
+    let scenario = Scenario::new("daemonloss");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(4);
     let first = deploy_ok(
         &docker,
-        &spec(
-            &docker,
-            &pipeline,
-            "run-1",
-            WEB_IMAGE,
-            web_config(base, 2, "one"),
-        )
-        .await,
+        &spec(&scenario, "run-1", WEB_IMAGE, web_config(base, 2, "one")).await,
     )
     .await;
 
-    let directory = tempfile::tempdir().expect("a temp dir for the proxy socket");
-    let socket = directory.path().join("docker.sock");
-    let proxy = start_proxy(&socket);
+    let proxy = DaemonProxy::start(Delivery::AsIs);
     let through_proxy = Docker::connect_with_unix(
-        socket.to_str().expect("utf-8 socket path"),
+        proxy.socket().to_str().expect("utf-8 socket path"),
         30,
         bollard::API_DEFAULT_VERSION,
     )
@@ -1024,8 +652,7 @@ async fn a_daemon_lost_mid_deploy_is_a_clear_error_and_resume_cleans_up() {
     .expect("the daemon answers through the proxy");
 
     let second_spec = spec(
-        &docker,
-        &pipeline,
+        &scenario,
         "run-2",
         WEB_IMAGE,
         slow_gate_config(base, 2, "two"),
@@ -1043,7 +670,7 @@ async fn a_daemon_lost_mid_deploy_is_a_clear_error_and_resume_cleans_up() {
             recorder
                 .wait_for("waiting for", Duration::from_secs(20))
                 .await;
-            proxy.abort();
+            proxy.cut();
         }
     );
     let error = result.expect_err("a deploy that lost its daemon cannot succeed");
@@ -1072,22 +699,15 @@ async fn a_daemon_lost_mid_deploy_is_a_clear_error_and_resume_cleans_up() {
     .await
     .unwrap_or_else(|error| panic!("resume failed: {error}"));
     let ids: HashSet<String> = resumed.containers.iter().map(|c| c.id.clone()).collect();
-    let remaining: HashSet<String> = containers_of(&docker, &pipeline, None)
-        .await
-        .into_iter()
-        .collect();
+    let remaining: HashSet<String> = scenario.containers(None).into_iter().collect();
     assert_eq!(remaining, ids, "orphans remain");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_healthcheck_and_a_command_probe_gate_a_deploy() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("gates");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(2);
+    let scenario = Scenario::new("gates");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(2);
 
     // The demo Dockerfile's own HEALTHCHECK (wget on /health every 2s).
     let image_gate = config(json!({
@@ -1097,7 +717,7 @@ async fn the_image_healthcheck_and_a_command_probe_gate_a_deploy() {
     }));
     let first = deploy_ok(
         &docker,
-        &spec(&docker, &pipeline, "run-1", WEB_IMAGE, image_gate).await,
+        &spec(&scenario, "run-1", WEB_IMAGE, image_gate).await,
     )
     .await;
     assert_eq!(first.containers[0].ports, vec![base]);
@@ -1114,7 +734,7 @@ async fn the_image_healthcheck_and_a_command_probe_gate_a_deploy() {
     }));
     let second = deploy_ok(
         &docker,
-        &spec(&docker, &pipeline, "run-2", WEB_IMAGE, command_gate).await,
+        &spec(&scenario, "run-2", WEB_IMAGE, command_gate).await,
     )
     .await;
     assert_eq!(second.containers[0].ports, vec![base + 1]);
@@ -1133,7 +753,7 @@ async fn the_image_healthcheck_and_a_command_probe_gate_a_deploy() {
     }));
     let error = shipit::deploy::docker::deploy(
         &docker,
-        &spec(&docker, &pipeline, "run-3", WEB_IMAGE, failing_gate).await,
+        &spec(&scenario, "run-3", WEB_IMAGE, failing_gate).await,
         &Recorder::default(),
         CancellationToken::new(),
     )
@@ -1154,13 +774,9 @@ async fn the_image_healthcheck_and_a_command_probe_gate_a_deploy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_past_its_deadline_rolls_back_and_says_it_timed_out() {
-    let docker = daemon().await;
-    images(&docker).await;
-    let pipeline = pipeline_name("deadline");
-    let _sweep = Sweep {
-        pipeline: pipeline.clone(),
-    };
-    let base = free_port_range(2);
+    let scenario = Scenario::new("deadline");
+    let docker = scenario.docker().await;
+    let base = scenario.ports(2);
     let never_enough_failures = config(json!({
         "port": base,
         "health": {
@@ -1174,14 +790,7 @@ async fn a_gate_past_its_deadline_rolls_back_and_says_it_timed_out() {
     let started = Instant::now();
     let error = shipit::deploy::docker::deploy(
         &docker,
-        &spec(
-            &docker,
-            &pipeline,
-            "run-1",
-            BROKEN_IMAGE,
-            never_enough_failures,
-        )
-        .await,
+        &spec(&scenario, "run-1", BROKEN_IMAGE, never_enough_failures).await,
         &Recorder::default(),
         CancellationToken::new(),
     )
@@ -1191,5 +800,5 @@ async fn a_gate_past_its_deadline_rolls_back_and_says_it_timed_out() {
     assert!(error.is_rolled_back());
     assert!(error.to_string().contains("raise `timeout`"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(containers_of(&docker, &pipeline, None).await.is_empty());
+    assert!(scenario.containers(None).is_empty());
 }

@@ -4,22 +4,22 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::{
-    ContainerSweep, Project, containers_of, free_ports, http_get, repo_root, stage, unique_name,
-};
+use support::demo_app::copy_demo_app;
+use support::scenario::Scenario;
+use support::{Project, http_get, stage};
 
-/// A project holding a copy of the demo app, deployed as `name` on `port` (and the ports after).
-fn demo_project(name: &str, port: u16, extra: &str) -> Project {
+/// A project holding a copy of the demo app, deployed as the scenario's pipeline on four of its
+/// ports; `extra` ends the target's `docker:` block.
+fn demo_project(scenario: &Scenario, extra: &str) -> Project {
+    let name = scenario.name();
+    let port = scenario.ports(4);
     let project = Project::with_docker();
-    let app = repo_root().join("pipelines/demo/web");
-    for file in ["Dockerfile", "serve.sh", "www/index.html", "www/health"] {
-        project.file(
-            &format!("web/{file}"),
-            std::fs::read(app.join(file)).unwrap(),
-        );
-    }
+    copy_demo_app(&project);
     project.file(
         "shipit.yaml",
         format!(
@@ -43,9 +43,8 @@ fn deployed_ports(result: &serde_json::Value) -> Vec<u16> {
 
 #[test]
 fn a_healthy_deploy_serves_from_every_replica_and_the_next_one_replaces_it() {
-    let name = unique_name("e2e-deploy");
-    let _sweep = ContainerSweep(name.clone());
-    let project = demo_project(&name, free_ports(4), "");
+    let scenario = Scenario::new("e2e-deploy");
+    let project = demo_project(&scenario, "");
     let run = project.shipit(&["run", "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let first = run.json();
@@ -79,18 +78,17 @@ fn a_healthy_deploy_serves_from_every_replica_and_the_next_one_replaces_it() {
         "the previous replicas were removed: {deploy}"
     );
     assert_eq!(
-        containers_of(&name).len(),
+        scenario.containers(None).len(),
         2,
         "only the new version's containers remain: {:?}",
-        containers_of(&name)
+        scenario.containers(None)
     );
 }
 
 #[test]
 fn a_deploy_whose_health_check_fails_is_rolled_back_and_exits_3() {
-    let name = unique_name("e2e-rollback");
-    let _sweep = ContainerSweep(name.clone());
-    let project = demo_project(&name, free_ports(4), "");
+    let scenario = Scenario::new("e2e-rollback");
+    let project = demo_project(&scenario, "");
     let run = project.shipit(&["run", "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let old_ports = deployed_ports(&run.json());
@@ -119,18 +117,17 @@ fn a_deploy_whose_health_check_fails_is_rolled_back_and_exits_3() {
         );
     }
     assert_eq!(
-        containers_of(&name).len(),
+        scenario.containers(None).len(),
         2,
         "the new containers are gone: {:?}",
-        containers_of(&name)
+        scenario.containers(None)
     );
 }
 
 #[test]
 fn a_deploy_not_healthy_before_its_deadline_exits_4() {
-    let name = unique_name("e2e-deadline");
-    let _sweep = ContainerSweep(name.clone());
-    let project = demo_project(&name, free_ports(4), "      timeout: 3s\n");
+    let scenario = Scenario::new("e2e-deadline");
+    let project = demo_project(&scenario, "      timeout: 3s\n");
     // Never healthy, but never out of retries either: only the deadline ends the wait.
     std::fs::remove_file(project.path().join("web/www/health")).unwrap();
     let text = std::fs::read_to_string(project.path().join("shipit.yaml"))
@@ -141,32 +138,102 @@ fn a_deploy_not_healthy_before_its_deadline_exits_4() {
     assert_eq!(run.code, 4, "{run:?}");
     assert_eq!(run.json()["status"], "timed_out");
     assert!(
-        containers_of(&name).is_empty(),
+        scenario.containers(None).is_empty(),
         "nothing is left running: {:?}",
-        containers_of(&name)
+        scenario.containers(None)
     );
+}
+
+/// An HTTP endpoint on 127.0.0.1 that answers 503 until the test opens it, and 200 after: an
+/// app that waits on it before it listens is ready when the test says so, not after a guess.
+struct StartGate {
+    port: u16,
+    open: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StartGate {
+    fn new() -> StartGate {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind the gate");
+        let port = listener.local_addr().expect("gate address").port();
+        let open = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let (open, stop) = (Arc::clone(&open), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                for mut stream in listener.incoming().flatten() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let mut request = [0u8; 1024];
+                    let _ = stream.read(&mut request);
+                    let status = if open.load(Ordering::SeqCst) {
+                        "200 OK"
+                    } else {
+                        "503 Service Unavailable"
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.0 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+            })
+        };
+        StartGate {
+            port,
+            open,
+            stop,
+            server: Some(server),
+        }
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StartGate {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the server out of accept so that it sees `stop`.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
 }
 
 #[test]
 fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
-    let name = unique_name("e2e-resume");
-    let _sweep = ContainerSweep(name.clone());
-    let project = demo_project(&name, free_ports(4), "      timeout: 2m\n");
-    // The app takes a few seconds to start listening: long enough to kill shipit mid-gate.
+    let scenario = Scenario::new("e2e-resume");
+    let gate = StartGate::new();
+    let project = demo_project(&scenario, "      timeout: 2m\n");
+    // The app starts listening only once the gate opens, and until then the health gate's
+    // start period (90 s, within the 2 min deadline) keeps the failed probes from counting:
+    // shipit is still waiting on its gate when it is killed, however slow the machine.
     let dockerfile = std::fs::read_to_string(project.path().join("web/Dockerfile")).unwrap();
-    let slow = dockerfile.replace(
+    let gated = dockerfile.replace(
         "CMD [\"sh\", \"/serve.sh\"]",
-        "CMD [\"sh\", \"-c\", \"sleep 4; exec sh /serve.sh\"]",
+        "CMD [\"sh\", \"-c\", \"until wget -q -O /dev/null http://127.0.0.1:$START_GATE/; do sleep 0.2; done; exec sh /serve.sh\"]",
     );
     assert_ne!(
-        slow, dockerfile,
+        gated, dockerfile,
         "the demo Dockerfile's CMD changed; update this test"
     );
-    project.file("web/Dockerfile", slow);
-    let text = std::fs::read_to_string(project.path().join("shipit.yaml"))
-        .unwrap()
-        .replace("start_period: 1s", "start_period: 15s");
-    project.file("shipit.yaml", text).commit();
+    project.file("web/Dockerfile", gated);
+    let pipeline = std::fs::read_to_string(project.path().join("shipit.yaml")).unwrap();
+    let gated = pipeline
+        .replace(
+            "env: { GREETING: first }",
+            &format!("env: {{ GREETING: first, START_GATE: \"{}\" }}", gate.port),
+        )
+        .replace("start_period: 1s", "start_period: 90s");
+    assert_ne!(
+        gated, pipeline,
+        "demo_project's pipeline changed; update this test"
+    );
+    project.file("shipit.yaml", gated).commit();
 
     let mut child = project
         .command(&["run", "--no-progress"])
@@ -179,11 +246,12 @@ fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
         |p| {
             p.latest_stage("deploy:web")
                 .is_some_and(|s| s["status"] == "running" && s["outputs"]["started"] == true)
-                && containers_of(&name).len() == 2
+                && scenario.containers(None).len() == 2
         },
     );
     child.kill().unwrap();
     child.wait().unwrap();
+    gate.open();
 
     let resumed = project.shipit(&["resume", "--output", "json"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");
@@ -193,10 +261,10 @@ fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
     assert_eq!(deploy["attempts"], 2, "{deploy}");
     assert_eq!(deploy["outputs"]["containers"].as_array().unwrap().len(), 2);
     assert_eq!(
-        containers_of(&name).len(),
+        scenario.containers(None).len(),
         2,
         "no orphans: {:?}",
-        containers_of(&name)
+        scenario.containers(None)
     );
     for port in deployed_ports(&result) {
         assert!(

@@ -16,7 +16,8 @@ use shipit::deploy::docker::{
     self, DeployObserver, DeployPreviewRequest, DockerDeployError, DockerDeployOutcome,
     DockerDeploySpec, DockerTargetConfig, PlannedReplica, PreviewAttempt, TargetContainer,
 };
-use support::{ContainerSweep, containers_of, free_ports, http_get, testenv, unique_name};
+use support::scenario::Scenario;
+use support::{docker, http_get, testenv};
 use tokio_util::sync::CancellationToken;
 
 async fn daemon() -> Docker {
@@ -100,9 +101,9 @@ fn short(id: &str) -> String {
 #[tokio::test]
 async fn the_preview_of_the_next_deploy_names_what_it_then_starts_and_stops() {
     let docker = daemon().await;
-    let pipeline = unique_name("preview");
-    let _sweep = ContainerSweep(pipeline.clone());
-    let base = free_ports(4);
+    let scenario = Scenario::new("preview");
+    let pipeline = scenario.name().to_owned();
+    let base = scenario.ports(4);
     let config = web_config(base, 2);
 
     let first = deploy(&docker, &spec(&pipeline, "web", "run-a", &config)).await;
@@ -170,9 +171,9 @@ async fn the_preview_of_the_next_deploy_names_what_it_then_starts_and_stops() {
 #[tokio::test]
 async fn taking_a_target_down_removes_all_of_it_and_nothing_of_another_target() {
     let docker = daemon().await;
-    let pipeline = unique_name("down");
-    let _sweep = ContainerSweep(pipeline.clone());
-    let base = free_ports(3);
+    let scenario = Scenario::new("down");
+    let pipeline = scenario.name().to_owned();
+    let base = scenario.ports(3);
     let web = deploy(
         &docker,
         &spec(&pipeline, "web", "run-a", &web_config(base, 2)),
@@ -230,7 +231,7 @@ async fn taking_a_target_down_removes_all_of_it_and_nothing_of_another_target() 
 
     // The daemon, asked through the docker CLI, has only the other target's container left,
     // still serving.
-    let left = containers_of(&pipeline);
+    let left = names_and_states(&pipeline);
     assert_eq!(
         left,
         vec![format!("{} running", worker.containers[0].name)],
@@ -272,8 +273,8 @@ impl DeployObserver for CancelOnStop {
 #[tokio::test]
 async fn a_cancelled_take_down_stops_waiting_and_the_next_one_finishes() {
     let docker = daemon().await;
-    let pipeline = unique_name("down-cancel");
-    let _sweep = ContainerSweep(pipeline.clone());
+    let scenario = Scenario::new("down-cancel");
+    let pipeline = scenario.name().to_owned();
     // `sleep` as PID 1 ignores SIGTERM, so stopping it takes the whole grace period (10s)
     // before the daemon kills it.
     let stubborn: DockerTargetConfig = serde_json::from_value(json!({
@@ -315,5 +316,20 @@ async fn a_cancelled_take_down_stops_waiting_and_the_next_one_finishes() {
     .expect("the second take-down finishes");
     let removed: Vec<&str> = outcome.removed.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(removed, vec![name.as_str()]);
-    assert!(containers_of(&pipeline).is_empty());
+    assert!(scenario.containers(None).is_empty());
+}
+
+/// `NAME STATE` of each container of the pipeline, running or not, as the docker CLI lists them.
+fn names_and_states(pipeline: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}} {{.State}}",
+        "--filter",
+        &format!("label=shipit.pipeline={pipeline}"),
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
 }

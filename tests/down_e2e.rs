@@ -5,21 +5,31 @@
 mod support;
 
 use support::demo_app::two_target_project;
-use support::{ContainerSweep, Project, containers_of, stage, unique_name};
+use support::scenario::Scenario;
+use support::{Project, docker, stage};
 
+/// Names of the containers of a pipeline's target, running or not.
 fn containers_of_target(pipeline: &str, target: &str) -> Vec<String> {
-    let prefix = format!("{pipeline}-{target}-");
-    containers_of(pipeline)
-        .into_iter()
-        .filter(|line| line.starts_with(&prefix))
-        .collect()
+    docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=shipit.pipeline={pipeline}"),
+        "--filter",
+        &format!("label=shipit.target={target}"),
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
 }
 
 #[test]
 fn down_removes_every_container_of_the_target_and_journals_it_leaving_other_targets_running() {
-    let name = unique_name("e2e-down");
-    let _sweep = ContainerSweep(name.clone());
-    let project = two_target_project(&name);
+    let scenario = Scenario::new("e2e-down");
+    let name = scenario.name().to_owned();
+    let project = two_target_project(&scenario);
     let run = project.shipit(&["run"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(containers_of_target(&name, "web").len(), 2);

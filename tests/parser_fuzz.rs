@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use shipit::pipeline::{Pipeline, SourceFile};
+use shipit::pipeline::{LoadError, Pipeline, SourceFile};
 
 fn parse_bytes(bytes: &[u8]) {
     if let Ok(source) = SourceFile::from_bytes(Path::new("fuzz.yaml"), bytes.to_vec()) {
@@ -28,7 +28,30 @@ fn the_corpus_parses_without_panicking() {
 #[test]
 fn deeply_nested_flow_collections_are_an_error_not_a_crash() {
     let text = "[".repeat(100_000) + &"]".repeat(100_000);
-    parse_bytes(text.as_bytes());
+    let source = SourceFile::from_bytes(Path::new("fuzz.yaml"), text.into_bytes())
+        .expect("brackets are a readable file");
+    let error = Pipeline::from_source(source, Some("prod"))
+        .expect_err("100,000 nested lists are not a pipeline");
+    // Messages only: a diagnostic also quotes its 200,000-character line.
+    let LoadError::Invalid(diagnostics) = &error else {
+        panic!("expected the file to be reported invalid, got {error}");
+    };
+    let messages: Vec<&str> = diagnostics.iter().map(|d| d.message.as_str()).collect();
+    let [diagnostic] = diagnostics.as_slice() else {
+        panic!("expected one problem, got {messages:?}");
+    };
+    // The parser gives up at its nesting limit, on the first line, before building anything.
+    assert!(
+        diagnostic.message.contains("recursion limit exceeded"),
+        "{}",
+        diagnostic.message
+    );
+    assert_eq!(
+        diagnostic.location.map(|at| at.line),
+        Some(1),
+        "{:?}",
+        diagnostic.location
+    );
 }
 
 fn yaml_fragment() -> impl Strategy<Value = String> {

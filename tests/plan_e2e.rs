@@ -6,13 +6,13 @@
 mod support;
 
 use support::demo_app::two_target_project;
-use support::{ContainerSweep, stage, unique_name};
+use support::scenario::Scenario;
+use support::stage;
 
 #[test]
 fn plan_names_the_files_that_changed_since_the_last_build() {
-    let name = unique_name("e2e-plan-files");
-    let _sweep = ContainerSweep(name.clone());
-    let project = two_target_project(&name);
+    let scenario = Scenario::new("e2e-plan-files");
+    let project = two_target_project(&scenario);
     let plan = project.shipit(&["plan", "--only", "build:web", "--output", "json"]);
     assert_eq!(
         stage(&plan.json(), "build:web")["details"][0],
@@ -39,9 +39,8 @@ fn plan_names_the_files_that_changed_since_the_last_build() {
 
 #[test]
 fn plan_names_the_ports_a_deploy_would_start_and_the_containers_it_would_stop() {
-    let name = unique_name("e2e-plan");
-    let _sweep = ContainerSweep(name.clone());
-    let project = two_target_project(&name);
+    let scenario = Scenario::new("e2e-plan");
+    let project = two_target_project(&scenario);
     let first = project.shipit(&["run", "--output", "json"]);
     assert_eq!(first.code, 0, "{first:?}");
     let first = first.json();

@@ -6,12 +6,20 @@ mod support;
 
 use std::time::Duration;
 
+use support::scenario::Scenario;
 use support::{Project, stage, unique_name};
 
 /// Two images: `fast` builds at once, `slow` sleeps in a RUN step long enough to be caught
-/// mid-build. The nonce keeps the daemon's layer cache from answering for `slow`.
-fn two_image_project(slow_seconds: u32) -> (Project, String) {
-    let name = unique_name("e2e-run");
+/// mid-build. The nonce keeps the daemon's layer cache from answering for `slow`. The images
+/// are named after the scenario, which removes them when it is dropped.
+fn two_image_project(slow_seconds: u32) -> (Project, Scenario) {
+    slow_step_project(&format!("sleep {slow_seconds}"))
+}
+
+/// [`two_image_project`] whose slow RUN step runs the shell command `slow_step`.
+fn slow_step_project(slow_step: &str) -> (Project, Scenario) {
+    let scenario = Scenario::new("e2e-run");
+    let name = scenario.name();
     let project = Project::with_docker();
     project
         .file(
@@ -24,10 +32,10 @@ fn two_image_project(slow_seconds: u32) -> (Project, String) {
         .file("fast/app.txt", "v1\n")
         .file(
             "slow/Dockerfile",
-            format!("FROM busybox:latest\nARG NONCE\nRUN echo \"$NONCE\" && sleep {slow_seconds} && echo done > /slow.txt\n"),
+            format!("FROM busybox:latest\nARG NONCE\nRUN echo \"$NONCE\" && {slow_step} && echo done > /slow.txt\n"),
         )
         .commit();
-    (project, name)
+    (project, scenario)
 }
 
 fn status(stage: &Option<serde_json::Value>) -> String {
@@ -40,7 +48,7 @@ fn status(stage: &Option<serde_json::Value>) -> String {
 
 #[test]
 fn a_second_run_skips_unchanged_stages_force_rebuilds_and_a_change_rebuilds_only_its_image() {
-    let (project, _) = two_image_project(0);
+    let (project, _images) = two_image_project(0);
     let first = project.shipit(&["run", "--output", "json"]);
     assert_eq!(first.code, 0, "{first:?}");
     let first_json = first.json();
@@ -98,7 +106,7 @@ fn a_second_run_skips_unchanged_stages_force_rebuilds_and_a_change_rebuilds_only
 
 #[test]
 fn a_removed_image_is_rebuilt_even_though_its_inputs_are_unchanged() {
-    let (project, _) = two_image_project(0);
+    let (project, _images) = two_image_project(0);
     let first = project.shipit(&["run", "--only", "build:fast", "--output", "json"]);
     assert_eq!(first.code, 0, "{first:?}");
     let local_ref = first.json()["stages"][0]["outputs"]["local_ref"]
@@ -136,20 +144,15 @@ fn a_failing_build_exits_1_naming_the_step_and_its_output() {
         run.stderr.contains("boom: missing header"),
         "the failing output is shown: {run:?}"
     );
-    assert!(
-        run.stderr.contains("exit 3")
-            || run.stderr.contains("exit code: 3")
-            || run.stderr.contains("code 3"),
-        "{run:?}"
-    );
+    // The step's own line says `exit 3` too: only the daemon's failure message holds these.
+    let names_exit_code_3 =
+        |text: &str| text.contains("exit code: 3") || text.contains("returned a non-zero code: 3");
+    assert!(names_exit_code_3(&run.stderr), "{run:?}");
     let result = run.json();
     assert_eq!(result["stages"][0]["status"], "failed");
-    assert!(
-        result["stages"][0]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("boom: missing header")
-    );
+    let message = result["stages"][0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("boom: missing header"), "{message}");
+    assert!(names_exit_code_3(message), "{message}");
 }
 
 /// Starts `args`, SIGKILLs it once build:fast succeeded and build:slow runs, and returns the
@@ -190,7 +193,7 @@ fn resumed_stages(project: &Project, run_id: &str) -> (serde_json::Value, String
 
 #[test]
 fn a_run_killed_mid_stage_is_completed_by_resume_without_redoing_finished_stages() {
-    let (project, _) = two_image_project(8);
+    let (project, _images) = two_image_project(8);
     let run_id = kill_mid_slow_build(&project, &["run", "--no-progress"]);
     let (result, stderr) = resumed_stages(&project, &run_id);
     assert_eq!(stage(&result, "build:fast")["status"], "skipped");
@@ -209,7 +212,7 @@ fn a_run_killed_mid_stage_is_completed_by_resume_without_redoing_finished_stages
 
 #[test]
 fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_was_pruned() {
-    let (project, _) = two_image_project(8);
+    let (project, _images) = two_image_project(8);
     let run_id = kill_mid_slow_build(&project, &["run", "--force", "--no-progress"]);
     let (result, _) = resumed_stages(&project, &run_id);
     assert_eq!(
@@ -218,7 +221,7 @@ fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_
     );
 
     // A second killed run, and this time the finished image is pruned before the resume.
-    let (project, _) = two_image_project(8);
+    let (project, _images) = two_image_project(8);
     let run_id = kill_mid_slow_build(&project, &["run", "--no-progress"]);
     let fast = stage(&project.journal(&run_id), "build:fast").clone();
     support::docker(&[
@@ -232,8 +235,49 @@ fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_
     assert_eq!(stage(&result, "build:fast")["attempts"], 2);
 }
 
+/// A listener on 127.0.0.1 that a build step calls when it starts (build steps share the
+/// host's network), so a test can act while the step runs.
+struct StepBeacon {
+    listener: std::net::TcpListener,
+}
+
+impl StepBeacon {
+    fn new() -> StepBeacon {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind the beacon");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking beacon");
+        StepBeacon { listener }
+    }
+
+    /// The shell command that calls the beacon; it never fails the step.
+    fn call(&self) -> String {
+        let port = self.listener.local_addr().expect("beacon address").port();
+        format!("(wget -q -O /dev/null http://127.0.0.1:{port}/ || true)")
+    }
+
+    /// Waits (bounded) for the step's call, and hangs up on it.
+    fn wait(&self, what: &str, timeout: Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            match self.listener.accept() {
+                Ok(_) => return,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        start.elapsed() < timeout,
+                        "timed out after {timeout:?} waiting for {what}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(error) => panic!("the beacon failed: {error}"),
+            }
+        }
+    }
+}
+
 fn interrupt_with(signal: &str, expected_code: i32) {
-    let (project, _) = two_image_project(30);
+    let beacon = StepBeacon::new();
+    let (project, _images) = slow_step_project(&format!("{} && sleep 30", beacon.call()));
     let child = project
         .command(&["run", "--no-progress"])
         .stderr(std::process::Stdio::piped())
@@ -242,7 +286,7 @@ fn interrupt_with(signal: &str, expected_code: i32) {
     project.wait_for("build:slow to run", Duration::from_secs(120), |p| {
         status(&p.latest_stage("build:slow")) == "running"
     });
-    std::thread::sleep(Duration::from_millis(500));
+    beacon.wait("the slow build step to start", Duration::from_secs(120));
     let killed = std::process::Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
@@ -288,7 +332,7 @@ fn sigterm_stops_the_running_stage_cleanly_and_exits_143() {
 
 #[test]
 fn plan_reports_what_would_be_skipped_after_a_run() {
-    let (project, _) = two_image_project(0);
+    let (project, _images) = two_image_project(0);
     assert_eq!(project.shipit(&["run"]).code, 0);
     project.file("fast/app.txt", "v3\n");
     let plan = project.shipit(&["plan", "--output", "json"]);

@@ -361,6 +361,7 @@ pub async fn build_image(
     };
     let mut stream = docker.build_image(options, registry_config, Some(body));
     let mut daemon_error: Option<String> = None;
+    let mut read_error: Option<String> = None;
     loop {
         let item = tokio::select! {
             biased;
@@ -375,8 +376,12 @@ pub async fn build_image(
         };
         match item {
             Some(Ok(info)) => report(observer, output.push(&info)),
-            Some(Err(err)) => {
+            Some(Err(err)) if reported_by_daemon(&err) => {
                 daemon_error = Some(daemon_message(&err));
+                break;
+            }
+            Some(Err(err)) => {
+                read_error = Some(daemon_message(&err));
                 break;
             }
             None => break,
@@ -396,6 +401,11 @@ pub async fn build_image(
     }
     if let Some(err) = sync_failure.take() {
         return Err(BuildError::Context(err));
+    }
+    if let Some(message) = read_error
+        && !finished_before_the_stream_broke(client, &output, request).await
+    {
+        daemon_error.get_or_insert(message);
     }
     if let Some(message) = daemon_error {
         let report = output.failure(&message);
@@ -446,6 +456,42 @@ fn report(observer: &dyn BuildObserver, events: Vec<OutputEvent>) {
             OutputEvent::Step(step) => observer.on_step(&step),
             OutputEvent::Line(line) => observer.on_output_line(&line),
         }
+    }
+}
+
+/// Whether the daemon itself reported the build failed (an error message in the stream, an
+/// error status), as opposed to the stream breaking off or failing to decode.
+fn reported_by_daemon(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerStreamError { .. }
+            | bollard::errors::Error::DockerResponseServerError { .. }
+    )
+}
+
+/// Whether a build whose output stream broke off had finished anyway: the daemon announced the
+/// image, and the first tag names it. A broken stream alone does not mean a failed build:
+/// bollard's decoder (0.21) reports a complete stream as "bytes remaining on stream" when the
+/// daemon's last message reaches it apart from its `\r\n`, the `}` in one read and the line
+/// end in the next, which happens whenever that message straddles a socket write or a read
+/// buffer.
+async fn finished_before_the_stream_broke(
+    client: &DockerClient,
+    output: &BuildOutput,
+    request: &BuildRequest,
+) -> bool {
+    let Some(id) = output.image_id() else {
+        return false;
+    };
+    let Ok(built) = client.bollard().inspect_image(id).await else {
+        return false;
+    };
+    match request.tags.first() {
+        None => built.id.is_some(),
+        Some(tag) => match client.bollard().inspect_image(tag).await {
+            Ok(tagged) => built.id.is_some() && tagged.id == built.id,
+            Err(_) => false,
+        },
     }
 }
 

@@ -1,10 +1,10 @@
 //! The demo app (pipelines/demo/web) copied into a test project.
 
-use super::{Project, free_ports, repo_root};
+use super::scenario::Scenario;
+use super::{Project, repo_root};
 
-/// The demo app as two docker targets of one pipeline: `web` (two replicas) and `admin`.
-pub fn two_target_project(name: &str) -> Project {
-    let project = Project::with_docker();
+/// Copies the demo app into the project's `web/` folder.
+pub fn copy_demo_app(project: &Project) {
     let app = repo_root().join("pipelines/demo/web");
     for file in ["Dockerfile", "serve.sh", "www/index.html", "www/health"] {
         project.file(
@@ -12,7 +12,14 @@ pub fn two_target_project(name: &str) -> Project {
             std::fs::read(app.join(file)).unwrap(),
         );
     }
-    let (web, admin) = (free_ports(4), free_ports(2));
+}
+
+/// The demo app as two docker targets of the scenario's pipeline: `web` (two replicas) and
+/// `admin` (one), on ports the scenario holds.
+pub fn two_target_project(scenario: &Scenario) -> Project {
+    let project = Project::with_docker();
+    copy_demo_app(&project);
+    let (name, web, admin) = (scenario.name(), scenario.ports(4), scenario.ports(2));
     project.file(
         "shipit.yaml",
         format!(

@@ -1,40 +1,16 @@
-//! Scaffolding for the Docker build integration tests: the daemon, the base
-//! image, the docker CLI used as an oracle, scratch contexts and an observer.
-
-#![allow(dead_code)]
+//! What the build tests need besides their scenario: the docker CLI used as an oracle, scratch
+//! contexts and an observer that records what a build reports.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use shipit::docker::{BuildObserver, DockerClient};
-
-/// Connects to the daemon named by `DOCKER_HOST` (default socket otherwise),
-/// failing the test with a clear message when none answers.
-pub async fn daemon() -> DockerClient {
-    match shipit::docker::connect().await {
-        Ok(client) => client,
-        Err(err) => panic!(
-            "these tests need a Docker daemon (DOCKER_HOST={:?}): {}; run them through scripts/test, which starts one",
-            std::env::var("DOCKER_HOST").unwrap_or_default(),
-            error_chain(&err)
-        ),
-    }
-}
-
-/// The image every test Dockerfile starts from.
-pub fn base_image() -> String {
-    std::env::var("SHIPIT_TEST_BASE_IMAGE").unwrap_or_else(|_| {
-        panic!("SHIPIT_TEST_BASE_IMAGE is not set; scripts/test exports it (busybox:latest)")
-    })
-}
+use shipit::docker::BuildObserver;
 
 /// The docker CLI used as the oracle: Debian's 20.10 client, which still has the
 /// classic builder and BuildKit without buildx.
 pub fn docker_cli() -> PathBuf {
-    let path = std::env::var_os("SHIPIT_TEST_DOCKER_CLI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/docker"));
+    let path = super::docker_cli_path();
     assert!(
         path.is_file(),
         "the docker CLI {} is missing; install Debian's docker.io or set SHIPIT_TEST_DOCKER_CLI",
@@ -63,11 +39,7 @@ pub fn cli(args: &[&str], envs: &[(&str, &str)], dir: Option<&Path>) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A unique lowercase name for images made by one test.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", hex_id())
-}
-
+/// Twelve random hex digits, for values a test wants unlike any earlier run's.
 pub fn hex_id() -> String {
     let bytes: [u8; 6] = rand::random();
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
@@ -82,19 +54,6 @@ pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
         std::fs::write(full, contents).expect("write");
     }
     dir
-}
-
-/// Removes an image at the end of a test, ignoring failures.
-pub async fn remove_image(client: &DockerClient, reference: &str) {
-    let options = bollard::query_parameters::RemoveImageOptions {
-        force: true,
-        noprune: false,
-        ..Default::default()
-    };
-    let _ = client
-        .bollard()
-        .remove_image(reference, Some(options), None)
-        .await;
 }
 
 /// Records everything the build reports.
@@ -129,15 +88,4 @@ impl BuildObserver for Recorder {
     fn on_output_line(&self, line: &str) {
         self.lines.lock().expect("lock").push(line.to_string());
     }
-}
-
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

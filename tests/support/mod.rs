@@ -1,7 +1,13 @@
-//! A tiny harness that drives the real `shipit` binary in a temporary git repository.
+//! A tiny harness that drives the real `shipit` binary in a temporary git repository, and the
+//! scenario the build and deploy tests share.
 #![allow(dead_code)]
 
+pub mod daemon_proxy;
 pub mod demo_app;
+pub mod demo_images;
+pub mod docker_build_support;
+pub mod port_lease;
+pub mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -173,76 +179,36 @@ pub fn testenv(name: &str) -> String {
 /// A pipeline name unique to one test, so tests can run side by side on one daemon and clean
 /// up only what they made.
 pub fn unique_name(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}-{:x}{:04x}", std::process::id(), nanos & 0xffff)
+    format!(
+        "{prefix}-{:x}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
-/// A base port with `count` free ports after it on 127.0.0.1.
-pub fn free_ports(count: u16) -> u16 {
-    for _ in 0..200 {
-        let base = 20_000 + (rand_u16() % 30_000);
-        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports found on 127.0.0.1");
+/// The docker CLI of the test environment: Debian's 20.10 client, which still has the classic
+/// builder and BuildKit without buildx.
+pub fn docker_cli_path() -> PathBuf {
+    std::env::var_os("SHIPIT_TEST_DOCKER_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/docker"))
 }
 
-fn rand_u16() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    ((nanos ^ (std::process::id() << 7)) & 0xffff) as u16
-}
-
-/// The docker CLI of the test environment, pointed at its daemon.
+/// The docker CLI pointed at the test environment's daemon: its stdout, whatever its status.
 pub fn docker(args: &[&str]) -> String {
-    let cli = std::env::var("SHIPIT_TEST_DOCKER_CLI").unwrap_or_else(|_| "docker".to_owned());
-    let output = Command::new(cli)
-        .args(["-H", &testenv("SHIPIT_TEST_DOCKER_HOST")])
+    testenv("SHIPIT_TEST_DOCKER_HOST");
+    try_docker(args).expect("the docker CLI runs")
+}
+
+/// Like [`docker`], `None` instead of a panic when the CLI cannot run at all.
+pub fn try_docker(args: &[&str]) -> Option<String> {
+    let host = std::env::var("SHIPIT_TEST_DOCKER_HOST").ok()?;
+    let output = Command::new(docker_cli_path())
+        .args(["-H", &host])
         .args(args)
         .output()
-        .expect("the docker CLI runs");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Removes every container a pipeline's deploys created (they carry its label).
-pub struct ContainerSweep(pub String);
-
-impl Drop for ContainerSweep {
-    fn drop(&mut self) {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=shipit.pipeline={}", self.0),
-        ]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids);
-            docker(&args);
-        }
-    }
-}
-
-/// Containers of a pipeline's target, running or not.
-pub fn containers_of(pipeline: &str) -> Vec<String> {
-    docker(&[
-        "ps",
-        "-a",
-        "--format",
-        "{{.Names}} {{.State}}",
-        "--filter",
-        &format!("label=shipit.pipeline={pipeline}"),
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
+        .ok()?;
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// GET http://127.0.0.1:port/path, body on success.

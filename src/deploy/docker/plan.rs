@@ -586,9 +586,29 @@ mod tests {
 
     #[test]
     fn the_run_tag_is_short_stable_and_differs_between_runs() {
-        assert_eq!(run_tag("run-1"), run_tag("run-1"));
-        assert_ne!(run_tag("run-1"), run_tag("run-2"));
-        assert_eq!(run_tag("run-1").len(), 8);
+        // Stable across processes and releases: a resume names the replicas of a run as its
+        // first attempt did, so the tag of a given run id is fixed here, not recomputed.
+        assert_eq!(run_tag("run-1"), "4e65d3fb");
+        assert_eq!(run_tag("run-2"), "b9d17232");
+        // Eight lowercase hex digits, valid in a container name whatever the run id holds.
+        for run_id in [
+            "run-1",
+            "",
+            "20240501-101500-ab12",
+            "run/1 with spaces:ä",
+            "x".repeat(300).as_str(),
+        ] {
+            let tag = run_tag(run_id);
+            assert_eq!(tag.len(), 8, "{tag}");
+            assert!(
+                tag.chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+                "{tag}"
+            );
+        }
+        // Different runs get different tags.
+        let tags: BTreeSet<String> = (0..1000).map(|n| run_tag(&format!("run-{n}"))).collect();
+        assert_eq!(tags.len(), 1000);
     }
 
     fn host_config(json: &str) -> DockerTargetConfig {

@@ -7,9 +7,11 @@
 //! (`git`, `docker`, `registry`), the deploy targets (`deploy`), `report` (output) and `cli`.
 
 pub mod cli;
+mod credentials;
 pub mod deploy;
 pub mod docker;
 pub mod duration;
+mod error_summary;
 pub mod exit;
 pub mod git;
 mod go_path;

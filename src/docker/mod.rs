@@ -8,6 +8,7 @@ pub mod build;
 mod build_output;
 pub mod connect;
 pub mod context;
+mod daemon_credentials;
 mod session;
 
 pub use build::{

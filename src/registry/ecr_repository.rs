@@ -9,11 +9,11 @@ use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration, ImageTagMutability};
 use tokio_util::sync::CancellationToken;
 
-use super::ecr_auth::EcrContext;
 use super::push_config::{EcrSettings, LifecycleSettings, ScanGate, Severity};
 use super::push_error::PushError;
-use super::registry_failure::summarize;
 use super::retry::sleep_or_cancel;
+use crate::credentials::ecr_token::EcrContext;
+use crate::error_summary::summarize;
 
 /// How often the scan gate asks whether the scan is done.
 const SCAN_POLL_INTERVAL: Duration = Duration::from_secs(5);

@@ -15,7 +15,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bollard::Docker;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -26,11 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::archive_reader::{
     BlobSink, EarlyStop, LayerOutcome, ScanError, ScanPlan, ScanResult, scan_archive,
 };
-use super::docker_credentials::docker_config_auth;
-use super::ecr_auth::{EcrContext, choose_registry_host, registry_host_from_env};
-use super::ecr_repository::{
-    RepositoryState, apply_repository_settings, existing_tags, immutable_tag_plan, wait_for_scan,
-};
+use super::ecr_repository::{existing_tags, immutable_tag_plan, wait_for_scan};
 use super::image_layout::{
     ArchiveMetadata, BlobDescriptor, ContentKind, EntryRole, LayoutProblem, MAX_METADATA_BYTES,
     SourceImage, build_manifest, config_media_type, entry_role, layer_media_type,
@@ -43,9 +38,11 @@ use super::layer_store::{
     DaemonStorage, StoredImage, Unavailable, choose_store, find_image, layers_to_read,
     pack_stored_layers, store_from_graph_driver,
 };
-use super::push_config::{Compression, LayerSource, ManifestFormat, PushConfig, RegistryKind};
+use super::push_config::{Compression, LayerSource, ManifestFormat, PushConfig};
 use super::push_error::PushError;
-use super::registry_session::{Credentials, RegistrySession};
+use super::push_progress::{Notify, PushProgress, human_size, short};
+use super::push_target::{RepositorySettings, open_target};
+use super::registry_session::RegistrySession;
 
 /// Blobs uploaded at once. Four keeps a fast link busy without opening a burst of
 /// connections that rate-limited registries answer with 429.
@@ -56,8 +53,6 @@ const CHECK_CONCURRENCY: usize = 8;
 const PENDING_BLOBS: usize = 2;
 /// Chunks of the daemon's export buffered ahead of the reader (each up to a few hundred KB).
 const EXPORT_CHUNKS_AHEAD: usize = 16;
-/// How often byte progress is reported.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Hears about a push while it runs.
 pub trait PushObserver: Send + Sync {
@@ -232,8 +227,8 @@ pub async fn push_archive(
 pub async fn manifest_exists(cfg: &PushConfig, digest: &str) -> Result<bool, PushError> {
     cfg.validate()?;
     let cancel = CancellationToken::new();
-    let notify: Arc<dyn Fn(String) + Send + Sync> = Arc::new(|_| {});
-    let target = open_target(cfg, &cancel, notify, false).await?;
+    let notify: Notify = Arc::new(|_| {});
+    let target = open_target(cfg, &cancel, notify, RepositorySettings::Leave).await?;
     target.session.manifest_exists(digest).await
 }
 
@@ -364,75 +359,6 @@ fn read_archive_metadata(path: &Path) -> Result<ArchiveMetadata, PushError> {
     Ok(metadata)
 }
 
-/// A connected registry target, with the ECR repository state when it is ECR.
-struct Target {
-    session: Arc<RegistrySession>,
-    ecr: Option<(EcrContext, RepositoryState)>,
-}
-
-async fn open_target(
-    cfg: &PushConfig,
-    cancel: &CancellationToken,
-    notify: Arc<dyn Fn(String) + Send + Sync>,
-    apply_settings: bool,
-) -> Result<Target, PushError> {
-    match cfg.registry_kind()? {
-        RegistryKind::Generic { host } => {
-            let auth = docker_config_auth(&host).await?;
-            let session = RegistrySession::connect(
-                &host,
-                &cfg.repository,
-                Credentials::Fixed(auth),
-                cancel.clone(),
-                notify,
-            )
-            .await?;
-            Ok(Target {
-                session: Arc::new(session),
-                ecr: None,
-            })
-        }
-        RegistryKind::Ecr { host, region } => {
-            let ecr =
-                EcrContext::load(cfg.ecr.as_ref(), host.as_deref(), region.as_deref()).await?;
-            let token = ecr.token(false).await.map_err(|err| match err {
-                PushError::Authentication {
-                    registry, reason, ..
-                } => PushError::Authentication {
-                    registry,
-                    repository: cfg.repository.clone(),
-                    reason,
-                },
-                other => other,
-            })?;
-            let host = choose_registry_host(
-                cfg.ecr.as_ref().and_then(|e| e.registry_host.as_deref()),
-                registry_host_from_env().as_deref(),
-                host.as_deref(),
-                &token.proxy_host,
-            );
-            let state = match (&cfg.ecr, apply_settings) {
-                (Some(settings), true) => {
-                    apply_repository_settings(&ecr, &cfg.repository, settings, &*notify).await?
-                }
-                _ => RepositoryState { immutable: false },
-            };
-            let session = RegistrySession::connect(
-                &host,
-                &cfg.repository,
-                Credentials::Ecr(ecr.clone()),
-                cancel.clone(),
-                notify,
-            )
-            .await?;
-            Ok(Target {
-                session: Arc::new(session),
-                ecr: Some((ecr, state)),
-            })
-        }
-    }
-}
-
 /// Hands blobs from the reader thread to the uploads, and answers its HEAD questions.
 struct UploadSink {
     handle: tokio::runtime::Handle,
@@ -482,32 +408,12 @@ async fn upload_one(
     Ok(BlobFate::Uploaded)
 }
 
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// Runs the uploads for everything the reader submits, `UPLOAD_CONCURRENCY` at a time.
 async fn run_uploads(
     session: Arc<RegistrySession>,
     mut blobs: mpsc::Receiver<SpooledBlob>,
     mount_sources: Arc<HashMap<String, Vec<String>>>,
-    notify: Arc<dyn Fn(String) + Send + Sync>,
+    notify: Notify,
 ) -> Result<(), PushError> {
     let incoming = futures::stream::poll_fn(move |cx| blobs.poll_recv(cx));
     incoming
@@ -727,15 +633,11 @@ async fn push_from(
     observer: &dyn PushObserver,
     cancel: CancellationToken,
 ) -> Result<PushedImage, PushError> {
-    let (message_tx, mut message_rx) = mpsc::unbounded_channel::<String>();
-    let notify: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |message| {
-        let _ = message_tx.send(message);
-    });
+    let push_progress = PushProgress::new(hints.total_bytes);
+    let notify = push_progress.notify();
+    let (progress, total) = (push_progress.read.clone(), push_progress.total.clone());
     let cancel = cancel.child_token();
     let image_name = source.name();
-    let progress = Arc::new(AtomicU64::new(0));
-    // About how many bytes will be read; lowered once it is known that only some layers are.
-    let total = Arc::new(AtomicU64::new(hints.total_bytes));
     let SourceHints {
         diff_ids,
         platform,
@@ -751,7 +653,7 @@ async fn push_from(
             Some(_) => None,
             None => Some(source.open()?),
         };
-        let target = open_target(cfg, &cancel, notify.clone(), true).await?;
+        let target = open_target(cfg, &cancel, notify.clone(), RepositorySettings::Apply).await?;
         let session = target.session.clone();
         let registry = session.host.clone();
         let repository = cfg.repository.clone();
@@ -1109,34 +1011,7 @@ async fn push_from(
         })
     };
 
-    // Drive the push while forwarding its messages and byte progress to the observer, which
-    // is only ever called from this task.
-    // Bytes are reported once reading has begun (by then the total is what will be read) and
-    // once more at the end, so the last figure is the whole.
-    let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
-    let mut reported = 0;
-    let report_bytes = |reported: &mut u64| {
-        let done = progress.load(Ordering::Relaxed);
-        if done != *reported {
-            *reported = done;
-            observer.on_bytes(done, total.load(Ordering::Relaxed).max(done));
-        }
-    };
-    tokio::pin!(run);
-    let result = loop {
-        tokio::select! {
-            result = &mut run => break result,
-            Some(message) = message_rx.recv() => observer.on_progress(&message),
-            _ = ticker.tick() => report_bytes(&mut reported),
-        }
-    };
-    while let Ok(message) = message_rx.try_recv() {
-        observer.on_progress(&message);
-    }
-    if result.is_ok() {
-        report_bytes(&mut reported);
-    }
-    result
+    push_progress.drive(observer, run).await
 }
 
 fn immutable_tag_error(err: PushError, registry: &str, repository: &str, tag: &str) -> PushError {
@@ -1178,7 +1053,7 @@ struct Passes<'a> {
     session: &'a Arc<RegistrySession>,
     spool_dir: &'a Path,
     mount_sources: Arc<HashMap<String, Vec<String>>>,
-    notify: Arc<dyn Fn(String) + Send + Sync>,
+    notify: Notify,
     progress: Arc<AtomicU64>,
     cancel: &'a CancellationToken,
 }
@@ -1489,12 +1364,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.0.contains("its manifest says sha256:expected"), "{err}");
-    }
-
-    #[test]
-    fn sizes_read_like_a_person_would_write_them() {
-        assert_eq!(human_size(999), "999 B");
-        assert_eq!(human_size(1_500_000), "1.5 MB");
-        assert_eq!(short("sha256:0123456789abcdef"), "0123456789ab");
     }
 }

@@ -11,8 +11,6 @@
 //! failure means and when to try again), `push_error`.
 
 mod archive_reader;
-mod docker_credentials;
-mod ecr_auth;
 mod ecr_repository;
 mod image_layout;
 mod image_push;
@@ -22,13 +20,12 @@ mod layer_store;
 mod parallel_gzip;
 mod push_config;
 mod push_error;
+mod push_progress;
+mod push_target;
 mod registry_failure;
 mod registry_session;
 mod retry;
 
-pub(crate) use docker_credentials::{
-    all_docker_config_credentials, engine_credentials, pull_credentials, user_and_secret,
-};
 pub use image_push::{PushObserver, PushedImage, manifest_exists, push_archive, push_image};
 pub use push_config::{
     Compression, ConfigProblem, EcrSettings, HumanDuration, LayerSource, LifecycleSettings,

@@ -33,21 +33,24 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::ecr_auth::EcrContext;
 use super::image_layout::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, sha256_digest,
 };
 use super::layer_packer::SpooledBlob;
 use super::push_config::is_loopback_host;
 use super::push_error::PushError;
+use super::push_progress::short;
 use super::registry_failure::{
     ErrorAnswer, FailureKind, RegistryFailure, from_answer, from_local_io, from_transport,
-    looks_like_html, protocol_violation, summarize,
+    looks_like_html, protocol_violation,
 };
 use super::retry::{
     Backoff, Decision, GiveUp, RetryFailure, RetryNote, RetryPolicy, Retryable, parse_retry_after,
     retry, sleep_or_cancel,
 };
+use crate::credentials::ecr_token::EcrContext;
+use crate::credentials::identity_token::identity_token;
+use crate::error_summary::summarize;
 
 const USER_AGENT: &str = concat!("shipit/", env!("CARGO_PKG_VERSION"));
 /// Blobs larger than this are uploaded in chunks that an interruption does not lose.
@@ -63,18 +66,6 @@ const ERROR_BODY_LIMIT: usize = 16 * 1024;
 const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(15);
 /// A token's lifetime when the token service does not say (the Docker token spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
-
-/// The user name that marks Basic credentials as an identity token (an OAuth2 refresh token),
-/// as the credential-helper protocol spells it: the secret then goes only to the token
-/// service, exchanged for an access token, never to the registry itself.
-pub(crate) const IDENTITY_TOKEN_USER: &str = "<token>";
-
-pub(crate) fn identity_token(auth: &RegistryAuth) -> Option<&str> {
-    match auth {
-        RegistryAuth::Basic(user, token) if user == IDENTITY_TOKEN_USER => Some(token),
-        _ => None,
-    }
-}
 
 /// Where credentials come from, and whether they can be renewed mid-push.
 #[derive(Clone)]
@@ -589,11 +580,6 @@ fn lost_upload_is_transient(mut failure: RegistryFailure) -> RegistryFailure {
         failure.kind = FailureKind::Other;
     }
     failure
-}
-
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
 }
 
 impl RegistrySession {

@@ -33,9 +33,6 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::image_layout::{
-    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, sha256_digest,
-};
 use super::layer_packer::SpooledBlob;
 use super::push_config::is_loopback_host;
 use super::push_error::PushError;
@@ -50,6 +47,10 @@ use super::retry::{
 };
 use crate::credentials::ecr_token::EcrContext;
 use crate::credentials::identity_token::identity_token;
+use crate::docker::image_source::digest::sha256_digest;
+use crate::docker::image_source::media_types::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
+};
 use crate::error_summary::summarize;
 
 const USER_AGENT: &str = concat!("shipit/", env!("CARGO_PKG_VERSION"));

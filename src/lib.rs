@@ -4,7 +4,8 @@
 //!
 //! The folders follow the pipeline: `pipeline` (the file), `plan` (what runs and why), `runner`
 //! (running it), `journal` (what happened), `stages` (what each stage does), the adapters
-//! (`git`, `docker`, `registry`), the deploy targets (`deploy`), `report` (output) and `cli`.
+//! (`git`, `docker`, `registry`, and the `credentials` both of the last two use), the deploy
+//! targets (`deploy`), `report` (output) and `cli`.
 
 pub mod cli;
 mod credentials;

@@ -1,6 +1,8 @@
 //! A tiny harness that drives the real `shipit` binary in a temporary git repository.
 #![allow(dead_code)]
 
+pub mod fake_servers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

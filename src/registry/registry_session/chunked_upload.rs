@@ -244,10 +244,7 @@ impl RegistrySession {
 
     /// Asks the registry how much of an upload it holds: the bytes acknowledged, and the
     /// location to go on at (a registry may hand out a new one).
-    async fn upload_status(
-        &self,
-        location: &Url,
-    ) -> Result<(u64, Option<Url>), RegistryFailure> {
+    async fn upload_status(&self, location: &Url) -> Result<(u64, Option<Url>), RegistryFailure> {
         let request = Request::new(Method::GET, location.clone());
         let response = expect(
             self.exchange(&request).await?,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::ecr_rules::enforce_scan_gate;
-use super::image_reading::{first_pass_plan, mount_sources, read_image};
+use super::image_reading::read_image;
 use super::manifest_publish::publish_manifest;
 use super::present_layers::find_present_layers;
 use super::push_config::PushConfig;
@@ -94,72 +94,49 @@ async fn push_from(
     observer: &dyn PushObserver,
     cancel: CancellationToken,
 ) -> Result<PushedImage, PushError> {
-    let progress = PushProgress::new(source.total_bytes);
+    let (progress, lines) = PushProgress::new(source.total_bytes);
     let notify = progress.notify();
-    let (read_bytes, total_bytes) = (progress.read.clone(), progress.total.clone());
     let cancel = cancel.child_token();
     let push = async {
-        // The export first: the daemon prepares it while the registry is set up. Not when the
-        // layer store is read instead: the daemon would write out the whole image for nothing.
-        let early_export = match source.stored {
-            Some(_) => None,
-            None => Some(source.open_export()?),
-        };
+        let early_export = source.open_export_early()?;
         let target = open_target(cfg, &cancel, notify.clone(), RepositorySettings::Apply).await?;
-        let registry = target.session.host.clone();
+        let session = &target.session;
         let mut workspace = Workspace::open(cache_dir, &notify)?;
-
         let present = find_present_layers(
-            &target.session,
+            session,
             &workspace.cache,
             &source.diff_ids,
             cfg.compression,
+            &notify,
         )
         .await?;
-        if !present.is_empty() {
-            let unique: std::collections::HashSet<_> = source.diff_ids.iter().collect();
-            notify(format!(
-                "{} of {} layers already in {registry}",
-                present.len(),
-                unique.len()
-            ));
-        }
-
-        let plan = first_pass_plan(
+        let passes = Passes::new(&source, session, &workspace, cfg, &progress, &cancel);
+        let read = read_image(
+            &passes,
             cfg,
-            &source.diff_ids,
-            source.image_id.as_deref(),
-            &present,
             &workspace.cache,
-        );
-        let passes = Passes {
-            source: &source,
-            session: &target.session,
-            spool_dir: workspace.spool.path(),
-            mount_sources: Arc::new(mount_sources(
-                cfg,
-                &registry,
-                &source.diff_ids,
-                &workspace.cache,
-            )),
-            notify: notify.clone(),
-            progress: read_bytes,
-            cancel: &cancel,
-        };
-        let read = read_image(&passes, cfg, &plan, &present, early_export, &total_bytes).await?;
-
+            &present,
+            early_export,
+            &progress.total,
+        )
+        .await?;
         let manifest = publish_manifest(&target, cfg, &read.image, &read.layers, &notify).await?;
         workspace.remember(
-            &registry,
+            &session.host,
             &cfg.repository,
             &read.layers,
             read.outcomes,
             &notify,
         );
         enforce_scan_gate(&target, cfg, &manifest.digest, &cancel, &notify).await?;
-        Ok(pushed_image(registry, cfg, manifest.digest, manifest.size))
+        Ok(pushed_image(
+            session.host.clone(),
+            cfg,
+            manifest.digest,
+            manifest.size,
+        ))
     };
-    progress.drive(observer, push).await
+    progress.drive(lines, observer, push).await
 }
 
 /// The push's result, with every reference to it: by digest first, then by each tag.

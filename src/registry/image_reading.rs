@@ -33,7 +33,7 @@ pub(crate) struct ReadImage {
 
 /// What the first pass is told: how to pack, which layers the registry holds, which classic
 /// export directory held which layer before, and when it may stop.
-pub(crate) fn first_pass_plan(
+fn first_pass_plan(
     cfg: &PushConfig,
     diff_ids: &[String],
     image_id: Option<&str>,
@@ -65,32 +65,24 @@ pub(crate) fn first_pass_plan(
     }
 }
 
-/// The blobs each of the image's cached layers may be mounted from (other repositories of the
-/// same registry that hold them).
-pub(crate) fn mount_sources(
-    cfg: &PushConfig,
-    registry: &str,
-    diff_ids: &[String],
-    cache: &LayerCache,
-) -> HashMap<String, Vec<String>> {
-    diff_ids
-        .iter()
-        .filter_map(|d| cache.layer(registry, cfg.compression, d))
-        .map(|c| (c.digest.clone(), c.repositories.clone()))
-        .collect()
-}
-
 /// Reads every layer the registry lacks, uploading each as it is packed. `early_export` is
 /// the export already requested, if it was; `total` is lowered to what is actually read.
 pub(crate) async fn read_image(
     passes: &Passes<'_>,
     cfg: &PushConfig,
-    plan: &ScanPlan,
+    cache: &LayerCache,
     present: &HashMap<String, CachedLayer>,
     early_export: Option<Box<dyn Read + Send>>,
     total: &AtomicU64,
 ) -> Result<ReadImage, PushError> {
     let source = passes.source;
+    let plan = &first_pass_plan(
+        cfg,
+        &source.diff_ids,
+        source.image_id.as_deref(),
+        present,
+        cache,
+    );
     let from_store = match (&source.stored, source.image_id.as_deref()) {
         (Some(stored), Some(image_id)) => {
             read_layer_store(passes, cfg, stored, image_id, plan.packing, present, total).await?

@@ -84,7 +84,7 @@ impl Compression {
     }
 }
 
-/// Where a push reads the image's layers from (see `registry::layer_store`).
+/// Where a push reads the image's layers from (see `docker::image_source::layer_store`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LayerSource {

@@ -16,28 +16,31 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Where the parts of a push send a line worth showing.
 pub(crate) type Notify = Arc<dyn Fn(String) + Send + Sync>;
 
-/// The progress of one push: its lines, the bytes read so far and about how many will be.
+/// The progress of one push: where its lines go, the bytes read so far and about how many will
+/// be.
 pub(crate) struct PushProgress {
     notify: Notify,
-    lines: mpsc::UnboundedReceiver<String>,
     /// Bytes of layers read so far.
     pub read: Arc<AtomicU64>,
     /// About how many bytes will be read; lowered once it is known that only some layers are.
-    pub total: Arc<AtomicU64>,
+    pub total: AtomicU64,
 }
 
+/// The lines the parts of a push sent, waiting to be forwarded.
+pub(crate) struct ProgressLines(mpsc::UnboundedReceiver<String>);
+
 impl PushProgress {
-    /// Progress of a push expected to read about `total` bytes.
-    pub(crate) fn new(total: u64) -> Self {
+    /// Progress of a push expected to read about `total` bytes, and the lines it will carry.
+    pub(crate) fn new(total: u64) -> (Self, ProgressLines) {
         let (sender, lines) = mpsc::unbounded_channel::<String>();
-        PushProgress {
+        let progress = PushProgress {
             notify: Arc::new(move |line| {
                 let _ = sender.send(line);
             }),
-            lines,
             read: Arc::new(AtomicU64::new(0)),
-            total: Arc::new(AtomicU64::new(total)),
-        }
+            total: AtomicU64::new(total),
+        };
+        (progress, ProgressLines(lines))
     }
 
     /// Where the push's parts send their lines.
@@ -49,29 +52,30 @@ impl PushProgress {
     /// reported while reading goes on and once more at the end of a push that succeeded, so
     /// the last figure is the whole.
     pub(crate) async fn drive<T, E>(
-        mut self,
+        &self,
+        lines: ProgressLines,
         observer: &dyn PushObserver,
         push: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
+        let ProgressLines(mut lines) = lines;
         let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
         let mut reported = 0;
-        let (read, total) = (self.read.clone(), self.total.clone());
         let report_bytes = |reported: &mut u64| {
-            let done = read.load(Ordering::Relaxed);
+            let done = self.read.load(Ordering::Relaxed);
             if done != *reported {
                 *reported = done;
-                observer.on_bytes(done, total.load(Ordering::Relaxed).max(done));
+                observer.on_bytes(done, self.total.load(Ordering::Relaxed).max(done));
             }
         };
         tokio::pin!(push);
         let result = loop {
             tokio::select! {
                 result = &mut push => break result,
-                Some(line) = self.lines.recv() => observer.on_progress(&line),
+                Some(line) = lines.recv() => observer.on_progress(&line),
                 _ = ticker.tick() => report_bytes(&mut reported),
             }
         };
-        while let Ok(line) = self.lines.try_recv() {
+        while let Ok(line) = lines.try_recv() {
             observer.on_progress(&line);
         }
         if result.is_ok() {

@@ -134,6 +134,16 @@ impl PushSource {
         }
     }
 
+    /// The export, asked for now so that the daemon prepares it while the registry is set up;
+    /// none when the layer store is read instead (the daemon would write out the whole image
+    /// for nothing).
+    pub(crate) fn open_export_early(&self) -> Result<Option<Box<dyn Read + Send>>, PushError> {
+        match self.stored {
+            Some(_) => Ok(None),
+            None => self.open_export().map(Some),
+        }
+    }
+
     /// A blocking reader over the whole archive (the daemon's export, or the file), for a
     /// reading pass. The daemon starts preparing the export at once.
     pub(crate) fn open_export(&self) -> Result<Box<dyn Read + Send>, PushError> {

@@ -15,9 +15,11 @@ use super::blob_uploads::{UploadSink, run_uploads};
 use super::export_packing::{ScanPlan, pack_export};
 use super::layer_packer::Packing;
 use super::pass_result::{BlobSink, ScanError, ScanResult};
+use super::push_config::PushConfig;
 use super::push_error::PushError;
-use super::push_progress::Notify;
+use super::push_progress::{Notify, PushProgress};
 use super::push_source::PushSource;
+use super::push_workspace::Workspace;
 use super::registry_session::RegistrySession;
 use super::store_packing::pack_stored_layers;
 use crate::docker::image_source::layer_store::StoredImage;
@@ -39,7 +41,33 @@ pub(crate) struct Passes<'a> {
     pub cancel: &'a CancellationToken,
 }
 
-impl Passes<'_> {
+impl<'a> Passes<'a> {
+    /// The passes of one push of `source` to `session`, spooling in `workspace`.
+    pub(crate) fn new(
+        source: &'a PushSource,
+        session: &'a Arc<RegistrySession>,
+        workspace: &'a Workspace,
+        cfg: &PushConfig,
+        progress: &PushProgress,
+        cancel: &'a CancellationToken,
+    ) -> Self {
+        let mount_sources = source
+            .diff_ids
+            .iter()
+            .filter_map(|d| workspace.cache.layer(&session.host, cfg.compression, d))
+            .map(|c| (c.digest.clone(), c.repositories.clone()))
+            .collect();
+        Passes {
+            source,
+            session,
+            spool_dir: workspace.spool.path(),
+            mount_sources: Arc::new(mount_sources),
+            notify: progress.notify(),
+            progress: progress.read.clone(),
+            cancel,
+        }
+    }
+
     /// One pass over the export archive (`reader`, opened from the source).
     pub(crate) async fn export(
         &self,

@@ -31,14 +31,14 @@ const PENDING_BLOBS: usize = 2;
 /// and failures are reported.
 pub(crate) struct Passes<'a> {
     pub source: &'a PushSource,
-    pub session: &'a Arc<RegistrySession>,
-    pub spool_dir: &'a Path,
+    session: &'a Arc<RegistrySession>,
+    spool_dir: &'a Path,
     /// Blobs a cached layer of another repository may be mounted from.
-    pub mount_sources: Arc<HashMap<String, Vec<String>>>,
+    mount_sources: Arc<HashMap<String, Vec<String>>>,
     pub notify: Notify,
     /// Bytes read so far, by every pass.
     pub progress: Arc<AtomicU64>,
-    pub cancel: &'a CancellationToken,
+    cancel: &'a CancellationToken,
 }
 
 impl<'a> Passes<'a> {

@@ -5,16 +5,18 @@
 //!
 //! The folders follow the pipeline: `pipeline` (the file), `plan` (what runs and why), `runner`
 //! (running it), `journal` (what happened), `stages` (what each stage does), the adapters
-//! (`git`, `docker`, `registry`), the deploy targets (`deploy`), `report` (output), `app` (the
-//! commands as library calls: a typed request in, events out, an outcome back) and `cli` (the
-//! command line over `app`).
+//! (`git`, `docker`, `registry`, and the `credentials` both of the last two use), the deploy
+//! targets (`deploy`), `report` (output), `app` (the commands as library calls: a typed
+//! request in, events out, an outcome back) and `cli` (the command line over `app`).
 
 pub mod app;
 pub mod cli;
 pub mod config_problem;
+mod credentials;
 pub mod deploy;
 pub mod docker;
 pub mod duration;
+mod error_summary;
 pub mod exit;
 pub mod git;
 mod go_path;

@@ -1,16 +1,22 @@
 //! The push stage through the real binary: to a registry without auth, and through the ECR flow
-//! (token from the AWS API emulator, registry host overridden to the local basic-auth registry).
+//! (token from the AWS API emulator, registry host overridden to the local basic-auth registry),
+//! and interrupted in mid-upload.
 
 mod support;
 
+use std::time::{Duration, Instant};
+
+use support::fake_servers::fault_proxy::{Fault, FaultProxy, Rule};
 use support::{Project, stage, testenv, unique_name};
 
-fn manifest_digest(
+/// The answer to a HEAD of a manifest: its status and `Docker-Content-Digest`; None when the
+/// registry could not be asked.
+fn head_manifest(
     registry: &str,
     repository: &str,
     reference: &str,
     auth: Option<(&str, &str)>,
-) -> Option<String> {
+) -> Option<(u16, Option<String>)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(registry).ok()?;
     let mut request = format!(
@@ -25,13 +31,25 @@ fn manifest_digest(
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let digest = response
         .lines()
         .find_map(|line| {
             line.strip_prefix("Docker-Content-Digest: ")
                 .or_else(|| line.strip_prefix("docker-content-digest: "))
         })
-        .map(|d| d.trim().to_owned())
+        .map(|d| d.trim().to_owned());
+    Some((status, digest))
+}
+
+/// The digest the registry serves under `reference`, if any.
+fn manifest_digest(
+    registry: &str,
+    repository: &str,
+    reference: &str,
+    auth: Option<(&str, &str)>,
+) -> Option<String> {
+    head_manifest(registry, repository, reference, auth)?.1
 }
 
 #[test]
@@ -185,4 +203,88 @@ fn wrong_registry_credentials_fail_the_run_with_exit_1_naming_the_target_and_no_
     let journal =
         std::fs::read_to_string(project.journal_dir().join(run_id).join("journal.json")).unwrap();
     assert!(!journal.contains(&wrong) && !journal.contains(&auth));
+}
+
+/// Ctrl-C while a layer is being uploaded (a proxy in front of the registry holds the first
+/// blob upload unanswered): shipit stops the push, exits 130, journals the push interrupted
+/// with no digest, and the registry holds no tag for it.
+#[test]
+fn a_push_interrupted_mid_upload_exits_130_and_is_journaled_interrupted_with_no_tag() {
+    let registry = testenv("SHIPIT_TEST_REGISTRY");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime for the proxy");
+    let proxy = runtime.block_on(FaultProxy::start(
+        &registry,
+        vec![Rule {
+            method: "PUT",
+            path_contains: "/blobs/uploads/",
+            fail_on: vec![1],
+            fault: Fault::Hold,
+        }],
+    ));
+    let name = unique_name("e2e-sigint");
+    let repository = format!("e2e/{name}");
+    let project = Project::with_docker();
+    project
+        .file(
+            "shipit.yaml",
+            format!(
+                "version: 1\nname: {name}\nimages:\n  web:\n    context: web\n    push:\n      registry: {}\n      repository: {repository}\n      tags: [v1]\n",
+                proxy.host()
+            ),
+        )
+        .file("web/Dockerfile", format!("FROM busybox:latest\nRUN echo {name} > /id.txt\n"))
+        .commit();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = project
+        .command(&["run", "--no-progress"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("shipit starts");
+    let output = || std::fs::read_to_string(log.path()).unwrap_or_default();
+
+    runtime.block_on(
+        proxy.wait_for("held blob upload", Duration::from_secs(180), |seen| {
+            seen.injected
+        }),
+    );
+    // SAFETY: kill(2) on the child's pid, which is still ours: it has not been waited for.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0, "SIGINT could not be sent");
+    // Well within the runner's 30 s grace for a stage that ignores cancellation: the push
+    // itself must stop, not the runner give up on it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("shipit still runs 20 s after Ctrl-C:\n{}", output());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(130), "{}", output());
+
+    let run_id = project.run_ids().pop().expect("the run was journaled");
+    let journal = project.journal(&run_id);
+    assert_eq!(
+        stage(&journal, "build:web")["status"],
+        "succeeded",
+        "{journal}"
+    );
+    let push = stage(&journal, "push:web");
+    assert_eq!(push["status"], "interrupted", "{journal}");
+    assert!(push["outputs"]["digest"].is_null(), "{journal}");
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .all(|seen| !seen.resource().contains("/manifests/")),
+        "a manifest was sent: {:?}",
+        proxy.seen()
+    );
+    let (status, _) = head_manifest(&registry, &repository, "v1", None)
+        .expect("the registry answers a HEAD of the tag");
+    assert_eq!(status, 404, "the interrupted push left tag v1 behind");
 }

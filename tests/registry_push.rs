@@ -4,23 +4,25 @@
 //! password being the moto ECR token's), and moto for the ECR API
 //! (SHIPIT_TEST_AWS_ENDPOINT_URL). Faults are injected by a small HTTP proxy on 127.0.0.1.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bollard::Docker;
 use futures::StreamExt as _;
+mod support;
+
 use shipit::registry::{
     Compression, EcrSettings, LayerSource, LifecycleSettings, ManifestFormat, PushConfig,
     PushError, PushObserver, PushedImage, ScanGate, Severity, manifest_exists, push_archive,
     push_image,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use support::fake_servers::fault_proxy::{After, Fault, FaultProxy, Rule, Seen};
+use support::fake_servers::html_server::html_server;
+use support::fake_servers::token_front::{FRONT_IDENTITY_TOKEN, FRONT_SERVICE, TokenFront};
+use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
@@ -333,23 +335,100 @@ fn cache_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-async fn push(
-    docker: &Docker,
-    image: &str,
-    cfg: &PushConfig,
-    cache: &Path,
-) -> (Result<PushedImage, PushError>, Recorder) {
-    let recorder = Recorder::default();
-    let result = push_image(
-        docker,
-        image,
-        cfg,
-        cache,
-        &recorder,
-        CancellationToken::new(),
-    )
-    .await;
-    (result, recorder)
+// ---------------------------------------------------------------------------------------------
+// The scenario the push tests share: an image in the daemon, pushed, its manifest fetched back
+
+/// An image in the daemon to push: built on a base with one COPY layer per file and removed
+/// when the test ends, or the test base image itself. Each test states only its push block,
+/// its faults and what it checks.
+struct Scenario {
+    docker: Docker,
+    /// The image pushed (a tag, or the base image's name).
+    image: String,
+    /// Removes a built image from the daemon when the scenario ends.
+    _built: Option<TestImage>,
+}
+
+impl Scenario {
+    /// An image built on the test base image from `files`.
+    async fn build(files: &[(&str, Vec<u8>)]) -> Scenario {
+        Scenario::build_on(&env().base_image, files).await
+    }
+
+    /// An image built on `base` from `files`.
+    async fn build_on(base: &str, files: &[(&str, Vec<u8>)]) -> Scenario {
+        let docker = docker().await;
+        let built = build_image(&docker, base, files).await;
+        Scenario {
+            image: built.0.clone(),
+            _built: Some(built),
+            docker,
+        }
+    }
+
+    /// The test base image itself, for pushes that fail before any layer matters.
+    async fn base() -> Scenario {
+        Scenario {
+            docker: docker().await,
+            image: env().base_image.clone(),
+            _built: None,
+        }
+    }
+
+    /// Pushes with a layer cache of its own (nothing known from earlier pushes).
+    async fn push(&self, cfg: &PushConfig) -> (Result<PushedImage, PushError>, Recorder) {
+        self.push_with_cache(cfg, cache_dir().path()).await
+    }
+
+    /// Pushes with the layer cache in `cache`, which earlier pushes may have filled.
+    async fn push_with_cache(
+        &self,
+        cfg: &PushConfig,
+        cache: &Path,
+    ) -> (Result<PushedImage, PushError>, Recorder) {
+        self.push_cancellable(cfg, cache, CancellationToken::new())
+            .await
+    }
+
+    async fn push_cancellable(
+        &self,
+        cfg: &PushConfig,
+        cache: &Path,
+        cancel: CancellationToken,
+    ) -> (Result<PushedImage, PushError>, Recorder) {
+        let recorder = Recorder::default();
+        let result = push_image(&self.docker, &self.image, cfg, cache, &recorder, cancel).await;
+        (result, recorder)
+    }
+
+    /// A push that must succeed, with what it said.
+    async fn pushed(&self, cfg: &PushConfig) -> (PushedImage, Recorder) {
+        let (result, recorder) = self.push(cfg).await;
+        match result {
+            Ok(pushed) => (pushed, recorder),
+            Err(err) => panic!("push failed: {err}\n{:?}", recorder.lines()),
+        }
+    }
+}
+
+/// Asserts that `registry` serves the manifest `digest` under each of `references` (tags, or
+/// the digest itself), read as an independent client reads it.
+async fn assert_serves(
+    registry: &str,
+    repository: &str,
+    references: &[&str],
+    digest: &str,
+    basic: Option<(&str, &str)>,
+) {
+    for reference in references {
+        let (status, body) = fetch_manifest(registry, repository, reference, basic).await;
+        assert_eq!(status, 200, "{repository}:{reference} is not served");
+        assert_eq!(
+            sha256(&body),
+            digest,
+            "{repository}:{reference} points elsewhere"
+        );
+    }
 }
 
 /// What every refused-credentials failure must be: an authentication error naming the registry
@@ -396,599 +475,6 @@ fn assert_no_secret(text: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A fault-injecting HTTP proxy
-
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    /// Answer with this status and body, and close (a 429 says `Retry-After: 1`).
-    Status(u16, &'static str),
-    /// Answer with this status and a `Retry-After` header (and a `Date` header, as servers do).
-    RetryAfter(u16, After),
-    /// Reset the connection without answering.
-    Reset,
-    /// Read this many bytes of the request body, then reset the connection; nothing reaches
-    /// the registry, so it still holds what it acknowledged before.
-    CutBody(usize),
-    /// Answer with this status and an error envelope that echoes the request's credentials,
-    /// as a careless proxy or registry might.
-    EchoCredentials(u16),
-    /// Forward, then answer a chunk's PATCH as ECR does: `201 Created` instead of `202`, and a
-    /// `Range` stuck at the end of the first chunk.
-    EcrLikeChunk,
-}
-
-/// The form of an injected `Retry-After`.
-#[derive(Clone, Copy, Debug)]
-enum After {
-    /// Delay-seconds: `Retry-After: 2`.
-    Seconds(u64),
-    /// An HTTP-date this many seconds after the answer's own `Date`.
-    DateIn(u64),
-}
-
-#[derive(Clone, Debug)]
-struct Rule {
-    method: &'static str,
-    path_contains: &'static str,
-    /// Which matching requests fail (1-based).
-    fail_on: Vec<usize>,
-    fault: Fault,
-}
-
-/// A request the proxy saw.
-#[derive(Clone)]
-struct Seen {
-    at: Instant,
-    wall: SystemTime,
-    method: String,
-    /// Path and query, as sent.
-    path: String,
-    content_range: Option<String>,
-    injected: bool,
-    /// For an injected Retry-After: the earliest time the header allows the next try.
-    not_before: Option<SystemTime>,
-}
-
-impl Seen {
-    /// The path without its query (an upload's location carries changing state there).
-    fn resource(&self) -> &str {
-        self.path.split('?').next().unwrap_or_default()
-    }
-
-    /// Where a PATCH's Content-Range starts.
-    fn range_start(&self) -> Option<u64> {
-        self.content_range
-            .as_deref()?
-            .split('-')
-            .next()?
-            .trim()
-            .parse()
-            .ok()
-    }
-}
-
-impl std::fmt::Debug for Seen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.method, self.resource())?;
-        if let Some(range) = &self.content_range {
-            write!(f, " [{range}]")?;
-        }
-        if self.injected {
-            write!(f, " (fault)")?;
-        }
-        Ok(())
-    }
-}
-
-struct FaultProxy {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Seen>>>,
-    injected: Arc<AtomicUsize>,
-}
-
-impl FaultProxy {
-    /// Forwards to `upstream`, applying `rules`. Every request is forced onto its own
-    /// connection (`Connection: close`) so each one can be inspected.
-    async fn start(upstream: &str, rules: Vec<Rule>) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let upstream: SocketAddr = upstream.parse().expect("upstream is an ip:port");
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let injected = Arc::new(AtomicUsize::new(0));
-        let counters: Arc<Mutex<HashMap<usize, usize>>> = Arc::default();
-        let rules = Arc::new(rules);
-        let (requests_task, injected_task) = (requests.clone(), injected.clone());
-        tokio::spawn(async move {
-            // Bounded: a test never needs more connections than this.
-            for _ in 0..5000 {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let rules = rules.clone();
-                let counters = counters.clone();
-                let requests = requests_task.clone();
-                let injected = injected_task.clone();
-                tokio::spawn(async move {
-                    let _ = handle_connection(
-                        client, upstream, &rules, &counters, &requests, &injected,
-                    )
-                    .await;
-                });
-            }
-        });
-        FaultProxy {
-            addr,
-            requests,
-            injected,
-        }
-    }
-
-    fn host(&self) -> String {
-        self.addr.to_string()
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        head.push(byte[0]);
-        if head.len() > 64 * 1024 {
-            return Err(std::io::ErrorKind::InvalidData.into());
-        }
-    }
-    Ok(head)
-}
-
-/// A header's value in a request head.
-fn head_value(head: &str, wanted: &str) -> Option<String> {
-    head.lines().skip(1).find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case(wanted)
-            .then(|| value.trim().to_string())
-    })
-}
-
-/// Reads and discards up to `limit` bytes of the request body the head announces (bounded in
-/// size and time).
-async fn drain_body_up_to(stream: &mut TcpStream, head: &str, limit: u64) {
-    let length = head_value(head, "content-length")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        .min(limit);
-    let mut remaining = length;
-    let mut buffer = vec![0u8; 64 * 1024];
-    let drain = async {
-        while remaining > 0 {
-            let want = buffer.len().min(remaining as usize);
-            match stream.read(&mut buffer[..want]).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => remaining -= n as u64,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
-}
-
-async fn drain_body(stream: &mut TcpStream, head: &str) {
-    drain_body_up_to(stream, head, 256 * 1024 * 1024).await;
-}
-
-fn http_date(at: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(at)
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string()
-}
-
-/// Writes one whole answer and closes.
-async fn answer(
-    client: &mut TcpStream,
-    code: u16,
-    extra_headers: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n{extra_headers}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    client.write_all(response.as_bytes()).await?;
-    client.shutdown().await
-}
-
-/// The request head with `Connection: close` and without `drop_headers`.
-fn close_after(head: &str, drop_headers: &[&str]) -> String {
-    let mut rewritten = String::new();
-    for line in head.trim_end_matches("\r\n").split("\r\n") {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if name == "connection" || drop_headers.contains(&name.as_str()) {
-            continue;
-        }
-        rewritten.push_str(line);
-        rewritten.push_str("\r\n");
-    }
-    rewritten.push_str("Connection: close\r\n\r\n");
-    rewritten
-}
-
-/// Sends the request on to `upstream` on a connection of its own and relays the answer.
-async fn forward(
-    client: &mut TcpStream,
-    head: &str,
-    upstream: SocketAddr,
-    drop_headers: &[&str],
-) -> std::io::Result<()> {
-    let mut server = TcpStream::connect(upstream).await?;
-    server
-        .write_all(close_after(head, drop_headers).as_bytes())
-        .await?;
-    tokio::io::copy_bidirectional(client, &mut server).await?;
-    Ok(())
-}
-
-async fn handle_connection(
-    mut client: TcpStream,
-    upstream: SocketAddr,
-    rules: &[Rule],
-    counters: &Mutex<HashMap<usize, usize>>,
-    requests: &Mutex<Vec<Seen>>,
-    injected: &AtomicUsize,
-) -> std::io::Result<()> {
-    let head = read_head(&mut client).await?;
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let request_line = text.lines().next().unwrap_or_default().to_string();
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    // Every matching rule counts the request; the first whose turn it is applies.
-    let mut fault = None;
-    for (index, rule) in rules.iter().enumerate() {
-        if rule.method == method && path.contains(rule.path_contains) {
-            let mut counters = counters.lock().unwrap();
-            let seen = counters.entry(index).or_insert(0);
-            *seen += 1;
-            if fault.is_none() && rule.fail_on.contains(seen) {
-                fault = Some(rule.fault);
-            }
-        }
-    }
-    let wall = SystemTime::now();
-    let not_before = match fault {
-        Some(Fault::RetryAfter(_, After::Seconds(secs))) => Some(wall + Duration::from_secs(secs)),
-        // HTTP-dates have whole seconds: the Date sent is `wall` rounded down.
-        Some(Fault::RetryAfter(_, After::DateIn(secs))) => {
-            Some(whole_seconds(wall) + Duration::from_secs(secs))
-        }
-        _ => None,
-    };
-    requests.lock().unwrap().push(Seen {
-        at: Instant::now(),
-        wall,
-        method: method.to_string(),
-        path: path.to_string(),
-        content_range: head_value(&text, "content-range"),
-        injected: fault.is_some(),
-        not_before,
-    });
-    if fault.is_some() {
-        injected.fetch_add(1, Ordering::SeqCst);
-    }
-    match fault {
-        Some(Fault::Reset) => {
-            // Closing with unread request bytes makes the kernel answer with a reset.
-            drop(client);
-            Ok(())
-        }
-        Some(Fault::CutBody(after)) => {
-            drain_body_up_to(&mut client, &text, after as u64).await;
-            drop(client);
-            Ok(())
-        }
-        Some(Fault::Status(code, body)) => {
-            // A registry reads the request before it answers; answering first would let the
-            // client see a broken pipe instead of the status, depending on timing.
-            drain_body(&mut client, &text).await;
-            let extra = if code == 429 {
-                "Retry-After: 1\r\n"
-            } else {
-                ""
-            };
-            answer(&mut client, code, extra, body).await
-        }
-        Some(Fault::RetryAfter(code, after)) => {
-            drain_body(&mut client, &text).await;
-            let value = match after {
-                After::Seconds(secs) => secs.to_string(),
-                After::DateIn(_) => http_date(not_before.expect("a date was chosen")),
-            };
-            let extra = format!("Date: {}\r\nRetry-After: {value}\r\n", http_date(wall));
-            let body = "{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"slow down\"}]}";
-            answer(&mut client, code, &extra, body).await
-        }
-        Some(Fault::EchoCredentials(code)) => {
-            drain_body(&mut client, &text).await;
-            let authorization = head_value(&text, "authorization").unwrap_or_default();
-            let decoded = authorization
-                .strip_prefix("Basic ")
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            let message = format!("not accepted for Authorization: {authorization} ({decoded})");
-            let body = serde_json::json!({
-                "errors": [{"code": "MANIFEST_INVALID", "message": message}]
-            })
-            .to_string();
-            answer(&mut client, code, "", &body).await
-        }
-        Some(Fault::EcrLikeChunk) => {
-            let mut server = TcpStream::connect(upstream).await?;
-            server.write_all(close_after(&text, &[]).as_bytes()).await?;
-            let length = head_value(&text, "content-length")
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-            tokio::io::copy(&mut (&mut client).take(length), &mut server).await?;
-            let answer = String::from_utf8_lossy(&read_head(&mut server).await?).into_owned();
-            let mut rewritten = String::new();
-            for line in answer.trim_end_matches("\r\n").split("\r\n") {
-                if line.starts_with("HTTP/1.1 202") {
-                    rewritten.push_str("HTTP/1.1 201 Created\r\n");
-                } else if line.to_ascii_lowercase().starts_with("range:") {
-                    rewritten.push_str("Range: 0-16777215\r\n");
-                } else {
-                    rewritten.push_str(line);
-                    rewritten.push_str("\r\n");
-                }
-            }
-            rewritten.push_str("\r\n");
-            client.write_all(rewritten.as_bytes()).await?;
-            tokio::io::copy(&mut server, &mut client).await?;
-            client.shutdown().await
-        }
-        None => forward(&mut client, &text, upstream, &[]).await,
-    }
-}
-
-fn whole_seconds(at: SystemTime) -> SystemTime {
-    let since = at.duration_since(UNIX_EPOCH).unwrap();
-    UNIX_EPOCH + Duration::from_secs(since.as_secs())
-}
-
-/// A server that answers every request with an HTML page, like a login portal.
-async fn html_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        for _ in 0..200 {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let _ = read_head(&mut stream).await;
-                let body = "<!DOCTYPE html><html><body>Please sign in</body></html>";
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    addr
-}
-
-// ---------------------------------------------------------------------------------------------
-// A token-auth front: the Docker token protocol in front of the open registry
-
-/// What a `TokenFront` saw and did.
-#[derive(Default)]
-struct FrontLog {
-    /// Tokens issued, in order.
-    issued: Vec<String>,
-    /// The query of every token request that was granted.
-    token_queries: Vec<String>,
-    /// Token requests refused for wrong or missing credentials.
-    token_refusals: usize,
-    /// Registry requests answered 401 (no token, unknown token, or the first one expired).
-    challenged: usize,
-    /// Registry requests forwarded, with the token each carried.
-    forwarded: Vec<(String, String)>,
-}
-
-/// Answers registry requests without a valid `Authorization: Bearer` with a 401 and a Bearer
-/// challenge naming its own `/token` endpoint; that endpoint checks Basic credentials and
-/// issues tokens; requests with a valid token go on to `upstream` (an open registry). After
-/// `first_token_uses` requests the first token is refused, as if it had expired.
-struct TokenFront {
-    addr: SocketAddr,
-    log: Arc<Mutex<FrontLog>>,
-}
-
-const FRONT_SERVICE: &str = "shipit-test-registry";
-/// The identity token (OAuth2 refresh token) the token front takes in its POST grant.
-const FRONT_IDENTITY_TOKEN: &str = "front-identity-s3cret-refresh";
-
-impl TokenFront {
-    async fn start(
-        upstream: &str,
-        user: &str,
-        password: &str,
-        first_token_uses: Option<usize>,
-    ) -> TokenFront {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let upstream: SocketAddr = upstream.parse().expect("upstream is an ip:port");
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
-        let log: Arc<Mutex<FrontLog>> = Arc::default();
-        let first_uses = Arc::new(AtomicUsize::new(0));
-        let log_task = log.clone();
-        tokio::spawn(async move {
-            for _ in 0..2000 {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let log = log_task.clone();
-                let expected = expected.clone();
-                let first_uses = first_uses.clone();
-                tokio::spawn(async move {
-                    let _ = front_connection(
-                        client,
-                        addr,
-                        upstream,
-                        &expected,
-                        first_token_uses,
-                        &first_uses,
-                        &log,
-                    )
-                    .await;
-                });
-            }
-        });
-        TokenFront { addr, log }
-    }
-
-    fn host(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-async fn front_connection(
-    mut client: TcpStream,
-    addr: SocketAddr,
-    upstream: SocketAddr,
-    expected_basic: &str,
-    first_token_uses: Option<usize>,
-    first_uses: &AtomicUsize,
-    log: &Mutex<FrontLog>,
-) -> std::io::Result<()> {
-    let head = String::from_utf8_lossy(&read_head(&mut client).await?).into_owned();
-    let path = head
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .unwrap_or_default()
-        .to_string();
-    let authorization = head_value(&head, "authorization").unwrap_or_default();
-    if head.starts_with("POST /token") {
-        // OAuth2's refresh-token grant: what a client holding an identity token sends.
-        let length: usize = head_value(&head, "content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        client.read_exact(&mut body).await?;
-        let form: Vec<(String, String)> = form_urlencoded::parse(&body)
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let field = |name: &str| {
-            form.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        if field("grant_type") != "refresh_token"
-            || field("refresh_token") != FRONT_IDENTITY_TOKEN
-            || field("service") != FRONT_SERVICE
-        {
-            log.lock().unwrap().token_refusals += 1;
-            return answer(&mut client, 401, "", "{\"error\":\"invalid_grant\"}").await;
-        }
-        let token = format!("front-token-{}", unique());
-        {
-            let mut log = log.lock().unwrap();
-            log.issued.push(token.clone());
-            log.token_queries
-                .push(format!("oauth scope={}", field("scope")));
-        }
-        let body = serde_json::json!({"access_token": token, "expires_in": 300}).to_string();
-        return answer(&mut client, 200, "", &body).await;
-    }
-    if let Some(query) = path.strip_prefix("/token") {
-        if authorization != expected_basic {
-            log.lock().unwrap().token_refusals += 1;
-            return answer(
-                &mut client,
-                401,
-                "",
-                "{\"details\":\"incorrect username or password\"}",
-            )
-            .await;
-        }
-        let token = format!("front-token-{}", unique());
-        {
-            let mut log = log.lock().unwrap();
-            log.issued.push(token.clone());
-            log.token_queries.push(query.to_string());
-        }
-        let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
-        return answer(&mut client, 200, "", &body).await;
-    }
-    let token = authorization
-        .strip_prefix("Bearer ")
-        .unwrap_or_default()
-        .to_string();
-    let valid = {
-        let log = log.lock().unwrap();
-        match log.issued.iter().position(|t| *t == token) {
-            Some(0) => match first_token_uses {
-                Some(limit) => first_uses.fetch_add(1, Ordering::SeqCst) < limit,
-                None => true,
-            },
-            Some(_) => true,
-            None => false,
-        }
-    };
-    if !valid {
-        drain_body(&mut client, &head).await;
-        log.lock().unwrap().challenged += 1;
-        // The scope a registry names: the repository in the path, if any.
-        let repository = path
-            .strip_prefix("/v2/")
-            .and_then(|rest| {
-                ["/blobs/", "/manifests/", "/tags/"]
-                    .iter()
-                    .find_map(|marker| rest.split_once(marker).map(|(repo, _)| repo))
-            })
-            .map(str::to_string);
-        let scope = repository
-            .map(|r| format!(",scope=\"repository:{r}:pull,push\""))
-            .unwrap_or_default();
-        let challenge = format!(
-            "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"{FRONT_SERVICE}\"{scope}\r\n"
-        );
-        let body =
-            "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}";
-        return answer(&mut client, 401, &challenge, body).await;
-    }
-    log.lock().unwrap().forwarded.push((path, token));
-    forward(&mut client, &head, upstream, &["authorization"]).await
-}
-
-// ---------------------------------------------------------------------------------------------
 // Pushing to a registry without auth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1005,24 +491,17 @@ async fn pushes_a_daemon_image_read_from_its_export() {
 /// export path is covered by asking for it.
 async fn pushes_a_daemon_image_with_every_tag(layer_source: LayerSource) {
     let env = env();
-    let docker = docker().await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[
-            ("big.bin", random_bytes(3_000_000)),
-            ("small.txt", b"hello".to_vec()),
-        ],
-    )
+    let scenario = Scenario::build(&[
+        ("big.bin", random_bytes(3_000_000)),
+        ("small.txt", b"hello".to_vec()),
+    ])
     .await;
     let repo = repository("plain");
     let cfg = PushConfig {
         layer_source,
         ..config(&env.registry, &repo, &["v1", "latest"])
     };
-    let cache = cache_dir();
-    let (result, recorder) = push(&docker, &image, &cfg, cache.path()).await;
-    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err}"));
+    let (pushed, recorder) = scenario.pushed(&cfg).await;
     let from_store = recorder.count("from the daemon's layer store");
     match layer_source {
         LayerSource::Export => assert_eq!(from_store, 0, "{:?}", recorder.lines()),
@@ -1039,18 +518,19 @@ async fn pushes_a_daemon_image_with_every_tag(layer_source: LayerSource) {
             format!("{}/{repo}:latest", env.registry),
         ]
     );
-    for reference in ["v1", "latest", pushed.digest.as_str()] {
-        let (status, body) = fetch_manifest(&env.registry, &repo, reference, None).await;
-        assert_eq!(status, 200, "{reference}");
-        assert_eq!(sha256(&body), pushed.digest, "{reference} points elsewhere");
-    }
+    let references = ["v1", "latest", pushed.digest.as_str()];
+    assert_serves(&env.registry, &repo, &references, &pushed.digest, None).await;
     let (_, body) = fetch_manifest(&env.registry, &repo, "v1", None).await;
     let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         manifest["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
     );
-    let inspect = docker.inspect_image(&image).await.unwrap();
+    let inspect = scenario
+        .docker
+        .inspect_image(&scenario.image)
+        .await
+        .unwrap();
     assert_eq!(
         manifest["config"]["digest"].as_str(),
         inspect.id.as_deref(),
@@ -1082,19 +562,15 @@ async fn pushes_a_daemon_image_with_every_tag(layer_source: LayerSource) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rerun_pushes_the_same_digest_without_uploading_layers() {
-    let env = env();
-    let docker = docker().await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("a.bin", random_bytes(500_000))],
-    )
-    .await;
-    let cfg = config(&env.registry, &repository("rerun"), &["v1"]);
+    let scenario = Scenario::build(&[("a.bin", random_bytes(500_000))]).await;
+    let cfg = config(&env().registry, &repository("rerun"), &["v1"]);
     let cache = cache_dir();
-    let (first, _) = push(&docker, &image, &cfg, cache.path()).await;
-    let first = first.unwrap();
-    let (second, recorder) = push(&docker, &image, &cfg, cache.path()).await;
+    let first = scenario
+        .push_with_cache(&cfg, cache.path())
+        .await
+        .0
+        .unwrap();
+    let (second, recorder) = scenario.push_with_cache(&cfg, cache.path()).await;
     let second = second.unwrap();
     assert_eq!(first.digest, second.digest);
     assert_eq!(recorder.count("uploaded blob"), 0, "{:?}", recorder.lines());
@@ -1109,18 +585,13 @@ async fn a_rerun_pushes_the_same_digest_without_uploading_layers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_layer_store_and_the_export_give_the_same_blobs_and_manifest() {
     let env = env();
-    let docker = docker().await;
     // Random bytes, text, an empty file and a nested path: the tar-split rebuild must give
     // the daemon's own tar byte for byte, or the diff ids (and the digests) differ.
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[
-            ("random.bin", random_bytes(2_500_000)),
-            ("notes.txt", b"line\n".repeat(20_000)),
-            ("empty", Vec::new()),
-        ],
-    )
+    let scenario = Scenario::build(&[
+        ("random.bin", random_bytes(2_500_000)),
+        ("notes.txt", b"line\n".repeat(20_000)),
+        ("empty", Vec::new()),
+    ])
     .await;
     let mut digests = Vec::new();
     for layer_source in [LayerSource::LayerStore, LayerSource::Export] {
@@ -1128,14 +599,18 @@ async fn the_layer_store_and_the_export_give_the_same_blobs_and_manifest() {
             layer_source,
             ..config(&env.registry, &repository("sources"), &["v1"])
         };
-        let cache = cache_dir();
-        let (result, recorder) = push(&docker, &image, &cfg, cache.path()).await;
-        let pushed = result.unwrap_or_else(|err| panic!("{layer_source:?} push failed: {err}"));
-        let (_, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-        assert_eq!(sha256(&body), pushed.digest);
+        let (pushed, recorder) = scenario.pushed(&cfg).await;
+        assert_serves(
+            &env.registry,
+            &cfg.repository,
+            &["v1"],
+            &pushed.digest,
+            None,
+        )
+        .await;
         assert!(
             recorder.count("could not be read") == 0 && recorder.count("not readable") == 0,
-            "{:?}",
+            "{layer_source:?}: {:?}",
             recorder.lines()
         );
         digests.push(pushed.digest);
@@ -1179,34 +654,32 @@ async fn break_layer_store_read(docker: &Docker, image: &str, file_in_image: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_layer_store_that_cannot_be_read_falls_back_to_the_export() {
     let env = env();
-    let docker = docker().await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("top.bin", random_bytes(400_000))],
-    )
-    .await;
-    break_layer_store_read(&docker, &image, "/data/top.bin").await;
+    let scenario = Scenario::build(&[("top.bin", random_bytes(400_000))]).await;
+    break_layer_store_read(&scenario.docker, &scenario.image, "/data/top.bin").await;
 
     let cfg = config(&env.registry, &repository("fallback"), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| panic!("the fallback push failed: {err}"));
+    let (pushed, recorder) = scenario.pushed(&cfg).await;
     assert_eq!(
         recorder.count("could not be read"),
         1,
         "the fallback is announced: {:?}",
         recorder.lines()
     );
-    let (_, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-    assert_eq!(sha256(&body), pushed.digest);
+    assert_serves(
+        &env.registry,
+        &cfg.repository,
+        &["v1"],
+        &pushed.digest,
+        None,
+    )
+    .await;
     let export_cfg = PushConfig {
         layer_source: LayerSource::Export,
         ..config(&env.registry, &repository("fallback-export"), &["v1"])
     };
-    let (from_export, _) = push(&docker, &image, &export_cfg, cache_dir().path()).await;
+    let (from_export, _) = scenario.pushed(&export_cfg).await;
     assert_eq!(
-        from_export.unwrap().digest,
-        pushed.digest,
+        from_export.digest, pushed.digest,
         "the fallback pushed what the export holds"
     );
 
@@ -1215,7 +688,7 @@ async fn a_layer_store_that_cannot_be_read_falls_back_to_the_export() {
         layer_source: LayerSource::LayerStore,
         ..config(&env.registry, &repository("strict"), &["v1"])
     };
-    let (result, _) = push(&docker, &image, &strict, cache_dir().path()).await;
+    let (result, _) = scenario.push(&strict).await;
     let message = result.expect_err("layer-store only must fail").to_string();
     assert!(
         message.contains("top.bin") && message.contains("layer store"),
@@ -1235,29 +708,23 @@ async fn a_warm_push_from_the_export_uploads_only_the_changed_top_layer() {
 
 async fn a_warm_push_uploads_only_the_top_layer(layer_source: LayerSource) {
     let env = env();
-    let docker = docker().await;
-    let base = build_image(
-        &docker,
-        &env.base_image,
-        &[
-            ("one.bin", random_bytes(2_000_000)),
-            ("two.bin", random_bytes(1_000_000)),
-        ],
-    )
+    let base = Scenario::build(&[
+        ("one.bin", random_bytes(2_000_000)),
+        ("two.bin", random_bytes(1_000_000)),
+    ])
     .await;
-    let top = build_image(&docker, &base, &[("app.bin", random_bytes(300_000))]).await;
+    let top = Scenario::build_on(&base.image, &[("app.bin", random_bytes(300_000))]).await;
     let cache = cache_dir();
     let cfg = PushConfig {
         layer_source,
         ..config(&env.registry, &repository("warm"), &["base"])
     };
-    push(&docker, &base, &cfg, cache.path()).await.0.unwrap();
-
+    base.push_with_cache(&cfg, cache.path()).await.0.unwrap();
     let cfg = PushConfig {
         tags: vec!["top".into()],
         ..cfg
     };
-    let (result, recorder) = push(&docker, &top, &cfg, cache.path()).await;
+    let (result, recorder) = top.push_with_cache(&cfg, cache.path()).await;
     result.unwrap();
     if layer_source == LayerSource::Auto {
         // Only the new layer is read from the layer store, and progress says so: its total is
@@ -1275,8 +742,9 @@ async fn a_warm_push_uploads_only_the_top_layer(layer_source: LayerSource) {
         "only the new layer is compressed and uploaded: {:?}",
         recorder.lines()
     );
-    let base_layers = docker
-        .inspect_image(&base)
+    let base_layers = base
+        .docker
+        .inspect_image(&base.image)
         .await
         .unwrap()
         .root_fs
@@ -1298,18 +766,11 @@ async fn a_warm_push_uploads_only_the_top_layer(layer_source: LayerSource) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zstd_and_the_docker_manifest_format_are_pushed_as_asked() {
     let env = env();
-    let docker = docker().await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("z.bin", random_bytes(200_000))],
-    )
-    .await;
-    let cache = cache_dir();
+    let scenario = Scenario::build(&[("z.bin", random_bytes(200_000))]).await;
 
     let mut cfg = config(&env.registry, &repository("zstd"), &["z"]);
     cfg.compression = Compression::Zstd;
-    let pushed = push(&docker, &image, &cfg, cache.path()).await.0.unwrap();
+    let (pushed, _) = scenario.pushed(&cfg).await;
     let (_, body) = fetch_manifest(&env.registry, &cfg.repository, &pushed.digest, None).await;
     let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(
@@ -1322,7 +783,7 @@ async fn zstd_and_the_docker_manifest_format_are_pushed_as_asked() {
 
     let mut cfg = config(&env.registry, &repository("docker-format"), &["d"]);
     cfg.format = ManifestFormat::Docker;
-    let pushed = push(&docker, &image, &cfg, cache.path()).await.0.unwrap();
+    let (pushed, _) = scenario.pushed(&cfg).await;
     let (_, body) = fetch_manifest(&env.registry, &cfg.repository, &pushed.digest, None).await;
     let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
@@ -1350,16 +811,10 @@ async fn save_image(docker: &Docker, image: &str, path: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushes_a_docker_save_archive() {
     let env = env();
-    let docker = docker().await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("s.bin", random_bytes(400_000))],
-    )
-    .await;
+    let scenario = Scenario::build(&[("s.bin", random_bytes(400_000))]).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("image.tar");
-    save_image(&docker, &image, &archive).await;
+    save_image(&scenario.docker, &scenario.image, &archive).await;
     let cfg = config(&env.registry, &repository("saved"), &["s"]);
     let recorder = Recorder::default();
     let pushed = push_archive(
@@ -1371,24 +826,16 @@ async fn pushes_a_docker_save_archive() {
     )
     .await
     .unwrap();
-    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "s", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest);
+    assert_serves(&env.registry, &cfg.repository, &["s"], &pushed.digest, None).await;
     // The same image from the daemon gives the same manifest: packing is deterministic.
-    let from_daemon = push(&docker, &image, &cfg, dir.path()).await.0.unwrap();
+    let from_daemon = scenario.push_with_cache(&cfg, dir.path()).await.0.unwrap();
     assert_eq!(from_daemon.digest, pushed.digest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushes_an_oci_archive_made_by_skopeo_without_recompressing_its_layers() {
     let env = env();
-    let docker = docker().await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("o.bin", random_bytes(300_000))],
-    )
-    .await;
+    let scenario = Scenario::build(&[("o.bin", random_bytes(300_000))]).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("oci.tar");
     let mut skopeo = std::process::Command::new("skopeo");
@@ -1397,7 +844,7 @@ async fn pushes_an_oci_archive_made_by_skopeo_without_recompressing_its_layers()
         skopeo.arg("--src-daemon-host").arg(host);
     }
     let output = skopeo
-        .arg(format!("docker-daemon:{image}"))
+        .arg(format!("docker-daemon:{}", scenario.image))
         .arg(format!("oci-archive:{}", archive.display()))
         .output()
         .expect("skopeo is needed for this test (Debian package skopeo)");
@@ -1463,32 +910,23 @@ async fn pushes_an_oci_archive_made_by_skopeo_without_recompressing_its_layers()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushes_to_a_basic_auth_registry_with_docker_config_credentials() {
     let env = env();
-    let docker = docker().await;
     add_docker_config(
         &env.auth_registry,
         basic_entry(&env.auth_user, &env.auth_password),
         None,
     );
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("c.bin", random_bytes(100_000))],
-    )
-    .await;
+    let scenario = Scenario::build(&[("c.bin", random_bytes(100_000))]).await;
     let cfg = config(&env.auth_registry, &repository("basic"), &["v1"]);
-    let pushed = push(&docker, &image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap();
-    let (status, body) = fetch_manifest(
+    let (pushed, _) = scenario.pushed(&cfg).await;
+    let basic = Some((env.auth_user.as_str(), env.auth_password.as_str()));
+    assert_serves(
         &env.auth_registry,
         &cfg.repository,
-        "v1",
-        Some((&env.auth_user, &env.auth_password)),
+        &["v1"],
+        &pushed.digest,
+        basic,
     )
     .await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest);
 }
 
 /// Writes `docker-credential-<name>`, answering for `host` only, as the real helpers do.
@@ -1516,31 +954,28 @@ fn write_helper(name: &str, host: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn credentials_come_from_a_credential_helper() {
     let env = env();
-    let docker = docker().await;
     // The helper serves the auth registry through a proxy port, so its host is its own.
     let proxy = FaultProxy::start(&env.auth_registry, vec![]).await;
     write_helper("shipittest", &proxy.host());
     add_docker_config(&proxy.host(), serde_json::Value::Null, Some("shipittest"));
-    let image = build_image(&docker, &env.base_image, &[("h.bin", random_bytes(50_000))]).await;
+    let scenario = Scenario::build(&[("h.bin", random_bytes(50_000))]).await;
     let cfg = config(&proxy.host(), &repository("helper"), &["v1"]);
-    let pushed = push(&docker, &image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap();
-    let (status, _) = fetch_manifest(
+    let (pushed, _) = scenario.pushed(&cfg).await;
+    let basic = Some((env.auth_user.as_str(), env.auth_password.as_str()));
+    let digest = pushed.digest.as_str();
+    assert_serves(
         &env.auth_registry,
         &cfg.repository,
-        &pushed.digest,
-        Some((&env.auth_user, &env.auth_password)),
+        &[digest],
+        digest,
+        basic,
     )
     .await;
-    assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn credentials_come_from_the_credential_store() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(&env.auth_registry, vec![]).await;
     // The store answers "not found" for every other host, which means anonymous to the
     // tests that push elsewhere meanwhile.
@@ -1549,21 +984,17 @@ async fn credentials_come_from_the_credential_store() {
         config["credsStore"] = serde_json::Value::String("shipitstore".into());
     });
     let cfg = config(&proxy.host(), &repository("store"), &["v1"]);
-    let pushed = push(&docker, &env.base_image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_or_else(|err| panic!("push failed: {err}"));
+    let (pushed, _) = Scenario::base().await.pushed(&cfg).await;
     assert!(pushed.digest.starts_with("sha256:"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_credentials_fail_clearly_without_echoing_them() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(&env.auth_registry, vec![]).await;
     add_docker_config(&proxy.host(), basic_entry("AWS", "not-the-password"), None);
     let cfg = config(&proxy.host(), &repository("wrong"), &["v1"]);
-    let (result, recorder) = push(&docker, &env.base_image, &cfg, cache_dir().path()).await;
+    let (result, recorder) = Scenario::base().await.push(&cfg).await;
     assert_auth_failure(
         &result.unwrap_err(),
         &recorder,
@@ -1577,13 +1008,9 @@ async fn wrong_credentials_fail_clearly_without_echoing_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registry_that_wants_credentials_says_so_when_none_are_configured() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(&env.auth_registry, vec![]).await;
     let cfg = config(&proxy.host(), &repository("anon"), &["v1"]);
-    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = Scenario::base().await.push(&cfg).await.0.unwrap_err();
     assert!(err.to_string().contains("requires credentials"), "{err}");
 }
 
@@ -1598,23 +1025,21 @@ fn front_login(front: &TokenFront, password: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushes_through_a_bearer_token_service_with_docker_config_credentials() {
     let env = env();
-    let docker = docker().await;
     let password = format!("front-pw-{}", unique());
     let front = TokenFront::start(&env.registry, "robot", &password, None).await;
     front_login(&front, &password);
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("b.bin", random_bytes(200_000))],
+    let scenario = Scenario::build(&[("b.bin", random_bytes(200_000))]).await;
+    let cfg = config(&front.host(), &repository("bearer"), &["v1"]);
+    let (pushed, recorder) = scenario.pushed(&cfg).await;
+    assert_serves(
+        &env.registry,
+        &cfg.repository,
+        &["v1"],
+        &pushed.digest,
+        None,
     )
     .await;
-    let cfg = config(&front.host(), &repository("bearer"), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
 
-    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest);
     let log = front.log.lock().unwrap();
     assert!(!log.issued.is_empty());
     // One token serves the whole push: it was asked for push on the repository.
@@ -1654,25 +1079,23 @@ async fn pushes_through_a_bearer_token_service_with_docker_config_credentials() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_identity_token_is_exchanged_at_the_token_service_and_never_sent_to_the_registry() {
     let env = env();
-    let docker = docker().await;
     let front = TokenFront::start(&env.registry, "robot", "unused-password", None).await;
     add_docker_config(
         &front.host(),
         serde_json::json!({ "identitytoken": FRONT_IDENTITY_TOKEN }),
         None,
     );
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("id.bin", random_bytes(100_000))],
+    let scenario = Scenario::build(&[("id.bin", random_bytes(100_000))]).await;
+    let cfg = config(&front.host(), &repository("identity"), &["v1"]);
+    let (pushed, recorder) = scenario.pushed(&cfg).await;
+    assert_serves(
+        &env.registry,
+        &cfg.repository,
+        &["v1"],
+        &pushed.digest,
+        None,
     )
     .await;
-    let cfg = config(&front.host(), &repository("identity"), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
-    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest);
 
     {
         let log = front.log.lock().unwrap();
@@ -1701,7 +1124,7 @@ async fn an_identity_token_is_exchanged_at_the_token_service_and_never_sent_to_t
         None,
     );
     let cfg = config(&front.host(), &repository("identity-revoked"), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let (result, recorder) = scenario.push(&cfg).await;
     assert_auth_failure(
         &result.expect_err("a refused identity token must fail the push"),
         &recorder,
@@ -1715,13 +1138,12 @@ async fn an_identity_token_is_exchanged_at_the_token_service_and_never_sent_to_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_service_refusing_the_credentials_is_an_auth_error_naming_the_target() {
     let env = env();
-    let docker = docker().await;
     let password = format!("front-pw-{}", unique());
     let front = TokenFront::start(&env.registry, "robot", &password, None).await;
     let wrong = format!("wrong-pw-{}", unique());
     front_login(&front, &wrong);
     let cfg = config(&front.host(), &repository("bearer-wrong"), &["v1"]);
-    let (result, recorder) = push(&docker, &env.base_image, &cfg, cache_dir().path()).await;
+    let (result, recorder) = Scenario::base().await.push(&cfg).await;
     assert_auth_failure(
         &result.unwrap_err(),
         &recorder,
@@ -1738,29 +1160,26 @@ async fn a_token_service_refusing_the_credentials_is_an_auth_error_naming_the_ta
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_that_expires_mid_push_is_renewed_and_the_push_completes() {
     let env = env();
-    let docker = docker().await;
     let password = format!("front-pw-{}", unique());
     // The first token is good for four registry requests: the blob checks of a two-layer
     // image and little more.
     let front = TokenFront::start(&env.registry, "robot", &password, Some(4)).await;
     front_login(&front, &password);
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[
-            ("x1.bin", random_bytes(300_000)),
-            ("x2.bin", random_bytes(300_000)),
-        ],
-    )
+    let scenario = Scenario::build(&[
+        ("x1.bin", random_bytes(300_000)),
+        ("x2.bin", random_bytes(300_000)),
+    ])
     .await;
     let cfg = config(&front.host(), &repository("bearer-expiry"), &["v1", "v2"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
-    for tag in ["v1", "v2"] {
-        let (status, body) = fetch_manifest(&env.registry, &cfg.repository, tag, None).await;
-        assert_eq!(status, 200, "{tag}");
-        assert_eq!(sha256(&body), pushed.digest, "{tag}");
-    }
+    let (pushed, recorder) = scenario.pushed(&cfg).await;
+    assert_serves(
+        &env.registry,
+        &cfg.repository,
+        &["v1", "v2"],
+        &pushed.digest,
+        None,
+    )
+    .await;
     let log = front.log.lock().unwrap();
     assert!(
         log.issued.len() >= 2,
@@ -1796,7 +1215,6 @@ async fn a_token_that_expires_mid_push_is_renewed_and_the_push_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_push_survives_resets_503s_and_429s() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.registry,
         vec![
@@ -1828,35 +1246,22 @@ async fn the_push_survives_resets_503s_and_429s() {
         ],
     )
     .await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
+    let (_, recorder) = push_through(
+        &proxy,
+        "faults",
         &[
             ("f1.bin", random_bytes(1_500_000)),
             ("f2.bin", random_bytes(700_000)),
         ],
     )
     .await;
-    let cfg = config(&proxy.host(), &repository("faults"), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| {
-        panic!(
-            "push failed: {err}\nmessages: {:?}\nrequests: {:?}",
-            recorder.lines(),
-            proxy.requests.lock().unwrap()
-        )
-    });
-    assert!(proxy.injected.load(Ordering::SeqCst) >= 5);
+    assert!(proxy.injected() >= 5, "{:?}", proxy.seen());
     assert!(recorder.count("retry") >= 4, "{:?}", recorder.lines());
-    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_manifest_the_registry_rejects_fails_with_its_reason() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.registry,
         vec![Rule {
@@ -1871,10 +1276,7 @@ async fn a_manifest_the_registry_rejects_fails_with_its_reason() {
     )
     .await;
     let cfg = config(&proxy.host(), &repository("rejected"), &["v1"]);
-    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = Scenario::base().await.push(&cfg).await.0.unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("MANIFEST_INVALID: manifest invalid"),
@@ -1889,14 +1291,9 @@ async fn a_manifest_the_registry_rejects_fails_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_answering_html_is_named_as_not_a_registry() {
-    let env = env();
-    let docker = docker().await;
     let addr = html_server().await;
     let cfg = config(&addr.to_string(), &repository("html"), &["v1"]);
-    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = Scenario::base().await.push(&cfg).await.0.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("HTML page"), "{text}");
     assert!(
@@ -1909,7 +1306,6 @@ async fn a_server_answering_html_is_named_as_not_a_registry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_html_error_page_mid_push_is_named_and_not_echoed() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.registry,
         vec![Rule {
@@ -1925,10 +1321,7 @@ async fn an_html_error_page_mid_push_is_named_and_not_echoed() {
     )
     .await;
     let cfg = config(&proxy.host(), &repository("html-mid"), &["v1"]);
-    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = Scenario::base().await.push(&cfg).await.0.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, PushError::Registry { .. }), "{text}");
     assert!(text.contains("HTTP 500 with an HTML page"), "{text}");
@@ -1947,7 +1340,6 @@ async fn an_html_error_page_mid_push_is_named_and_not_echoed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn credentials_a_registry_echoes_in_an_error_never_reach_the_message() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.auth_registry,
         vec![Rule {
@@ -1964,7 +1356,7 @@ async fn credentials_a_registry_echoes_in_an_error_never_reach_the_message() {
         None,
     );
     let cfg = config(&proxy.host(), &repository("echo"), &["v1"]);
-    let (result, recorder) = push(&docker, &env.base_image, &cfg, cache_dir().path()).await;
+    let (result, recorder) = Scenario::base().await.push(&cfg).await;
     let err = result.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("MANIFEST_INVALID"), "{text}");
@@ -1982,8 +1374,6 @@ async fn credentials_a_registry_echoes_in_an_error_never_reach_the_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_registry_fails_after_retries_naming_it() {
-    let env = env();
-    let docker = docker().await;
     // Nothing listens on a port just released.
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1991,10 +1381,7 @@ async fn an_unreachable_registry_fails_after_retries_naming_it() {
     };
     let host = format!("127.0.0.1:{port}");
     let cfg = config(&host, &repository("unreachable"), &["v1"]);
-    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = Scenario::base().await.push(&cfg).await.0.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("cannot connect"), "{text}");
     assert!(text.contains(&host), "{text}");
@@ -2003,53 +1390,95 @@ async fn an_unreachable_registry_fails_after_retries_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_invalid_repository_name_is_refused_before_any_work() {
-    let env = env();
-    let docker = docker().await;
-    let cfg = config(&env.registry, "Team/API", &["v1"]);
-    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let cfg = config(&env().registry, "Team/API", &["v1"]);
+    let err = Scenario::base().await.push(&cfg).await.0.unwrap_err();
     assert!(matches!(err, PushError::InvalidConfig(_)), "{err}");
     assert!(err.to_string().contains("Team/API"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_image_is_an_inspect_error() {
-    let env = env();
-    let docker = docker().await;
-    let cfg = config(&env.registry, &repository("missing"), &["v1"]);
-    let err = push(
-        &docker,
-        "shipit-no-such-image:nope",
-        &cfg,
-        cache_dir().path(),
-    )
-    .await
-    .0
-    .unwrap_err();
+    let cfg = config(&env().registry, &repository("missing"), &["v1"]);
+    let scenario = Scenario {
+        image: "shipit-no-such-image:nope".into(),
+        ..Scenario::base().await
+    };
+    let err = scenario.push(&cfg).await.0.unwrap_err();
     assert!(matches!(err, PushError::Inspect { .. }), "{err}");
 }
 
+/// Cancelled while an upload is under way (the proxy holds the first blob upload unanswered),
+/// the push stops at once and leaves nothing half-written: no manifest, no tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn cancellation_stops_the_push() {
+async fn cancellation_mid_upload_stops_the_push_and_leaves_no_manifest_or_tag() {
     let env = env();
-    let docker = docker().await;
-    let cfg = config(&env.registry, &repository("cancel"), &["v1"]);
-    let cancel = CancellationToken::new();
-    cancel.cancel();
-    let recorder = Recorder::default();
-    let err = push_image(
-        &docker,
-        &env.base_image,
-        &cfg,
-        cache_dir().path(),
-        &recorder,
-        cancel,
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![Rule {
+            method: "PUT",
+            path_contains: "/blobs/uploads/",
+            fail_on: vec![1],
+            fault: Fault::Hold,
+        }],
     )
+    .await;
+    let scenario = Scenario::build(&[("held.bin", random_bytes(2_000_000))]).await;
+    let cfg = config(&proxy.host(), &repository("cancel"), &["v1"]);
+    let cancel = CancellationToken::new();
+    let cache = cache_dir();
+    let push = scenario.push_cancellable(&cfg, cache.path(), cancel.clone());
+    tokio::pin!(push);
+    tokio::select! {
+        (result, recorder) = &mut push => {
+            panic!("the push ended before an upload was held: {result:?} {:?}", recorder.lines())
+        }
+        _ = proxy.wait_for("held blob upload", Duration::from_secs(120), |seen| seen.injected) => {}
+    }
+
+    cancel.cancel();
+    let cancelled_at = Instant::now();
+    let (result, recorder) = tokio::time::timeout(Duration::from_secs(60), push)
+        .await
+        .expect("the cancelled push did not return within a minute");
+    let stopped_after = cancelled_at.elapsed();
+    let err = result.expect_err("a cancelled push must fail");
+    assert!(
+        matches!(err, PushError::Cancelled { .. }),
+        "{err} {:?}",
+        recorder.lines()
+    );
+    assert!(
+        stopped_after < Duration::from_secs(5),
+        "the push took {stopped_after:?} to stop"
+    );
+
+    let seen = proxy.seen();
+    assert!(
+        seen.iter().all(|s| !s.resource().contains("/manifests/")),
+        "a manifest was sent after all: {seen:?}"
+    );
+    let (status, _) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
+    assert_eq!(status, 404, "the cancelled push left tag v1 behind");
+    let tags = reqwest::get(format!(
+        "http://{}/v2/{}/tags/list",
+        env.registry, cfg.repository
+    ))
     .await
-    .unwrap_err();
-    assert!(matches!(err, PushError::Cancelled { .. }), "{err}");
+    .expect("the registry answers");
+    if tags.status() == 200 {
+        let listed: serde_json::Value = tags.json().await.unwrap();
+        assert!(
+            listed["tags"].as_array().is_none_or(|tags| tags.is_empty()),
+            "the cancelled push left tags behind: {listed}"
+        );
+    } else {
+        assert_eq!(tags.status(), 404, "the repository should be unknown");
+    }
+    // The manifest the push was heading for, pushed in full elsewhere, is not in its repository.
+    let complete = config(&env.registry, &repository("cancel-complete"), &["v1"]);
+    let (pushed, _) = scenario.pushed(&complete).await;
+    let (status, _) = fetch_manifest(&env.registry, &cfg.repository, &pushed.digest, None).await;
+    assert_eq!(status, 404, "the cancelled push left its manifest behind");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2063,11 +1492,9 @@ async fn push_through(
     name: &str,
     files: &[(&str, Vec<u8>)],
 ) -> (Vec<Seen>, Recorder) {
-    let env = env();
-    let docker = docker().await;
-    let image = build_image(&docker, &env.base_image, files).await;
+    let scenario = Scenario::build(files).await;
     let cfg = config(&proxy.host(), &repository(name), &["v1"]);
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let (result, recorder) = scenario.push(&cfg).await;
     let pushed = result.unwrap_or_else(|err| {
         panic!(
             "push failed: {err}\n{:?}\n{:?}",
@@ -2075,9 +1502,14 @@ async fn push_through(
             proxy.seen()
         )
     });
-    let (status, body) = fetch_manifest(&env.registry, &cfg.repository, "v1", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(sha256(&body), pushed.digest, "v1 points elsewhere");
+    assert_serves(
+        &env().registry,
+        &cfg.repository,
+        &["v1"],
+        &pushed.digest,
+        None,
+    )
+    .await;
     (proxy.seen(), recorder)
 }
 
@@ -2140,7 +1572,6 @@ async fn retry_after_is_honoured_in_seconds_and_as_an_http_date() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_after_beyond_the_cap_fails_at_once_saying_so() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.registry,
         vec![Rule {
@@ -2153,10 +1584,7 @@ async fn a_retry_after_beyond_the_cap_fails_at_once_saying_so() {
     .await;
     let cfg = config(&proxy.host(), &repository("retry-cap"), &["v1"]);
     let started = Instant::now();
-    let err = push(&docker, &env.base_image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = Scenario::base().await.push(&cfg).await.0.unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the push waited {:?}",
@@ -2397,13 +1825,7 @@ async fn moto_client() -> aws_sdk_ecr::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ecr_push_creates_and_configures_the_repository_and_uses_the_token() {
     let env = env();
-    let docker = docker().await;
-    let image = build_image(
-        &docker,
-        &env.base_image,
-        &[("e.bin", random_bytes(100_000))],
-    )
-    .await;
+    let scenario = Scenario::build(&[("e.bin", random_bytes(100_000))]).await;
     let repo = repository("ecr");
     let cfg = ecr_config(
         &repo,
@@ -2419,8 +1841,7 @@ async fn ecr_push_creates_and_configures_the_repository_and_uses_the_token() {
             ..EcrSettings::default()
         },
     );
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    let pushed = result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
+    let (pushed, recorder) = scenario.pushed(&cfg).await;
     assert_eq!(pushed.registry, env.auth_registry);
     assert_eq!(
         recorder.count("created ECR repository"),
@@ -2458,7 +1879,7 @@ async fn ecr_push_creates_and_configures_the_repository_and_uses_the_token() {
     assert_eq!(policy["rules"][1]["selection"]["countNumber"], 10);
 
     // Applying the same settings again changes nothing.
-    let (again, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
+    let (again, recorder) = scenario.push(&cfg).await;
     assert_eq!(again.unwrap().digest, pushed.digest);
     assert_eq!(
         recorder.count("ECR repository"),
@@ -2471,12 +1892,8 @@ async fn ecr_push_creates_and_configures_the_repository_and_uses_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ecr_push_to_a_missing_repository_without_create_fails_clearly() {
-    let docker = docker().await;
     let cfg = ecr_config(&repository("absent"), &["v1"], EcrSettings::default());
-    let err = push(&docker, &env().base_image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = Scenario::base().await.push(&cfg).await.0.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("does not exist"), "{text}");
     assert!(text.contains(&cfg.repository), "{text}");
@@ -2485,8 +1902,6 @@ async fn ecr_push_to_a_missing_repository_without_create_fails_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_existing_tag_on_an_immutable_repository_is_a_clear_error() {
-    let env = env();
-    let docker = docker().await;
     let repo = repository("immutable");
     let ecr = moto_client().await;
     ecr.create_repository()
@@ -2518,12 +1933,9 @@ async fn an_existing_tag_on_an_immutable_repository_is_a_clear_error() {
         .image_digest()
         .unwrap()
         .to_string();
-    let image = build_image(&docker, &env.base_image, &[("i.bin", random_bytes(10_000))]).await;
+    let scenario = Scenario::build(&[("i.bin", random_bytes(10_000))]).await;
     let cfg = ecr_config(&repo, &["v1"], EcrSettings::default());
-    let err = push(&docker, &image, &cfg, cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = scenario.push(&cfg).await.0.unwrap_err();
     assert!(matches!(err, PushError::ImmutableTag { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("v1") && text.contains(&existing), "{text}");
@@ -2532,9 +1944,8 @@ async fn an_existing_tag_on_an_immutable_repository_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_scan_gate_fails_on_findings_at_or_above_its_severity() {
     let env = env();
-    let docker = docker().await;
     let repo = repository("scan");
-    let image = build_image(&docker, &env.base_image, &[("g.bin", random_bytes(10_000))]).await;
+    let scenario = Scenario::build(&[("g.bin", random_bytes(10_000))]).await;
     let create = ecr_config(
         &repo,
         &["v1"],
@@ -2543,10 +1954,7 @@ async fn the_scan_gate_fails_on_findings_at_or_above_its_severity() {
             ..EcrSettings::default()
         },
     );
-    let pushed = push(&docker, &image, &create, cache_dir().path())
-        .await
-        .0
-        .unwrap();
+    let (pushed, _) = scenario.pushed(&create).await;
     // moto does not see the registry side; register the manifest with it for the scan.
     let (_, manifest) = fetch_manifest(
         &env.auth_registry,
@@ -2578,27 +1986,15 @@ async fn the_scan_gate_fails_on_findings_at_or_above_its_severity() {
         )
     };
     // moto reports one HIGH finding for every scan.
-    let err = push(&docker, &image, &gated(Severity::High), cache_dir().path())
-        .await
-        .0
-        .unwrap_err();
+    let err = scenario.push(&gated(Severity::High)).await.0.unwrap_err();
     assert!(matches!(err, PushError::ScanFindings { .. }), "{err}");
     assert!(err.to_string().contains("1 HIGH"), "{err}");
-    push(
-        &docker,
-        &image,
-        &gated(Severity::Critical),
-        cache_dir().path(),
-    )
-    .await
-    .0
-    .unwrap();
+    scenario.pushed(&gated(Severity::Critical)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_refused_mid_push_is_renewed_once() {
     let env = env();
-    let docker = docker().await;
     let proxy = FaultProxy::start(
         &env.auth_registry,
         vec![Rule {
@@ -2612,7 +2008,7 @@ async fn a_token_refused_mid_push_is_renewed_once() {
         }],
     )
     .await;
-    let image = build_image(&docker, &env.base_image, &[("t.bin", random_bytes(80_000))]).await;
+    let scenario = Scenario::build(&[("t.bin", random_bytes(80_000))]).await;
     let mut cfg = ecr_config(
         &repository("renew"),
         &["v1"],
@@ -2622,8 +2018,7 @@ async fn a_token_refused_mid_push_is_renewed_once() {
         },
     );
     cfg.ecr.as_mut().unwrap().registry_host = Some(proxy.host());
-    let (result, recorder) = push(&docker, &image, &cfg, cache_dir().path()).await;
-    result.unwrap_or_else(|err| panic!("push failed: {err} {:?}", recorder.lines()));
+    let (_, recorder) = scenario.pushed(&cfg).await;
     assert_eq!(
         recorder.count("refused the ECR token"),
         1,

@@ -247,13 +247,14 @@ async fn classic_registry_config(
     dockerfile: &std::path::Path,
     observer: &dyn BuildObserver,
 ) -> Option<HashMap<String, bollard::auth::DockerCredentials>> {
-    let (mut found, mut problems) = crate::registry::all_docker_config_credentials().await;
+    let (mut found, mut problems) =
+        crate::credentials::docker_config::all_docker_config_credentials().await;
     let dockerfile_text = tokio::fs::read_to_string(dockerfile).await;
     for host in base_image_hosts(dockerfile_text.as_deref().unwrap_or_default()) {
         if found.contains_key(&host) {
             continue;
         }
-        match crate::registry::pull_credentials(&host).await {
+        match crate::credentials::pull::pull_credentials(&host).await {
             Ok(auth) => {
                 found.insert(host, auth);
             }
@@ -266,7 +267,8 @@ async fn classic_registry_config(
     let config: HashMap<_, _> = found
         .into_iter()
         .filter_map(|(server, auth)| {
-            crate::registry::engine_credentials(&server, auth).map(|entry| (server, entry))
+            super::daemon_credentials::engine_credentials(&server, auth)
+                .map(|entry| (server, entry))
         })
         .collect();
     (!config.is_empty()).then_some(config)

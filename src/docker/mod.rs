@@ -3,11 +3,15 @@
 //! - [`connect`]: find the daemon like the docker CLI, ping it, negotiate the API.
 //! - [`context`]: what is sent (`.dockerignore`), how (a streamed tar) and its digest.
 //! - [`build`]: one image build with either builder, progress to an observer.
+//! - `image_source`: an image's layers read back out of the daemon (its layer store, or the
+//!   export) or out of an image archive, for a push.
 
 pub mod build;
 mod build_output;
 pub mod connect;
 pub mod context;
+mod daemon_credentials;
+pub(crate) mod image_source;
 mod session;
 
 pub use build::{

@@ -331,11 +331,11 @@ impl Auth for RegistryCredentials {
         request: Request<CredentialsRequest>,
     ) -> Result<Response<CredentialsResponse>, Status> {
         let host = &request.get_ref().host;
-        let auth = crate::registry::pull_credentials(host)
+        let auth = crate::credentials::pull::pull_credentials(host)
             .await
             // The message names the registry and why, never a credential.
             .map_err(|err| Status::unavailable(err.to_string()))?;
-        let (username, secret) = crate::registry::user_and_secret(auth);
+        let (username, secret) = super::daemon_credentials::user_and_secret(auth);
         Ok(Response::new(CredentialsResponse { username, secret }))
     }
 

@@ -1,24 +1,21 @@
 //! ECR repository settings, applied idempotently before a push (create, tag immutability, scan
-//! on push, lifecycle policy), the immutable-tag check, and the scan gate after it. The AWS SDK
-//! retries throttled and failed API calls itself, so these calls are made once.
-
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+//! on push, lifecycle policy). The AWS SDK retries throttled and failed API calls itself, so
+//! these calls are made once.
 
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration, ImageTagMutability};
-use tokio_util::sync::CancellationToken;
+use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
 
-use super::ecr_auth::EcrContext;
-use super::push_config::{EcrSettings, LifecycleSettings, ScanGate, Severity};
+use super::push_config::{EcrSettings, LifecycleSettings};
 use super::push_error::PushError;
-use super::registry_failure::summarize;
-use super::retry::sleep_or_cancel;
+use crate::credentials::ecr_token::EcrContext;
+use crate::error_summary::summarize;
 
-/// How often the scan gate asks whether the scan is done.
-const SCAN_POLL_INTERVAL: Duration = Duration::from_secs(5);
-
-fn ecr_error<E>(repository: &str, action: &str, err: &aws_sdk_ecr::error::SdkError<E>) -> PushError
+/// An ECR API failure as the push reports it.
+pub(crate) fn ecr_error<E>(
+    repository: &str,
+    action: &str,
+    err: &aws_sdk_ecr::error::SdkError<E>,
+) -> PushError
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
@@ -211,188 +208,6 @@ pub(crate) async fn apply_repository_settings(
     Ok(RepositoryState { immutable })
 }
 
-/// Which of `tags` exist in the repository, and the digest each points to.
-pub(crate) async fn existing_tags(
-    ecr: &EcrContext,
-    repository: &str,
-    tags: &[String],
-) -> Result<HashMap<String, String>, PushError> {
-    let mut found = HashMap::new();
-    // One tag per call: DescribeImages fails as a whole when any listed tag is missing.
-    for tag in tags {
-        let result = ecr
-            .client
-            .describe_images()
-            .repository_name(repository)
-            .image_ids(ImageIdentifier::builder().image_tag(tag).build())
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                if let Some(digest) = output
-                    .image_details()
-                    .first()
-                    .and_then(|detail| detail.image_digest())
-                {
-                    found.insert(tag.clone(), digest.to_string());
-                }
-            }
-            Err(err) if err.code() == Some("ImageNotFoundException") => {}
-            Err(err) => return Err(ecr_error(repository, &format!("look up tag {tag}"), &err)),
-        }
-    }
-    Ok(found)
-}
-
-/// For an immutable repository: the tags that already point elsewhere (a conflict) and those
-/// that already point to this manifest (nothing to push). Pure.
-pub(crate) fn immutable_tag_plan(
-    existing: &HashMap<String, String>,
-    tags: &[String],
-    digest: &str,
-) -> (Vec<(String, String)>, Vec<String>) {
-    let mut conflicts = Vec::new();
-    let mut done = Vec::new();
-    for tag in tags {
-        match existing.get(tag) {
-            Some(current) if current == digest => done.push(tag.clone()),
-            Some(current) => conflicts.push((tag.clone(), current.clone())),
-            None => {}
-        }
-    }
-    (conflicts, done)
-}
-
-/// Findings at or above the threshold, as "2 CRITICAL, 1 HIGH"; None when the gate passes.
-pub(crate) fn scan_gate_verdict(
-    counts: &BTreeMap<String, i32>,
-    threshold: Severity,
-) -> Option<String> {
-    let mut failing: Vec<(Severity, i32)> = counts
-        .iter()
-        .filter_map(|(name, count)| Some((Severity::from_ecr_name(name)?, *count)))
-        .filter(|(severity, count)| *severity >= threshold && *count > 0)
-        .collect();
-    if failing.is_empty() {
-        return None;
-    }
-    failing.sort_by_key(|(severity, _)| std::cmp::Reverse(*severity));
-    Some(
-        failing
-            .iter()
-            .map(|(severity, count)| format!("{count} {severity}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    )
-}
-
-/// Waits for the image's scan and applies the gate. Starts a scan when none exists (scan on
-/// push off). Returns the finding counts by severity.
-pub(crate) async fn wait_for_scan(
-    ecr: &EcrContext,
-    registry: &str,
-    repository: &str,
-    digest: &str,
-    gate: &ScanGate,
-    cancel: &CancellationToken,
-    notify: &(dyn Fn(String) + Send + Sync),
-) -> Result<BTreeMap<String, i32>, PushError> {
-    let scan_failed = |reason: String| PushError::ScanFailed {
-        registry: registry.to_string(),
-        repository: repository.to_string(),
-        digest: digest.to_string(),
-        reason,
-    };
-    let deadline = Instant::now() + gate.timeout.0;
-    let mut started = false;
-    let mut announced = false;
-    loop {
-        let result = ecr
-            .client
-            .describe_image_scan_findings()
-            .repository_name(repository)
-            .image_id(ImageIdentifier::builder().image_digest(digest).build())
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                let status = output
-                    .image_scan_status()
-                    .and_then(|s| s.status())
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default();
-                match status.as_str() {
-                    "COMPLETE" | "ACTIVE" => {
-                        let counts: BTreeMap<String, i32> = output
-                            .image_scan_findings()
-                            .and_then(|f| f.finding_severity_counts())
-                            .map(|counts| {
-                                counts
-                                    .iter()
-                                    .map(|(k, v)| (k.as_str().to_string(), *v))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        if let Some(summary) = scan_gate_verdict(&counts, gate.severity) {
-                            return Err(PushError::ScanFindings {
-                                registry: registry.to_string(),
-                                repository: repository.to_string(),
-                                digest: digest.to_string(),
-                                threshold: gate.severity,
-                                summary,
-                            });
-                        }
-                        return Ok(counts);
-                    }
-                    "IN_PROGRESS" | "PENDING" | "" => {}
-                    other => {
-                        let description = output
-                            .image_scan_status()
-                            .and_then(|s| s.description())
-                            .map(summarize)
-                            .unwrap_or_default();
-                        return Err(scan_failed(format!("the scan ended {other} {description}")));
-                    }
-                }
-            }
-            Err(err) if err.code() == Some("ScanNotFoundException") && !started => {
-                started = true;
-                if let Err(err) = ecr
-                    .client
-                    .start_image_scan()
-                    .repository_name(repository)
-                    .image_id(ImageIdentifier::builder().image_digest(digest).build())
-                    .send()
-                    .await
-                {
-                    return Err(ecr_error(repository, "start the image scan", &err));
-                }
-                notify(format!("started an ECR scan of {digest}"));
-                continue;
-            }
-            Err(err) if err.code() == Some("ScanNotFoundException") => {}
-            Err(err) => return Err(ecr_error(repository, "read the scan findings", &err)),
-        }
-        if !announced {
-            notify(format!("waiting for the ECR scan of {digest}"));
-            announced = true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(scan_failed(format!(
-                "the scan did not complete within {}",
-                humantime::format_duration(gate.timeout.0)
-            )));
-        }
-        if !sleep_or_cancel(SCAN_POLL_INTERVAL.min(deadline - now), cancel).await {
-            return Err(PushError::Cancelled {
-                registry: registry.to_string(),
-                repository: repository.to_string(),
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,42 +233,5 @@ mod tests {
         })
         .unwrap();
         assert_eq!(only_keep["rules"][0]["rulePriority"], 1);
-    }
-
-    #[test]
-    fn immutable_tags_conflict_only_when_they_point_elsewhere() {
-        let existing = HashMap::from([
-            ("v1".to_string(), "sha256:old".to_string()),
-            ("same".to_string(), "sha256:new".to_string()),
-        ]);
-        let tags = vec!["v1".to_string(), "same".to_string(), "fresh".to_string()];
-        let (conflicts, done) = immutable_tag_plan(&existing, &tags, "sha256:new");
-        assert_eq!(
-            conflicts,
-            vec![("v1".to_string(), "sha256:old".to_string())]
-        );
-        assert_eq!(done, vec!["same".to_string()]);
-    }
-
-    #[test]
-    fn scan_gate_fails_at_or_above_the_threshold() {
-        let counts = BTreeMap::from([
-            ("CRITICAL".to_string(), 1),
-            ("HIGH".to_string(), 2),
-            ("MEDIUM".to_string(), 9),
-            ("UNDEFINED".to_string(), 4),
-        ]);
-        assert_eq!(
-            scan_gate_verdict(&counts, Severity::High).as_deref(),
-            Some("1 CRITICAL, 2 HIGH")
-        );
-        assert_eq!(
-            scan_gate_verdict(&BTreeMap::from([("MEDIUM".to_string(), 3)]), Severity::High),
-            None
-        );
-        assert_eq!(
-            scan_gate_verdict(&BTreeMap::from([("HIGH".to_string(), 0)]), Severity::Low),
-            None
-        );
     }
 }

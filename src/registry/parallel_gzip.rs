@@ -425,6 +425,24 @@ mod tests {
     fn dropping_an_unfinished_writer_stops_its_workers() {
         let mut writer = ParallelGzip::new(Vec::new(), 1, 3).unwrap();
         writer.write_all(&text(3 * BLOCK, 8)).unwrap();
+        // The handles are taken out to watch the threads themselves once the writer is gone.
+        let workers = std::mem::take(&mut writer.workers);
+        assert_eq!(workers.len(), 3);
+        assert!(
+            workers.iter().all(|worker| !worker.is_finished()),
+            "the workers wait for blocks while the writer lives"
+        );
         drop(writer);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !workers.iter().all(JoinHandle::is_finished) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gzip workers still running 10 s after their writer was dropped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for worker in workers {
+            worker.join().expect("a worker panicked");
+        }
     }
 }

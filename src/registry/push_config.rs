@@ -10,6 +10,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::ecr_host::ecr_host_region;
 pub use crate::duration::HumanDuration;
 
 /// What the user writes under `push:`.
@@ -83,7 +84,7 @@ impl Compression {
     }
 }
 
-/// Where a push reads the image's layers from (see `registry::layer_store`).
+/// Where a push reads the image's layers from (see `docker::image_source::layer_store`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LayerSource {
@@ -335,23 +336,6 @@ impl PushConfig {
             host: registry.to_ascii_lowercase(),
         })
     }
-}
-
-/// `123456789012.dkr.ecr.eu-west-1.amazonaws.com` (and the `.com.cn` partition) → `eu-west-1`.
-pub(crate) fn ecr_host_region(host: &str) -> Option<String> {
-    let host = host.to_ascii_lowercase();
-    let host = host.split(':').next().unwrap_or_default();
-    let labels: Vec<&str> = host.split('.').collect();
-    if labels.len() < 6 || labels[1] != "dkr" || !labels[2].starts_with("ecr") {
-        return None;
-    }
-    if !labels[0].chars().all(|c| c.is_ascii_digit()) || labels[0].len() != 12 {
-        return None;
-    }
-    if labels[4] != "amazonaws" {
-        return None;
-    }
-    Some(labels[3].to_string())
 }
 
 /// Repository names as the OCI distribution spec defines them: path components of lowercase

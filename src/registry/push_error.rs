@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use super::push_config::{ConfigProblem, Severity};
+use crate::credentials::CredentialsError;
 
 /// A failed push, manifest check or repository setting.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,30 @@ pub enum PushError {
         registry: String,
         repository: String,
     },
+}
+
+/// A credential lookup's failure as the push reports it: a Docker config problem names the
+/// registry, an ECR token refused names the region (the repository is filled in by whoever
+/// knows it).
+impl From<CredentialsError> for PushError {
+    fn from(err: CredentialsError) -> Self {
+        match err {
+            CredentialsError::DockerConfig { registry, reason } => {
+                PushError::Credentials { registry, reason }
+            }
+            CredentialsError::NoAwsRegion { setting } => PushError::Credentials {
+                registry: "ecr".into(),
+                reason: format!(
+                    "no AWS region is configured: set AWS_REGION, a profile region, or {setting}"
+                ),
+            },
+            CredentialsError::EcrToken { region, reason } => PushError::Authentication {
+                registry: format!("ecr ({region})"),
+                repository: "-".into(),
+                reason,
+            },
+        }
+    }
 }
 
 fn attempts_note(attempts: u32) -> String {

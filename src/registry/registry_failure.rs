@@ -9,9 +9,7 @@ use std::time::Duration;
 use oci_client::errors::{OciEnvelope, OciErrorCode};
 
 use super::retry::Retryable;
-
-/// The longest cause text kept from a server answer.
-const MAX_REASON_CHARS: usize = 300;
+use crate::error_summary::summarize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FailureKind {
@@ -231,27 +229,6 @@ pub(crate) fn looks_like_html(body: &str) -> bool {
     head.starts_with("<!doctype html") || head.starts_with("<html") || head.contains("<body")
 }
 
-/// One line, no URL query strings (signed upload URLs carry credentials there), bounded length.
-pub(crate) fn summarize(text: &str) -> String {
-    let mut words: Vec<String> = Vec::new();
-    for word in text.split_whitespace() {
-        if (word.starts_with("http://") || word.starts_with("https://") || word.contains("://"))
-            && let Some((base, _)) = word.split_once('?')
-        {
-            words.push(format!("{base}?…"));
-            continue;
-        }
-        words.push(word.to_string());
-    }
-    let line = words.join(" ");
-    if line.chars().count() > MAX_REASON_CHARS {
-        let cut: String = line.chars().take(MAX_REASON_CHARS).collect();
-        format!("{cut}…")
-    } else {
-        line
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,17 +352,5 @@ mod tests {
         assert_eq!(answer(500, " ").reason, "HTTP 500 (Internal Server Error)");
         assert_eq!(answer(429, "").reason, "HTTP 429 (Too Many Requests)");
         assert_eq!(answer(599, "").reason, "HTTP 599");
-    }
-
-    #[test]
-    fn summaries_drop_query_strings_and_stay_short() {
-        let text = format!(
-            "redirected to https://bucket.example/upload?X-Amz-Signature=abc then {}",
-            "x".repeat(1000)
-        );
-        let summary = summarize(&text);
-        assert!(!summary.contains("Signature"));
-        assert!(summary.contains("https://bucket.example/upload?…"));
-        assert!(summary.chars().count() <= MAX_REASON_CHARS + 1);
     }
 }

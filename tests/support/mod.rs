@@ -6,6 +6,7 @@ pub mod daemon_proxy;
 pub mod demo_app;
 pub mod demo_images;
 pub mod docker_build_support;
+pub mod fake_servers;
 pub mod port_lease;
 pub mod scenario;
 

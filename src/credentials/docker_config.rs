@@ -6,12 +6,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use bollard::auth::DockerCredentials;
 use docker_credential::{CredentialRetrievalError, DockerCredential};
 use oci_client::secrets::RegistryAuth;
 
-use super::push_error::PushError;
-use super::registry_session::identity_token;
+use super::error::CredentialsError;
+use super::identity_token::identity_token_auth;
 
 fn docker_config_path() -> Option<PathBuf> {
     let dir = std::env::var_os("DOCKER_CONFIG")
@@ -32,7 +31,7 @@ fn server_key(host: &str) -> String {
 
 /// What config.json says about `host`, as oci-client credentials. No config file, no entry, or
 /// a helper that has nothing for the host all mean anonymous access.
-pub(crate) async fn docker_config_auth(host: &str) -> Result<RegistryAuth, PushError> {
+pub(crate) async fn docker_config_auth(host: &str) -> Result<RegistryAuth, CredentialsError> {
     let Some(path) = docker_config_path() else {
         return Ok(RegistryAuth::Anonymous);
     };
@@ -46,32 +45,11 @@ pub(crate) async fn docker_config_auth(host: &str) -> Result<RegistryAuth, PushE
         docker_credential::get_credential_from_reader(std::io::BufReader::new(file), &server)
     })
     .await
-    .map_err(|err| PushError::Credentials {
+    .map_err(|err| CredentialsError::DockerConfig {
         registry: host.to_string(),
         reason: format!("the credential lookup did not finish: {err}"),
     })?;
     interpret(host, lookup)
-}
-
-/// Credentials for pulling from `host` (a build's base image): the Docker config's, and for an
-/// Amazon ECR registry the config has nothing for (`<account>.dkr.ecr.<region>.amazonaws.com`,
-/// or the host `SHIPIT_ECR_REGISTRY_HOST` names) a token from the AWS credential chain, so a
-/// `FROM` an ECR repository needs no `docker login` first.
-pub(crate) async fn pull_credentials(host: &str) -> Result<RegistryAuth, PushError> {
-    let configured = docker_config_auth(host).await?;
-    if configured != RegistryAuth::Anonymous {
-        return Ok(configured);
-    }
-    let region = super::push_config::ecr_host_region(host);
-    let overridden = super::ecr_auth::registry_host_from_env()
-        .is_some_and(|named| named.eq_ignore_ascii_case(host));
-    if region.is_none() && !overridden {
-        return Ok(RegistryAuth::Anonymous);
-    }
-    let named = region.is_some().then_some(host);
-    let ecr = super::ecr_auth::EcrContext::load(None, named, region.as_deref()).await?;
-    let token = ecr.token(false).await?;
-    Ok(RegistryAuth::Basic(token.user, token.password))
 }
 
 /// Every registry's credentials the Docker config holds (`auths` and `credHelpers` entries,
@@ -143,52 +121,12 @@ fn list_store(store: &str) -> Result<Vec<String>, String> {
     Ok(listed.into_keys().collect())
 }
 
-/// Credentials as a user name and a secret, the shape BuildKit's session takes: an identity
-/// token is the secret with an empty user name; no credentials are two empty strings. Pure.
-pub(crate) fn user_and_secret(auth: RegistryAuth) -> (String, String) {
-    if let Some(token) = identity_token(&auth) {
-        return (String::new(), token.to_string());
-    }
-    match auth {
-        RegistryAuth::Basic(user, password) => (user, password),
-        RegistryAuth::Bearer(token) => (String::new(), token),
-        RegistryAuth::Anonymous => (String::new(), String::new()),
-    }
-}
-
-/// Credentials as one entry of the Engine API's `X-Registry-Config` (a classic build's pulls);
-/// None when there are none. Pure.
-pub(crate) fn engine_credentials(server: &str, auth: RegistryAuth) -> Option<DockerCredentials> {
-    let entry = DockerCredentials {
-        serveraddress: Some(server.to_string()),
-        ..DockerCredentials::default()
-    };
-    if let Some(token) = identity_token(&auth) {
-        return Some(DockerCredentials {
-            identitytoken: Some(token.to_string()),
-            ..entry
-        });
-    }
-    match auth {
-        RegistryAuth::Basic(user, password) => Some(DockerCredentials {
-            username: Some(user),
-            password: Some(password),
-            ..entry
-        }),
-        RegistryAuth::Bearer(token) => Some(DockerCredentials {
-            registrytoken: Some(token),
-            ..entry
-        }),
-        RegistryAuth::Anonymous => None,
-    }
-}
-
 /// Maps the lookup result; pure so the no-credential cases are tested without helpers.
 fn interpret(
     host: &str,
     lookup: Result<DockerCredential, CredentialRetrievalError>,
-) -> Result<RegistryAuth, PushError> {
-    let failure = |reason: String| PushError::Credentials {
+) -> Result<RegistryAuth, CredentialsError> {
+    let failure = |reason: String| CredentialsError::DockerConfig {
         registry: host.to_string(),
         reason,
     };
@@ -196,11 +134,8 @@ fn interpret(
         Ok(DockerCredential::UsernamePassword(user, password)) => {
             Ok(RegistryAuth::Basic(user, password))
         }
-        // Exchanged with the registry's token service (registry_session::fetch_token).
-        Ok(DockerCredential::IdentityToken(token)) => Ok(RegistryAuth::Basic(
-            super::registry_session::IDENTITY_TOKEN_USER.to_string(),
-            token,
-        )),
+        // Exchanged at the registry's token service by whoever uses it.
+        Ok(DockerCredential::IdentityToken(token)) => Ok(identity_token_auth(token)),
         Err(CredentialRetrievalError::NoCredentialConfigured)
         | Err(CredentialRetrievalError::ConfigNotFound) => Ok(RegistryAuth::Anonymous),
         Err(CredentialRetrievalError::HelperFailure {
@@ -242,7 +177,7 @@ mod tests {
     use super::*;
     use base64::Engine as _;
 
-    fn from_config(json: serde_json::Value, host: &str) -> Result<RegistryAuth, PushError> {
+    fn from_config(json: serde_json::Value, host: &str) -> Result<RegistryAuth, CredentialsError> {
         let text = serde_json::to_vec(&json).unwrap();
         interpret(
             host,
@@ -279,44 +214,7 @@ mod tests {
             "ghcr.io",
         )
         .unwrap();
-        assert_eq!(
-            found,
-            RegistryAuth::Basic(
-                crate::registry::registry_session::IDENTITY_TOKEN_USER.into(),
-                "refresh-me".into()
-            )
-        );
-    }
-
-    #[test]
-    fn engine_and_session_shapes_keep_identity_tokens_apart_from_passwords() {
-        let identity = RegistryAuth::Basic(
-            crate::registry::registry_session::IDENTITY_TOKEN_USER.into(),
-            "refresh-me".into(),
-        );
-        let entry = engine_credentials("ghcr.io", identity.clone()).unwrap();
-        assert_eq!(entry.identitytoken.as_deref(), Some("refresh-me"));
-        assert_eq!((entry.username, entry.password), (None, None));
-        assert_eq!(entry.serveraddress.as_deref(), Some("ghcr.io"));
-        assert_eq!(
-            user_and_secret(identity),
-            (String::new(), "refresh-me".into())
-        );
-
-        let basic = RegistryAuth::Basic("AWS".into(), "pw".into());
-        let entry = engine_credentials("ecr", basic.clone()).unwrap();
-        assert_eq!(
-            (entry.username.as_deref(), entry.password.as_deref()),
-            (Some("AWS"), Some("pw"))
-        );
-        assert_eq!(entry.identitytoken, None);
-        assert_eq!(user_and_secret(basic), ("AWS".into(), "pw".into()));
-
-        assert!(engine_credentials("x", RegistryAuth::Anonymous).is_none());
-        assert_eq!(
-            user_and_secret(RegistryAuth::Anonymous),
-            (String::new(), String::new())
-        );
+        assert_eq!(found, identity_token_auth("refresh-me".into()));
     }
 
     #[test]

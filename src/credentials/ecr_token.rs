@@ -1,6 +1,6 @@
-//! Amazon ECR access: the AWS credential chain (aws-config), GetAuthorizationToken, and the
-//! registry host to push to. Tokens are cached for the life of the process until five minutes
-//! before they expire, so several push stages in one run ask for one token.
+//! Amazon ECR registry tokens: GetAuthorizationToken through the shared AWS configuration.
+//! Tokens are cached for the life of the process until five minutes before they expire, so
+//! several push stages (and base image pulls) in one run ask for one token.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -9,12 +9,10 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
 use base64::Engine as _;
 
-use super::push_config::EcrSettings;
-use super::push_error::PushError;
-use super::registry_failure::summarize;
-
-/// Environment override of the registry host (emulators, private endpoints).
-pub(crate) const REGISTRY_HOST_ENV: &str = "SHIPIT_ECR_REGISTRY_HOST";
+use super::aws::{AwsSettings, load_aws_config};
+use super::ecr_host::{account_of_host, host_of_endpoint};
+use super::error::CredentialsError;
+use crate::error_summary::summarize;
 
 /// A token this close to its expiry is not used: a long push could outlive it.
 const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(300);
@@ -49,39 +47,8 @@ pub(crate) fn is_token_fresh(expires_at: SystemTime, now: SystemTime) -> bool {
         .is_ok_and(|left| left > TOKEN_EXPIRY_MARGIN)
 }
 
-/// `https://123456789012.dkr.ecr.us-east-1.amazonaws.com/` → the host.
-fn host_of_endpoint(endpoint: &str) -> String {
-    let without_scheme = endpoint
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(endpoint);
-    without_scheme.trim_end_matches('/').to_ascii_lowercase()
-}
-
-/// Where to push: the setting, then the environment override, then the ECR host the user
-/// named, then the host the token is for.
-pub(crate) fn choose_registry_host(
-    setting: Option<&str>,
-    env_override: Option<&str>,
-    named_host: Option<&str>,
-    proxy_host: &str,
-) -> String {
-    setting
-        .or(env_override)
-        .or(named_host)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_else(|| proxy_host.to_string())
-        .trim()
-        .to_string()
-}
-
-/// The account id in an ECR host name, to ask for that registry's token.
-fn account_of_host(host: &str) -> Option<String> {
-    let account = host.split('.').next()?;
-    (account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())).then(|| account.into())
-}
-
-/// An ECR API client with the region and endpoint it was built for.
+/// An ECR API client with the region it was built for; its tokens are cached per region,
+/// endpoint and account.
 #[derive(Clone)]
 pub(crate) struct EcrContext {
     pub client: aws_sdk_ecr::Client,
@@ -90,50 +57,31 @@ pub(crate) struct EcrContext {
 }
 
 impl EcrContext {
-    /// Builds the client from the credential chain, with the settings' region and endpoint
-    /// overriding the environment's.
+    /// Builds the client from the shared AWS configuration. `named_host` is the ECR host the
+    /// user named, if any: its account keeps its tokens apart from other accounts'.
     pub(crate) async fn load(
-        settings: Option<&EcrSettings>,
+        aws: AwsSettings<'_>,
         named_host: Option<&str>,
-        region_from_host: Option<&str>,
-    ) -> Result<Self, PushError> {
-        let region = settings
-            .and_then(|s| s.region.clone())
-            .or_else(|| region_from_host.map(str::to_string));
-        let endpoint = settings.and_then(|s| s.endpoint_url.clone());
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &endpoint {
-            loader = loader.endpoint_url(endpoint.clone());
-        }
-        let sdk_config = loader.load().await;
-        let Some(region) = sdk_config.region().map(|r| r.to_string()) else {
-            return Err(PushError::Credentials {
-                registry: "ecr".into(),
-                reason: "no AWS region is configured: set AWS_REGION, a profile region, or \
-                         ecr.region in the push block"
-                    .into(),
-            });
-        };
+    ) -> Result<Self, CredentialsError> {
+        let config = load_aws_config(aws).await?;
         // The named account is part of the key so two ECR hosts in one run never share an
         // entry, even though one token would open both.
         let registry_id = named_host.and_then(account_of_host);
         let cache_key = format!(
-            "{region}|{}|{}",
-            sdk_config.endpoint_url().unwrap_or_default(),
+            "{}|{}|{}",
+            config.region,
+            config.sdk.endpoint_url().unwrap_or_default(),
             registry_id.as_deref().unwrap_or_default()
         );
         Ok(EcrContext {
-            client: aws_sdk_ecr::Client::new(&sdk_config),
-            region,
+            client: aws_sdk_ecr::Client::new(&config.sdk),
+            region: config.region,
             cache_key,
         })
     }
 
     /// A registry token, from the cache unless `refresh` or it is about to expire.
-    pub(crate) async fn token(&self, refresh: bool) -> Result<EcrToken, PushError> {
+    pub(crate) async fn token(&self, refresh: bool) -> Result<EcrToken, CredentialsError> {
         if !refresh
             && let Some(token) = TOKENS
                 .lock()
@@ -150,10 +98,9 @@ impl EcrContext {
         Ok(token)
     }
 
-    async fn fetch_token(&self) -> Result<EcrToken, PushError> {
-        let failure = |reason: String| PushError::Authentication {
-            registry: format!("ecr ({})", self.region),
-            repository: "-".into(),
+    async fn fetch_token(&self) -> Result<EcrToken, CredentialsError> {
+        let failure = |reason: String| CredentialsError::EcrToken {
+            region: self.region.clone(),
             reason,
         };
         // One token opens every registry the identity may use; no registry id is needed.
@@ -222,14 +169,6 @@ impl EcrContext {
     }
 }
 
-/// The host override from the environment, when set and not blank.
-pub(crate) fn registry_host_from_env() -> Option<String> {
-    std::env::var(REGISTRY_HOST_ENV)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,39 +180,6 @@ mod tests {
         assert!(is_token_fresh(now + Duration::from_secs(301), now));
         assert!(!is_token_fresh(now + Duration::from_secs(300), now));
         assert!(!is_token_fresh(now - Duration::from_secs(1), now));
-    }
-
-    #[test]
-    fn registry_host_prefers_setting_then_env_then_named_then_token() {
-        let proxy = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-        assert_eq!(
-            choose_registry_host(Some("127.0.0.1:5001"), Some("x:1"), None, proxy),
-            "127.0.0.1:5001"
-        );
-        assert_eq!(choose_registry_host(None, Some("X:1"), None, proxy), "x:1");
-        assert_eq!(
-            choose_registry_host(
-                None,
-                None,
-                Some("111111111111.dkr.ecr.eu-west-1.amazonaws.com"),
-                proxy
-            ),
-            "111111111111.dkr.ecr.eu-west-1.amazonaws.com"
-        );
-        assert_eq!(choose_registry_host(None, None, None, proxy), proxy);
-    }
-
-    #[test]
-    fn endpoints_become_hosts_and_hosts_give_accounts() {
-        assert_eq!(
-            host_of_endpoint("https://123456789012.dkr.ecr.us-east-1.amazonaws.com/"),
-            "123456789012.dkr.ecr.us-east-1.amazonaws.com"
-        );
-        assert_eq!(
-            account_of_host("123456789012.dkr.ecr.us-east-1.amazonaws.com").as_deref(),
-            Some("123456789012")
-        );
-        assert_eq!(account_of_host("127.0.0.1:5000"), None);
     }
 
     #[test]

@@ -1,45 +1,22 @@
-//! What an image export holds, read from its metadata files, and the manifest shipit writes.
+//! What an image archive holds, read from its metadata files.
 //!
 //! Two layouts reach shipit. The classic `docker save` layout (Docker ≤ 24): `manifest.json`
 //! names `<config hex>.json` and one `<dir>/layer.tar` per layer, uncompressed; a layer that two
 //! directories share is a symlink. The OCI image layout (Docker 25+, the containerd image store,
 //! `skopeo copy … oci-archive:`): `index.json` points at manifests under `blobs/sha256/`, whose
 //! layers may be uncompressed tars or already compressed. Everything here is pure: the archive
-//! reader collects the small files, this module decides what they mean.
+//! reader (`archive_scan`) collects the small files, this module decides what they mean.
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use serde::Deserialize;
 
-use super::push_config::{Compression, ManifestFormat};
-
-pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub(crate) const DOCKER_MANIFEST_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+use super::digest::{sha256_digest, sha256_hex};
+use super::media_types::{DOCKER_MANIFEST_LIST, OCI_INDEX};
 
 /// Files larger than this are never metadata; refusing them keeps memory bounded even when an
 /// archive is malformed.
 pub(crate) const MAX_METADATA_BYTES: u64 = 16 * 1024 * 1024;
-
-/// `sha256:<hex>` of some bytes.
-pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// The hex part of a `sha256:` digest, when it is one.
-pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-    .then_some(hex)
-}
 
 /// Where an entry of the archive sits in the layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -477,82 +454,12 @@ pub(crate) fn source_image_from_config(
     })
 }
 
-/// A blob as it goes into the pushed manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct BlobDescriptor {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ImageManifest<'a> {
-    schema_version: u32,
-    media_type: &'a str,
-    config: &'a BlobDescriptor,
-    layers: &'a [BlobDescriptor],
-}
-
-/// Media type of a compressed layer in the chosen manifest format.
-pub(crate) fn layer_media_type(
-    format: ManifestFormat,
-    compression: Compression,
-) -> Result<&'static str, LayoutProblem> {
-    match (format, compression) {
-        (ManifestFormat::Oci, Compression::Gzip) => {
-            Ok("application/vnd.oci.image.layer.v1.tar+gzip")
-        }
-        (ManifestFormat::Oci, Compression::Zstd) => {
-            Ok("application/vnd.oci.image.layer.v1.tar+zstd")
-        }
-        (ManifestFormat::Docker, Compression::Gzip) => {
-            Ok("application/vnd.docker.image.rootfs.diff.tar.gzip")
-        }
-        (ManifestFormat::Docker, Compression::Zstd) => Err(problem(
-            "the image has a zstd-compressed layer, which the Docker v2 manifest cannot \
-             describe; use format: oci",
-        )),
-    }
-}
-
-pub(crate) fn config_media_type(format: ManifestFormat) -> &'static str {
-    match format {
-        ManifestFormat::Oci => OCI_CONFIG,
-        ManifestFormat::Docker => DOCKER_CONFIG,
-    }
-}
-
-pub(crate) fn manifest_media_type(format: ManifestFormat) -> &'static str {
-    match format {
-        ManifestFormat::Oci => OCI_MANIFEST,
-        ManifestFormat::Docker => DOCKER_MANIFEST,
-    }
-}
-
-/// The manifest bytes shipit pushes. Serialized the same way every time, so the same image
-/// always yields the same manifest digest and a rerun can find it in the registry.
-pub(crate) fn build_manifest(
-    format: ManifestFormat,
-    config: &BlobDescriptor,
-    layers: &[BlobDescriptor],
-) -> Vec<u8> {
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: manifest_media_type(format),
-        config,
-        layers,
-    };
-    // Serializing plain structs of strings and numbers cannot fail.
-    serde_json::to_vec(&manifest).unwrap_or_default()
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::docker::image_source::media_types::{OCI_CONFIG, OCI_MANIFEST};
 
-    pub(crate) fn digest_of(text: &str) -> String {
+    fn digest_of(text: &str) -> String {
         sha256_digest(text.as_bytes())
     }
 
@@ -765,37 +672,5 @@ pub(crate) mod tests {
             sniff_content(b"BZh91AY"),
             ContentKind::UnsupportedCompression
         );
-    }
-
-    #[test]
-    fn manifests_are_stable_and_use_the_format_media_types() {
-        let config = BlobDescriptor {
-            media_type: config_media_type(ManifestFormat::Docker).into(),
-            digest: digest_of("c"),
-            size: 1,
-        };
-        let layer = BlobDescriptor {
-            media_type: layer_media_type(ManifestFormat::Docker, Compression::Gzip)
-                .unwrap()
-                .into(),
-            digest: digest_of("l"),
-            size: 2,
-        };
-        let first = build_manifest(
-            ManifestFormat::Docker,
-            &config,
-            std::slice::from_ref(&layer),
-        );
-        let again = build_manifest(
-            ManifestFormat::Docker,
-            &config,
-            std::slice::from_ref(&layer),
-        );
-        assert_eq!(first, again);
-        let value: serde_json::Value = serde_json::from_slice(&first).unwrap();
-        assert_eq!(value["schemaVersion"], 2);
-        assert_eq!(value["mediaType"], DOCKER_MANIFEST);
-        assert_eq!(value["layers"][0]["size"], 2);
-        assert!(layer_media_type(ManifestFormat::Docker, Compression::Zstd).is_err());
     }
 }

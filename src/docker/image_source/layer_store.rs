@@ -17,7 +17,7 @@
 //! keeps layer diffs as directories (overlay2, fuse-overlayfs, vfs), and not the containerd
 //! image store; anything else uses the export.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -26,11 +26,7 @@ use std::path::{Component, Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use tokio_util::sync::CancellationToken;
-
-use super::archive_reader::{BlobSink, LayerOutcome, ScanError, ScanResult};
-use super::image_layout::{LayoutProblem, sha256_digest, sha256_hex};
-use super::layer_packer::{Packing, is_cancelled, pack_layer};
+use super::digest::{sha256_digest, sha256_hex};
 
 /// A graph driver whose layer content this module can read, and where it keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +69,7 @@ impl StoreDriver {
     }
 }
 
-/// Why the layer store cannot serve this image; the push then reads the export.
+/// Why the layer store cannot serve this image; a push then reads the export.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct Unavailable(pub String);
@@ -258,59 +254,6 @@ pub(crate) fn layers_to_read<'a>(
         .iter()
         .filter(|layer| !present.contains(&layer.diff_id) && seen.insert(layer.diff_id.clone()))
         .collect()
-}
-
-/// Rebuilds, hashes and compresses every layer of `image` the registry lacks (not in
-/// `present`), one after another (each compresses on every core), and hands each to `sink` once
-/// its diff id is proven. Outcomes are keyed `diff:<diff id>`, as `source_image_from_config`
-/// names the layers.
-pub(crate) fn pack_stored_layers(
-    image: &StoredImage,
-    present: &HashSet<String>,
-    packing: Packing,
-    sink: &dyn BlobSink,
-    spool_dir: &Path,
-    on_bytes: &mut dyn FnMut(u64),
-    cancel: &CancellationToken,
-) -> Result<ScanResult, ScanError> {
-    let mut layers = HashMap::new();
-    for layer in layers_to_read(image, present) {
-        let entry = format!("diff:{}", layer.diff_id);
-        let read_error = |source: io::Error| {
-            if is_cancelled(&source) {
-                ScanError::Cancelled
-            } else {
-                ScanError::Io {
-                    entry: Some(format!("layer {} from the layer store", layer.diff_id)),
-                    source,
-                }
-            }
-        };
-        let mut reader = LayerReader::open(layer).map_err(read_error)?;
-        let packed =
-            pack_layer(&mut reader, packing, spool_dir, on_bytes, cancel).map_err(read_error)?;
-        if packed.diff_id != layer.diff_id {
-            let _ = std::fs::remove_file(&packed.blob.path);
-            return Err(ScanError::Layout(LayoutProblem(format!(
-                "layer {} rebuilt from the layer store hashes to {}",
-                layer.diff_id, packed.diff_id
-            ))));
-        }
-        layers.insert(
-            entry,
-            LayerOutcome::Packed {
-                diff_id: packed.diff_id,
-                uncompressed_size: packed.uncompressed_size,
-                digest: packed.blob.digest.clone(),
-                size: packed.blob.size,
-            },
-        );
-        sink.submit(packed.blob)?;
-    }
-    Ok(ScanResult {
-        layers,
-        ..ScanResult::default()
-    })
 }
 
 /// One record of a tar-split file (vbatts/tar-split's `storage.Entry`).

@@ -436,9 +436,28 @@ fn an_invalid_repository_name_is_reported_at_its_value() {
     let run = project.shipit(&["validate"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("shipit.yaml:6:") && run.stderr.contains("push.repository `Shop/Web`"),
+        run.stderr.contains("shipit.yaml:6:")
+            && run
+                .stderr
+                .contains("push.repository: `Shop/Web`: path components must be lowercase"),
         "{run:?}"
     );
+
+    // Every problem of the block is listed, each at its own value.
+    project.file(
+        "shipit.yaml",
+        "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push:\n      registry: 127.0.0.1:5000\n      repository: Shop/Web\n      tags: [ok, -bad]\n      compression_level: 12\n",
+    );
+    let run = project.shipit(&["validate"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    for expected in [
+        "shipit.yaml:8:19: push.repository: `Shop/Web`",
+        "shipit.yaml:9:18: push.tags[1]: `-bad`: must start with a letter, digit or '_'",
+        "shipit.yaml:10:26: push.compression_level: `12`: gzip takes levels 1 to 9",
+        "3 problems found",
+    ] {
+        assert!(run.stderr.contains(expected), "{expected}\n{run:?}");
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub use model::PipelineFile;
 pub use path::DocPath;
 pub use source::{Diagnostic, ReadError, SourceFile};
-pub(crate) use validate::{push_problem, target_kind_problems};
+pub(crate) use validate::{push_problems, target_kind_problems};
 
 /// A pipeline file that parsed and passed every check.
 #[derive(Debug, Clone)]

@@ -8,20 +8,24 @@ use super::interpolate::{Scope, check_reference, references_in};
 use super::model::TargetKind;
 use super::path::DocPath;
 use super::source::Diagnostic;
+use crate::config_problem::{ConfigProblem, ValidateConfig};
 
-/// A problem of the `push:` block of the image at `image_path`, at its field.
-pub(crate) fn push_problem(
+/// Every problem of the `push:` block of the image at `image_path`, each at its field.
+pub(crate) fn push_problems(
     pipeline: &Pipeline,
     image_path: &DocPath,
-    problem: &crate::registry::ConfigProblem,
-) -> Diagnostic {
-    pipeline.diagnostic_at(
-        &image_path.key("push").join_relative(problem.field),
-        format!(
-            "push.{} `{}`: {}",
-            problem.field, problem.value, problem.reason
-        ),
-    )
+    problems: &[ConfigProblem],
+) -> Vec<Diagnostic> {
+    let base = image_path.key("push");
+    problems
+        .iter()
+        .map(|problem| {
+            pipeline.diagnostic_at(
+                &base.join_relative(&problem.path),
+                format!("push.{problem}"),
+            )
+        })
+        .collect()
 }
 
 /// Every problem the target kind's block at `target_path` finds in itself, each at its field.
@@ -126,8 +130,8 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
             checked.tags.retain(|tag| !has_expression(tag));
             let resolved_later =
                 serde_json::to_string(&checked).is_ok_and(|text| has_expression(&text));
-            if !resolved_later && let Err(problem) = checked.validate() {
-                problems.push(push_problem(pipeline, &path, &problem));
+            if !resolved_later {
+                problems.extend(push_problems(pipeline, &path, &checked.problems()));
             }
         }
     }

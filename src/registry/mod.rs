@@ -43,7 +43,7 @@ mod store_packing;
 
 pub use image_push::{PushObserver, PushedImage, manifest_exists, push_archive, push_image};
 pub use push_config::{
-    Compression, ConfigProblem, EcrSettings, HumanDuration, LayerSource, LifecycleSettings,
-    ManifestFormat, PushConfig, ScanGate, Severity,
+    Compression, EcrSettings, HumanDuration, InvalidPushConfig, InvalidPushValue, LayerSource,
+    LifecycleSettings, ManifestFormat, PushConfig, ScanGate, Severity,
 };
 pub use push_error::PushError;

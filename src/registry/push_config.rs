@@ -10,6 +10,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::config_problem::{ConfigProblem, ValidateConfig};
 use crate::credentials::ecr_host::ecr_host_region;
 pub use crate::duration::HumanDuration;
 
@@ -239,85 +240,129 @@ pub(crate) enum RegistryKind {
     Generic { host: String },
 }
 
-/// A `push:` block that cannot be used, and why.
+/// One value of a `push:` block that cannot be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field} {value:?}: {reason}")]
-pub struct ConfigProblem {
-    pub field: &'static str,
+pub struct InvalidPushValue {
+    /// The field's path in the block: `repository`, `tags[1]`, `ecr.lifecycle.keep_last`.
+    pub field: String,
     pub value: String,
     pub reason: String,
 }
 
+impl From<InvalidPushValue> for ConfigProblem {
+    fn from(invalid: InvalidPushValue) -> Self {
+        ConfigProblem::new(
+            invalid.field,
+            format!("`{}`: {}", invalid.value, invalid.reason),
+        )
+    }
+}
+
+/// A `push:` block with problems: every one of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct InvalidPushConfig(pub Vec<ConfigProblem>);
+
+impl From<InvalidPushValue> for InvalidPushConfig {
+    fn from(invalid: InvalidPushValue) -> Self {
+        InvalidPushConfig(vec![invalid.into()])
+    }
+}
+
 impl PushConfig {
     /// Checks names and combinations before anything talks to a registry.
-    pub fn validate(&self) -> Result<(), ConfigProblem> {
-        let kind = self.registry_kind()?;
-        validate_repository(&self.repository)?;
-        for tag in &self.tags {
-            validate_tag(tag)?;
+    pub fn validate(&self) -> Result<(), InvalidPushConfig> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidPushConfig(problems))
+        }
+    }
+}
+
+impl ValidateConfig for PushConfig {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems: Vec<ConfigProblem> = Vec::new();
+        let kind = self
+            .registry_kind()
+            .map_err(|invalid| problems.push(invalid.into()))
+            .ok();
+        if let Err(invalid) = validate_repository(&self.repository) {
+            problems.push(invalid.into());
+        }
+        for (index, tag) in self.tags.iter().enumerate() {
+            if let Err(invalid) = validate_tag(tag) {
+                problems.push(ConfigProblem::new(
+                    format!("tags[{index}]"),
+                    format!("`{}`: {}", invalid.value, invalid.reason),
+                ));
+            }
         }
         if let Some(level) = self.compression_level
             && !self.compression.levels().contains(&level)
         {
             let levels = self.compression.levels();
-            return Err(ConfigProblem {
-                field: "compression_level",
-                value: level.to_string(),
-                reason: format!(
-                    "{} takes levels {} to {}",
+            problems.push(ConfigProblem::new(
+                "compression_level",
+                format!(
+                    "`{level}`: {} takes levels {} to {}",
                     self.compression.as_str(),
                     levels.start(),
                     levels.end()
                 ),
-            });
+            ));
         }
         if self.compression == Compression::Zstd && self.format == ManifestFormat::Docker {
-            return Err(ConfigProblem {
-                field: "format",
-                value: "docker".into(),
-                reason: "the Docker v2 manifest has no zstd layer type; use format: oci with \
-                         compression: zstd"
-                    .into(),
-            });
+            problems.push(ConfigProblem::new(
+                "format",
+                "`docker`: the Docker v2 manifest has no zstd layer type; use format: oci with \
+                 compression: zstd",
+            ));
         }
-        if let (Some(_), RegistryKind::Generic { .. }) = (&self.ecr, &kind) {
-            return Err(ConfigProblem {
-                field: "ecr",
-                value: self.registry.clone(),
-                reason: "ecr settings apply only to registry: ecr or an ECR host".into(),
-            });
+        if let (Some(_), Some(RegistryKind::Generic { .. })) = (&self.ecr, &kind) {
+            problems.push(ConfigProblem::new(
+                "ecr",
+                format!(
+                    "`{}`: ecr settings apply only to registry: ecr or an ECR host",
+                    self.registry
+                ),
+            ));
         }
         if let Some(ecr) = &self.ecr {
-            if let Some(host) = &ecr.registry_host {
-                validate_host(host, "ecr.registry_host")?;
+            if let Some(host) = &ecr.registry_host
+                && let Err(invalid) = validate_host(host, "ecr.registry_host")
+            {
+                problems.push(invalid.into());
             }
             if let Some(lifecycle) = &ecr.lifecycle {
                 if lifecycle.keep_last == Some(0) {
-                    return Err(ConfigProblem {
-                        field: "ecr.lifecycle.keep_last",
-                        value: "0".into(),
-                        reason: "must keep at least one image".into(),
-                    });
+                    problems.push(ConfigProblem::new(
+                        "ecr.lifecycle.keep_last",
+                        "`0`: must keep at least one image",
+                    ));
                 }
                 if lifecycle.expire_untagged_days == Some(0) {
-                    return Err(ConfigProblem {
-                        field: "ecr.lifecycle.expire_untagged_days",
-                        value: "0".into(),
-                        reason: "must be at least one day".into(),
-                    });
+                    problems.push(ConfigProblem::new(
+                        "ecr.lifecycle.expire_untagged_days",
+                        "`0`: must be at least one day",
+                    ));
                 }
             }
         }
-        Ok(())
+        problems
     }
+}
 
+impl PushConfig {
     /// The compression level to pack layers at.
     pub(crate) fn level(&self) -> u32 {
         self.compression_level
             .unwrap_or_else(|| self.compression.default_level())
     }
 
-    pub(crate) fn registry_kind(&self) -> Result<RegistryKind, ConfigProblem> {
+    pub(crate) fn registry_kind(&self) -> Result<RegistryKind, InvalidPushValue> {
         let registry = self.registry.trim();
         if registry.eq_ignore_ascii_case("ecr") {
             return Ok(RegistryKind::Ecr {
@@ -340,9 +385,9 @@ impl PushConfig {
 
 /// Repository names as the OCI distribution spec defines them: path components of lowercase
 /// letters and digits, joined inside a component by `.`, `_`, `__` or runs of `-`.
-pub(crate) fn validate_repository(name: &str) -> Result<(), ConfigProblem> {
-    let problem = |reason: &str| ConfigProblem {
-        field: "repository",
+pub(crate) fn validate_repository(name: &str) -> Result<(), InvalidPushValue> {
+    let problem = |reason: &str| InvalidPushValue {
+        field: "repository".to_owned(),
         value: name.to_string(),
         reason: reason.to_string(),
     };
@@ -395,9 +440,9 @@ fn is_valid_path_component(component: &str) -> bool {
 }
 
 /// Tags: up to 128 characters of letters, digits, `_`, `.` and `-`, not starting with `.` or `-`.
-pub(crate) fn validate_tag(tag: &str) -> Result<(), ConfigProblem> {
-    let problem = |reason: &str| ConfigProblem {
-        field: "tag",
+pub(crate) fn validate_tag(tag: &str) -> Result<(), InvalidPushValue> {
+    let problem = |reason: &str| InvalidPushValue {
+        field: "tag".to_owned(),
         value: tag.to_string(),
         reason: reason.to_string(),
     };
@@ -422,9 +467,9 @@ pub(crate) fn validate_tag(tag: &str) -> Result<(), ConfigProblem> {
     Ok(())
 }
 
-fn validate_host(host: &str, field: &'static str) -> Result<(), ConfigProblem> {
-    let problem = |reason: &str| ConfigProblem {
-        field,
+fn validate_host(host: &str, field: &'static str) -> Result<(), InvalidPushValue> {
+    let problem = |reason: &str| InvalidPushValue {
+        field: field.to_owned(),
         value: host.to_string(),
         reason: reason.to_string(),
     };
@@ -620,11 +665,11 @@ mod tests {
             "compression": "zstd", "format": "docker"
         }))
         .unwrap();
-        assert_eq!(cfg.validate().unwrap_err().field, "format");
+        assert_eq!(cfg.validate().unwrap_err().0[0].path, "format");
         cfg.format = ManifestFormat::Oci;
         cfg.validate().unwrap();
         cfg.ecr = Some(EcrSettings::default());
-        assert_eq!(cfg.validate().unwrap_err().field, "ecr");
+        assert_eq!(cfg.validate().unwrap_err().0[0].path, "ecr");
     }
 
     #[test]
@@ -637,12 +682,15 @@ mod tests {
         assert_eq!(cfg.level(), 9);
         cfg.compression_level = Some(10);
         let err = cfg.validate().unwrap_err();
-        assert_eq!(err.field, "compression_level");
-        assert!(err.reason.contains("gzip takes levels 1 to 9"), "{err}");
+        assert_eq!(err.0[0].path, "compression_level");
+        assert!(
+            err.0[0].message.contains("gzip takes levels 1 to 9"),
+            "{err}"
+        );
         cfg.compression = Compression::Zstd;
         cfg.validate().unwrap();
         cfg.compression_level = Some(0);
-        assert_eq!(cfg.validate().unwrap_err().field, "compression_level");
+        assert_eq!(cfg.validate().unwrap_err().0[0].path, "compression_level");
         cfg.compression_level = None;
         assert_eq!(cfg.level(), 3);
         cfg.compression = Compression::Gzip;

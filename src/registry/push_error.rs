@@ -5,14 +5,20 @@
 
 use std::path::PathBuf;
 
-use super::push_config::{ConfigProblem, Severity};
+use super::push_config::{InvalidPushConfig, InvalidPushValue, Severity};
 use crate::credentials::CredentialsError;
+
+impl From<InvalidPushValue> for PushError {
+    fn from(invalid: InvalidPushValue) -> Self {
+        PushError::InvalidConfig(invalid.into())
+    }
+}
 
 /// A failed push, manifest check or repository setting.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("invalid push settings: {0}")]
-    InvalidConfig(#[from] ConfigProblem),
+    InvalidConfig(#[from] InvalidPushConfig),
 
     #[error("failed to inspect image {image} in the Docker daemon")]
     Inspect {

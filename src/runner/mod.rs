@@ -39,6 +39,10 @@ const CANCEL_GRACE: Duration = Duration::from_secs(30);
 /// How often a deploy waiting for its target asks again.
 const TARGET_RETRY: Duration = Duration::from_millis(250);
 
+/// How long a waiting deploy waits for the holder of its target to be named before it says
+/// only that another run holds it.
+const HOLDER_NAME_WAIT: Duration = Duration::from_secs(2);
+
 pub struct Runner<'a> {
     pub pipeline: &'a Pipeline,
     pub graph: &'a StageGraph,
@@ -454,6 +458,7 @@ impl Runner<'_> {
     async fn hold_target(&self, id: &StageId, run_id: &str) -> Result<Lease, StageFailure> {
         let pipeline = &self.pipeline.file.name;
         let mut announced = false;
+        let first_refusal = Instant::now();
         loop {
             match self.store.try_lock_target(pipeline, &id.name, run_id).await {
                 Ok(lease) => return Ok(lease),
@@ -462,7 +467,10 @@ impl Runner<'_> {
                     holder_pid,
                     ..
                 }) => {
-                    if !announced {
+                    // A holder writes who it is just after it takes the hold: a refusal in
+                    // that moment cannot name it yet, so wait a little for the name.
+                    let named = holder_run.is_some();
+                    if !announced && (named || first_refusal.elapsed() >= HOLDER_NAME_WAIT) {
                         announced = true;
                         let holder = match (holder_run, holder_pid) {
                             (Some(run), Some(pid)) => format!("run {run} (pid {pid})"),

@@ -5,9 +5,10 @@
 use serde_json::Value;
 
 use super::StageFailure;
+use crate::config_problem::ValidateConfig;
 use crate::pipeline::model::{DeployTarget, ImageSpec};
 use crate::pipeline::{
-    Diagnostic, DocPath, LoadError, Pipeline, deserialize_at, push_problem, target_kind_problems,
+    Diagnostic, DocPath, LoadError, Pipeline, deserialize_at, push_problems, target_kind_problems,
 };
 use crate::plan::{StageId, StageKind};
 use crate::registry::PushConfig;
@@ -98,8 +99,9 @@ fn typed(
                 let message = format!("images.{} has no push: block", id.name);
                 return Err(vec![pipeline.diagnostic_at(path, message)]);
             };
-            if let Err(problem) = push.validate() {
-                return Err(vec![push_problem(pipeline, path, &problem)]);
+            let problems = push_problems(pipeline, path, &push.problems());
+            if !problems.is_empty() {
+                return Err(problems);
             }
             Ok(StageConfig::Push(push))
         }

@@ -1,13 +1,13 @@
-//! `shipit plan` through the real binary and the test environment's daemon: besides run or
-//! skip, it says what a stage would change: which files of a build context changed since the
-//! last build, and which containers a docker deploy would start and stop (and the run then
-//! does just that).
+//! `shipit plan` through the real binary, the test environment's daemon and registry: besides
+//! run or skip, it says what a stage would change: which files of a build context changed
+//! since the last build, which tags a push moves, and which containers a docker deploy would
+//! start and stop (and the run then does just that).
 
 mod support;
 
 use support::demo_app::two_target_project;
 use support::scenario::Scenario;
-use support::stage;
+use support::{Project, stage, testenv, unique_name};
 
 #[test]
 fn plan_names_the_files_that_changed_since_the_last_build() {
@@ -96,4 +96,55 @@ fn plan_names_the_ports_a_deploy_would_start_and_the_containers_it_would_stop() 
         .collect();
     assert_eq!(ports, [a + 2, b + 2], "{deploy}");
     assert_eq!(deploy["outputs"]["replaced"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn plan_says_which_tags_a_push_moves_and_which_are_new() {
+    let registry = testenv("SHIPIT_TEST_REGISTRY");
+    let name = unique_name("e2e-plan-tags");
+    let project = Project::with_docker();
+    project
+        .file("app/Dockerfile", format!("FROM busybox:latest\nRUN echo {name}-1 > /v\n"))
+        .file(
+            "shipit.yaml",
+            format!(
+                "version: 1\nname: {name}\nimages:\n  app:\n    context: app\n    push: {{ registry: \"{registry}\", repository: e2e/{name}, tags: [latest, \"${{{{ git.short_sha }}}}\"] }}\n"
+            ),
+        )
+        .commit();
+    let plan = project.shipit(&["plan", "--output", "json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = plan.json();
+    let push = stage(&plan, "push:app");
+    let details = push["details"][0].as_str().unwrap();
+    assert!(
+        details.starts_with("tags: latest is new, ") && details.ends_with(" is new"),
+        "{plan}"
+    );
+
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let digest = stage(&run.json(), "push:app")["outputs"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    project
+        .file(
+            "app/Dockerfile",
+            format!("FROM busybox:latest\nRUN echo {name}-2 > /v\n"),
+        )
+        .commit();
+    let plan = project.shipit(&["plan", "--output", "json"]);
+    let plan = plan.json();
+    let details = stage(&plan, "push:app")["details"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let short = &digest[..("sha256:".len() + 12)];
+    // The new commit's tag is new; latest moves from the digest the first run pushed.
+    assert!(
+        details.starts_with(&format!("tags: latest moves from {short}, "))
+            && details.ends_with(" is new"),
+        "{details}"
+    );
 }

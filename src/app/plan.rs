@@ -5,13 +5,14 @@ use serde::Serialize;
 
 use super::availability::unavailable_targets;
 use super::run::{new_record, participation};
-use super::values::base_values;
+use super::values::{base_values, with_image_placeholders};
 use super::{AppError, EnvVars, Workspace};
 use crate::journal::record::NOT_SELECTED;
 use crate::pipeline::Pipeline;
+use crate::pipeline::interpolate::interpolate_value;
 use crate::plan::{Decision, Participation, Selection, StageGraph, StageId};
-use crate::runner::{History, Runner, Stop};
-use crate::stages::unavailable_message;
+use crate::runner::{History, Runner, Stop, config_path};
+use crate::stages::{StageConfig, unavailable_message};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -145,13 +146,30 @@ pub async fn plan(
             Err(failure) => stages.push(planned(&node.id, PlannedAction::Error, failure.message)),
         }
     }
-    // What each stage that runs would change, from its own executor.
+    // What each stage that runs would change, from its own executor, with its configuration
+    // resolved as far as it can be before anything runs.
+    let values = with_image_placeholders(&runner.values, pipeline);
     for stage in &mut stages {
-        if stage.action == PlannedAction::Run
-            && let Ok(executor) = workspace.executors.for_stage(&stage.stage, pipeline)
-        {
-            stage.details = executor.preview(pipeline, &stage.stage).await;
+        if stage.action != PlannedAction::Run {
+            continue;
         }
+        let executor = workspace.executors.for_stage(&stage.stage, pipeline);
+        let path = config_path(&stage.stage);
+        let raw = pipeline
+            .raw(&path)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        let config = interpolate_value(&raw, &values, &path)
+            .map_err(|(at, message)| pipeline.diagnostic_at(&at, message).to_string())
+            .and_then(|resolved| {
+                StageConfig::resolve(pipeline, &stage.stage, &path, &resolved)
+                    .map_err(|failure| failure.message)
+            });
+        stage.details = match (executor, config) {
+            (Ok(executor), Ok(config)) => executor.preview(pipeline, &stage.stage, &config).await,
+            (Err(failure), _) => vec![failure.message],
+            (_, Err(message)) => vec![message],
+        };
     }
     Ok(PlanReport {
         pipeline: pipeline.file.name.clone(),

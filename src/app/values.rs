@@ -65,14 +65,7 @@ pub(super) fn preflight(
     graph: &StageGraph,
     values: &Values,
 ) -> Result<(), Vec<Diagnostic>> {
-    let mut values = values.clone();
-    for name in pipeline.file.images.keys() {
-        let stub: BTreeMap<String, String> = ["digest", "ref", "id"]
-            .iter()
-            .map(|k| (k.to_string(), "pending".to_owned()))
-            .collect();
-        values.images.insert(name.clone(), stub);
-    }
+    let values = with_image_placeholders(values, pipeline);
     let problems: Vec<Diagnostic> = graph
         .stages
         .iter()
@@ -89,6 +82,20 @@ pub(super) fn preflight(
     } else {
         Err(problems)
     }
+}
+
+/// `values` with `images.NAME.*` of every image set to a placeholder, for resolving what can be
+/// resolved before any image is built.
+pub(super) fn with_image_placeholders(values: &Values, pipeline: &Pipeline) -> Values {
+    let mut values = values.clone();
+    for name in pipeline.file.images.keys() {
+        let placeholder: BTreeMap<String, String> = ["digest", "ref", "id"]
+            .iter()
+            .map(|k| (k.to_string(), "pending".to_owned()))
+            .collect();
+        values.images.insert(name.clone(), placeholder);
+    }
+    values
 }
 
 /// The pipeline file's text and the chosen environment: a resumed run refuses a change in

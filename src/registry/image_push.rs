@@ -87,6 +87,24 @@ pub async fn manifest_exists(cfg: &PushConfig, digest: &str) -> Result<bool, Pus
     target.session.manifest_exists(digest).await
 }
 
+/// Where each of `tags` points in the registry `cfg` names now: a digest, `Some(None)` for a
+/// tag whose digest the registry does not report, `None` for a tag it does not have. Touches
+/// nothing (no repository is created or set up).
+pub async fn tag_digests(
+    cfg: &PushConfig,
+    tags: &[String],
+) -> Result<Vec<(String, Option<Option<String>>)>, PushError> {
+    cfg.validate()?;
+    let cancel = CancellationToken::new();
+    let notify: Notify = Arc::new(|_| {});
+    let target = open_target(cfg, &cancel, notify, RepositorySettings::Leave).await?;
+    let mut found = Vec::with_capacity(tags.len());
+    for tag in tags {
+        found.push((tag.clone(), target.session.tag_digest(tag).await?));
+    }
+    Ok(found)
+}
+
 async fn push_from(
     source: PushSource,
     cfg: &PushConfig,

@@ -41,7 +41,9 @@ mod registry_session;
 mod retry;
 mod store_packing;
 
-pub use image_push::{PushObserver, PushedImage, manifest_exists, push_archive, push_image};
+pub use image_push::{
+    PushObserver, PushedImage, manifest_exists, push_archive, push_image, tag_digests,
+};
 pub use push_config::{
     Compression, EcrSettings, HumanDuration, InvalidPushConfig, InvalidPushValue, LayerSource,
     LifecycleSettings, ManifestFormat, PushConfig, ScanGate, Severity,

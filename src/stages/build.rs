@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    BuiltImage, FailureKind, Outputs, StageContext, StageExecutor, StageFailure, StageInput,
-    StageOutputs, StageSink,
+    BuiltImage, FailureKind, Outputs, StageConfig, StageContext, StageExecutor, StageFailure,
+    StageInput, StageOutputs, StageSink,
 };
 use crate::docker::{
     self, BuildContext, BuildError, BuildObserver, BuildRequest, ContextStateFiles, SecretValue,
@@ -101,7 +101,7 @@ impl BuildStage {
 
 #[async_trait]
 impl StageExecutor for BuildStage {
-    async fn preview(&self, pipeline: &Pipeline, id: &StageId) -> Vec<String> {
+    async fn preview(&self, pipeline: &Pipeline, id: &StageId, _: &StageConfig) -> Vec<String> {
         match docker::context_changes(&self.context_files(pipeline, &id.name)) {
             Some(changes) if !changes.is_empty() => {
                 vec![format!("context changed: {}", changes.summary(3))]

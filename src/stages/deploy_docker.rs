@@ -8,12 +8,13 @@ use serde_json::Value;
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    DeployAttempt, FailureKind, ImageArtifact, Outputs, StageContext, StageExecutor, StageFailure,
-    StageInput, StageOutputs,
+    DeployAttempt, FailureKind, ImageArtifact, Outputs, StageConfig, StageContext, StageExecutor,
+    StageFailure, StageInput, StageOutputs,
 };
 use crate::deploy::docker::{
     self as target, DeployObserver, DeployPreviewRequest, DockerDeployError, DockerDeployOutcome,
-    DockerDeployPreview, DockerDeploySpec, PreviewAttempt, TargetContainer, preview_deploy,
+    DockerDeployPreview, DockerDeploySpec, DockerTargetConfig, PreviewAttempt, TargetContainer,
+    preview_deploy,
 };
 use crate::pipeline::Pipeline;
 use crate::pipeline::model::TargetKind;
@@ -101,8 +102,18 @@ fn failure(err: DockerDeployError) -> StageFailure {
 
 #[async_trait]
 impl StageExecutor for DockerDeployStage {
-    async fn preview(&self, pipeline: &Pipeline, id: &StageId) -> Vec<String> {
-        deploy_preview(&self.daemon, pipeline, &id.name).await
+    async fn preview(
+        &self,
+        pipeline: &Pipeline,
+        id: &StageId,
+        config: &StageConfig,
+    ) -> Vec<String> {
+        match config.deploy().map(|target| &target.kind) {
+            Ok(TargetKind::Docker(docker)) => {
+                deploy_preview(&self.daemon, pipeline, &id.name, docker).await
+            }
+            _ => Vec::new(),
+        }
     }
 
     async fn fingerprint(&self, _: &StageInput<'_>) -> Result<Value, StageFailure> {
@@ -168,10 +179,8 @@ async fn deploy_preview(
     daemon: &DaemonConnection,
     pipeline: &Pipeline,
     target: &str,
+    config: &DockerTargetConfig,
 ) -> Vec<String> {
-    let Some(TargetKind::Docker(config)) = pipeline.file.deploy.get(target).map(|t| &t.kind) else {
-        return Vec::new();
-    };
     let client = match daemon.get().await {
         Ok(client) => client,
         Err(failure) => {

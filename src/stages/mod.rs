@@ -140,10 +140,16 @@ pub trait StageExecutor: Send + Sync {
     ) -> Result<(), StageFailure>;
 
     /// What running stage `id` would change, for `shipit plan`: lines for people (which files
-    /// of a build context changed, which containers a deploy starts and stops). Asked only of
-    /// a stage the plan says will run, after its fingerprint when it could be decided; it
-    /// changes nothing, and says why when it cannot tell.
-    async fn preview(&self, _pipeline: &Pipeline, _id: &StageId) -> Vec<String> {
+    /// of a build context changed, which tags a push moves, which containers a deploy starts
+    /// and stops). Asked only of a stage the plan says will run, after its fingerprint when it
+    /// could be decided, with its configuration resolved as far as the plan can (images not
+    /// built yet are placeholders); it changes nothing, and says why when it cannot tell.
+    async fn preview(
+        &self,
+        _pipeline: &Pipeline,
+        _id: &StageId,
+        _config: &StageConfig,
+    ) -> Vec<String> {
         Vec::new()
     }
 }

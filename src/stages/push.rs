@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    BuiltImage, Outputs, PushedImage, StageContext, StageExecutor, StageFailure, StageInput,
-    StageOutputs, StageSink,
+    BuiltImage, Outputs, PushedImage, StageConfig, StageContext, StageExecutor, StageFailure,
+    StageInput, StageOutputs, StageSink,
 };
+use crate::pipeline::Pipeline;
 use crate::plan::StageId;
 use crate::registry::{self, PushError, PushObserver};
 
@@ -59,6 +60,20 @@ impl PushObserver for Progress<'_> {
 
 #[async_trait]
 impl StageExecutor for PushStage {
+    /// Which tags the push moves: where each points now, or that it is new.
+    async fn preview(&self, _: &Pipeline, _: &StageId, config: &StageConfig) -> Vec<String> {
+        let Ok(config) = config.push() else {
+            return Vec::new();
+        };
+        if config.tags.is_empty() {
+            return vec!["pushes by digest only (no tags)".to_owned()];
+        }
+        match registry::tag_digests(config, &config.tags).await {
+            Ok(found) => vec![tags_text(&found)],
+            Err(err) => vec![format!("cannot look up the tags: {}", with_causes(&err))],
+        }
+    }
+
     async fn fingerprint(&self, _: &StageInput<'_>) -> Result<Value, StageFailure> {
         // The resolved push block and the build's image id (an upstream output) say everything.
         Ok(Value::Null)
@@ -125,4 +140,20 @@ impl StageExecutor for PushStage {
             .await?;
         Ok(())
     }
+}
+
+/// `tags: latest moves from sha256:0123abcd4567, 3f2a9c1 is new`.
+fn tags_text(found: &[(String, Option<Option<String>>)]) -> String {
+    let tags: Vec<String> = found
+        .iter()
+        .map(|(tag, now)| match now {
+            Some(Some(digest)) => {
+                let short: String = digest.chars().take("sha256:".len() + 12).collect();
+                format!("{tag} moves from {short}")
+            }
+            Some(None) => format!("{tag} moves (the registry names no digest for it)"),
+            None => format!("{tag} is new"),
+        })
+        .collect();
+    format!("tags: {}", tags.join(", "))
 }

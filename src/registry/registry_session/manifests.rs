@@ -78,6 +78,27 @@ impl RegistrySession {
         .await
     }
 
+    /// The digest of the manifest tag `tag` points at now (HEAD, no body): `None` when the
+    /// registry has no such tag, `Some(None)` when it has one but names no digest.
+    pub(crate) async fn tag_digest(&self, tag: &str) -> Result<Option<Option<String>>, PushError> {
+        let action = format!("look up tag {tag}");
+        let request = self.manifest_request(Method::HEAD, tag);
+        self.call(&action, || async {
+            let response = self.exchange(&request).await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let response = expect(response, &[StatusCode::OK]).await?;
+            let digest = response
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            Ok(Some(digest))
+        })
+        .await
+    }
+
     /// Whether the registry holds a manifest with this digest (HEAD, no body).
     pub(crate) async fn manifest_exists(&self, digest: &str) -> Result<bool, PushError> {
         let action = format!("check for manifest {digest}");

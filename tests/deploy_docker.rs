@@ -11,17 +11,18 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::InspectContainerOptions;
 use serde_json::json;
 use shipit::deploy::docker::{
-    DeployObserver, DockerDeployError, DockerDeploySpec, DockerTargetConfig, GateFailure,
+    DockerDeployError, DockerDeploySpec, DockerTargetConfig, GateFailure,
 };
 use support::daemon_proxy::{DaemonProxy, Delivery};
 use support::demo_images::{BROKEN_IMAGE, WEB_IMAGE, demo_image_id};
+use support::deploy_recorder::Recorder;
 use support::scenario::Scenario;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -72,46 +73,6 @@ async fn greeting(port: u16) -> Option<String> {
     match get(port, "/greeting.txt").await {
         Some((200, body)) => Some(body.trim().to_owned()),
         _ => None,
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
-    lines: Mutex<Vec<String>>,
-}
-
-impl DeployObserver for Recorder {
-    fn on_progress(&self, message: &str) {
-        self.lines
-            .lock()
-            .expect("recorder lock")
-            .push(message.to_owned());
-    }
-}
-
-impl Recorder {
-    fn saw(&self, needle: &str) -> bool {
-        self.lines
-            .lock()
-            .expect("recorder lock")
-            .iter()
-            .any(|line| line.contains(needle))
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("recorder lock").clone()
-    }
-
-    async fn wait_for(&self, needle: &str, limit: Duration) {
-        let started = Instant::now();
-        while !self.saw(needle) {
-            assert!(
-                started.elapsed() < limit,
-                "no progress line with `{needle}` within {limit:?}: {:?}",
-                self.lines()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
 

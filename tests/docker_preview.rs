@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -16,6 +15,7 @@ use shipit::deploy::docker::{
     self, DeployObserver, DeployPreviewRequest, DockerDeployError, DockerDeployOutcome,
     DockerDeploySpec, DockerTargetConfig, PlannedReplica, PreviewAttempt, TargetContainer,
 };
+use support::deploy_recorder::Recorder;
 use support::scenario::Scenario;
 use support::{docker, http_get, testenv};
 use tokio_util::sync::CancellationToken;
@@ -28,30 +28,6 @@ async fn daemon() -> Docker {
              run them through scripts/test",
             std::env::var("DOCKER_HOST").unwrap_or_default()
         ),
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
-    lines: Mutex<Vec<String>>,
-}
-
-impl DeployObserver for Recorder {
-    fn on_progress(&self, message: &str) {
-        self.lines
-            .lock()
-            .expect("recorder lock")
-            .push(message.to_owned());
-    }
-}
-
-impl Recorder {
-    fn saw(&self, needle: &str) -> bool {
-        self.lines
-            .lock()
-            .expect("recorder lock")
-            .iter()
-            .any(|line| line.contains(needle))
     }
 }
 

@@ -395,6 +395,30 @@ mod tests {
         StageRecord::pending(StageId::build("web"))
     }
 
+    /// A running run with `stages`.
+    fn run_of(stages: Vec<StageRecord>) -> RunRecord {
+        RunRecord {
+            format: JOURNAL_FORMAT,
+            revision: 0,
+            run_id: "r".into(),
+            pipeline: "p".into(),
+            pipeline_file: "p.yaml".into(),
+            pipeline_digest: "x".into(),
+            environment: None,
+            selection: Selection::default(),
+            git: GitSnapshot {
+                sha: None,
+                branch: None,
+                dirty: false,
+            },
+            status: RunStatus::Running,
+            started_at: now(),
+            finished_at: None,
+            stopped_by: None,
+            stages,
+        }
+    }
+
     #[test]
     fn a_stage_runs_records_outputs_and_succeeds() {
         let mut s = stage();
@@ -479,26 +503,7 @@ mod tests {
 
     #[test]
     fn the_run_status_is_the_most_serious_stage_outcome() {
-        let mut run = RunRecord {
-            format: JOURNAL_FORMAT,
-            revision: 0,
-            run_id: "r".into(),
-            pipeline: "p".into(),
-            pipeline_file: "p.yaml".into(),
-            pipeline_digest: "x".into(),
-            environment: None,
-            selection: Selection::default(),
-            git: GitSnapshot {
-                sha: None,
-                branch: None,
-                dirty: false,
-            },
-            status: RunStatus::Running,
-            started_at: now(),
-            finished_at: None,
-            stopped_by: None,
-            stages: vec![stage(), StageRecord::pending(StageId::deploy("web"))],
-        };
+        let mut run = run_of(vec![stage(), StageRecord::pending(StageId::deploy("web"))]);
         run.stages[0].status = StageStatus::Succeeded;
         run.stages[1].status = StageStatus::RolledBack;
         assert_eq!(run.derive_status(), RunStatus::RolledBack);
@@ -512,30 +517,14 @@ mod tests {
 
     #[test]
     fn a_resumed_run_reopens_abandoned_and_blocked_stages_and_keeps_finished_ones() {
-        let mut run = RunRecord {
-            format: JOURNAL_FORMAT,
-            revision: 0,
-            run_id: "r".into(),
-            pipeline: "p".into(),
-            pipeline_file: "p.yaml".into(),
-            pipeline_digest: "x".into(),
-            environment: None,
-            selection: Selection::default(),
-            git: GitSnapshot {
-                sha: None,
-                branch: None,
-                dirty: false,
-            },
-            status: RunStatus::Interrupted,
-            started_at: now(),
-            finished_at: Some(now()),
-            stopped_by: Some(StopCause::Terminate),
-            stages: vec![
-                stage(),
-                StageRecord::pending(StageId::push("web")),
-                StageRecord::pending(StageId::deploy("web")),
-            ],
-        };
+        let mut run = run_of(vec![
+            stage(),
+            StageRecord::pending(StageId::push("web")),
+            StageRecord::pending(StageId::deploy("web")),
+        ]);
+        run.status = RunStatus::Interrupted;
+        run.finished_at = Some(now());
+        run.stopped_by = Some(StopCause::Terminate);
         run.stages[0].start("d".into(), "r".into(), now()).unwrap();
         run.stages[0]
             .finish(StageStatus::Succeeded, None, now())

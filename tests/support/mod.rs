@@ -5,6 +5,7 @@
 pub mod daemon_proxy;
 pub mod demo_app;
 pub mod demo_images;
+pub mod deploy_recorder;
 pub mod docker_build_support;
 pub mod fake_servers;
 pub mod port_lease;

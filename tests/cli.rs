@@ -483,3 +483,28 @@ fn resume_refuses_a_changed_pipeline_file_or_a_moved_checkout() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("the checkout moved from"), "{run:?}");
 }
+
+#[test]
+fn github_actions_false_means_not_github_for_the_step_files_too() {
+    let project = Project::new();
+    project
+        .file("shipit.yaml", MINIMAL)
+        .file("web/Dockerfile", "FROM scratch\n")
+        .file("gh/output", "earlier=1\n");
+    let project = project
+        .env("GITHUB_ACTIONS", "false")
+        .env("GITHUB_OUTPUT", "gh/output")
+        .env("GITHUB_STEP_SUMMARY", "gh/summary.md");
+    let run = project.shipit(&["run", "--only", "deploy:web"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        !run.stderr.contains("::error"),
+        "no workflow commands: {run:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("gh/output")).unwrap(),
+        "earlier=1\n",
+        "the step outputs are left alone"
+    );
+    assert!(!project.path().join("gh/summary.md").exists());
+}

@@ -1,6 +1,7 @@
 //! Why a command could not do what it was asked, and the exit code that says so.
 
 use crate::exit;
+use crate::journal::JournalError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -10,6 +11,10 @@ pub enum AppError {
         message: String,
         hint: Option<String>,
     },
+    /// The journal could not be read or written (a full disk, a permission): not the input's
+    /// fault, so it is a failure (exit 1) rather than invalid input.
+    #[error("{0}")]
+    JournalIo(JournalError),
 }
 
 impl AppError {
@@ -26,24 +31,32 @@ impl AppError {
                 message,
                 hint: Some(hint.into()),
             },
+            other => other,
         }
     }
 
     pub fn hint(&self) -> Option<&str> {
         match self {
             AppError::Invalid { hint, .. } => hint.as_deref(),
+            AppError::JournalIo(_) => {
+                Some("free space or fix the state directory's permissions, then try again")
+            }
         }
     }
 
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Invalid { .. } => exit::INVALID_INPUT,
+            AppError::JournalIo(_) => exit::STAGE_FAILED,
         }
     }
 }
 
-impl From<crate::journal::JournalError> for AppError {
-    fn from(err: crate::journal::JournalError) -> Self {
-        AppError::invalid(err)
+impl From<JournalError> for AppError {
+    fn from(err: JournalError) -> Self {
+        match err {
+            JournalError::Io { .. } => AppError::JournalIo(err),
+            other => AppError::invalid(other),
+        }
     }
 }

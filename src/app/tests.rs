@@ -443,3 +443,24 @@ async fn a_stage_whose_running_record_cannot_be_written_never_starts_and_the_run
         StageStatus::Pending
     );
 }
+
+#[tokio::test]
+async fn a_journal_that_cannot_be_created_is_a_failure_not_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    // The state dir is a file: nothing can be created under it.
+    let state = dir.path().join("state");
+    std::fs::write(&state, "not a folder").unwrap();
+    let fixture = fixture(Some(&state), Duration::ZERO, Duration::ZERO);
+    let err = run(
+        &fixture.workspace,
+        fixture.request("shop"),
+        &Collected::default(),
+        &Stop::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, AppError::JournalIo(_)), "{err:?}");
+    assert_eq!(err.exit_code(), crate::exit::STAGE_FAILED);
+    assert!(err.to_string().contains("state"), "{err}");
+    assert_eq!(fixture.builds.calls.load(Ordering::SeqCst), 0);
+}

@@ -365,13 +365,10 @@ impl Runner<'_> {
             Ok(prepared) => prepared,
             Err(failure) => {
                 let reason = "preparing the stage failed".to_owned();
-                if let Err(err) = sink.start(String::new(), reason, false).await {
-                    return (id.clone(), sink.report_unjournaled(err, started.elapsed()));
-                }
-                return (
-                    id.clone(),
-                    sink.finish(Err(failure), started.elapsed()).await,
-                );
+                let status = sink
+                    .fail_unstarted(String::new(), reason, failure, started)
+                    .await;
+                return (id.clone(), status);
             }
         };
         if let Decision::Skip {
@@ -390,17 +387,10 @@ impl Runner<'_> {
                 match self.hold_target(&id, &snapshot.run_id).await {
                     Ok(lease) => Some(lease),
                     Err(failure) => {
+                        let digest = prepared.input_digest.clone();
                         let reason = prepared.decision.reason().to_owned();
-                        if let Err(err) = sink
-                            .start(prepared.input_digest.clone(), reason, false)
-                            .await
-                        {
-                            return (id.clone(), sink.report_unjournaled(err, started.elapsed()));
-                        }
-                        return (
-                            id.clone(),
-                            sink.finish(Err(failure), started.elapsed()).await,
-                        );
+                        let status = sink.fail_unstarted(digest, reason, failure, started).await;
+                        return (id.clone(), status);
                     }
                 }
             }

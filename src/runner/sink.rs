@@ -5,7 +5,7 @@
 //! written does not start (a resume could otherwise redo a deploy it never knew about), and
 //! outputs that cannot be journaled fail the stage.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
@@ -156,6 +156,21 @@ impl JournalSink<'_> {
             hint,
         });
         status
+    }
+
+    /// Records a stage that failed before its work began (it could not be prepared, or its
+    /// target could not be held): started, then failed, so the journal says why.
+    pub async fn fail_unstarted(
+        &self,
+        digest: String,
+        reason: String,
+        failure: StageFailure,
+        started: Instant,
+    ) -> StageStatus {
+        if let Err(err) = self.start(digest, reason, false).await {
+            return self.report_unjournaled(err, started.elapsed());
+        }
+        self.finish(Err(failure), started.elapsed()).await
     }
 
     /// Reports a stage that could not be journaled as failed, without touching the journal.

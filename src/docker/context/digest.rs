@@ -485,6 +485,17 @@ fn read_chunk(input: &mut impl Read) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// A temporary file in the folder of `path` (made if missing), to be renamed over `path` once
+/// complete: a reader sees the old file or the new one, never half of one.
+pub(super) fn temp_file_beside(path: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    tempfile::NamedTempFile::new_in(&dir)
+}
+
 /// Writes the new cache beside the old one and swaps it in at the end, so an
 /// interrupted run leaves the previous cache intact.
 struct CacheWriter {
@@ -500,13 +511,7 @@ impl CacheWriter {
             path: path.to_path_buf(),
             source,
         };
-        let dir = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir).map_err(fail)?;
-        let temp = tempfile::NamedTempFile::new_in(&dir).map_err(fail)?;
-        let mut file = BufWriter::with_capacity(1 << 20, temp);
+        let mut file = BufWriter::with_capacity(1 << 20, temp_file_beside(path).map_err(fail)?);
         let root = root.as_os_str().as_bytes();
         file.write_all(CACHE_MAGIC).map_err(fail)?;
         file.write_all(&(root.len() as u32).to_le_bytes())

@@ -13,6 +13,7 @@
 //!
 //! A Dockerfile outside the context is one last record, under its own path, tagged `D`.
 
+use super::digest::temp_file_beside;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -69,13 +70,7 @@ impl ManifestWriter {
             path: path.to_path_buf(),
             source,
         };
-        let dir = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir).map_err(fail)?;
-        let temp = tempfile::NamedTempFile::new_in(&dir).map_err(fail)?;
-        let mut file = BufWriter::with_capacity(1 << 20, temp);
+        let mut file = BufWriter::with_capacity(1 << 20, temp_file_beside(path).map_err(fail)?);
         file.write_all(MAGIC).map_err(fail)?;
         file.write_all(&[0u8; DIGEST_LEN]).map_err(fail)?;
         Ok(ManifestWriter {

@@ -13,7 +13,6 @@
 //!
 //! A Dockerfile outside the context is one last record, under its own path, tagged `D`.
 
-use super::digest::temp_file_beside;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +20,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::ContextError;
+use super::digest::temp_file_beside;
 
 const MAGIC: &[u8] = b"shipit-context-manifest v1\n";
 /// `sha256:` and 64 hex digits.

@@ -9,13 +9,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::ci_tools::{
     JunitCase, actionlint, check_jsonschema, check_junit, shellcheck, yaml_as_json,
 };
 use support::scenario::Scenario;
+use support::step_beacon::StepBeacon;
 use support::{Project, repo_root, testenv};
 
 const ACTION_REFERENCE: &str = "shipit-dev/shipit@";
@@ -770,4 +772,54 @@ fn the_jenkins_stage_leaves_the_report_its_junit_step_records() {
     assert_eq!(case(&suites[0].cases, "build:web").result, "passed");
     assert_eq!(case(&suites[0].cases, "push:web").result, "skipped");
     assert!(project.path().join(".shipit/runs").is_dir());
+}
+
+/// GitHub cancels a step by signalling its process, the action's script: shipit must get the
+/// signal, stop its stage cleanly and journal the run as interrupted, and the step must end with
+/// shipit's code and its outputs.
+#[test]
+fn a_cancelled_action_step_passes_the_signal_on_to_shipit() {
+    let scenario = Scenario::new("ci-cancel");
+    let name = scenario.name();
+    let beacon = StepBeacon::new();
+    let project = Project::with_docker();
+    project
+        .file(
+            "shipit.yaml",
+            format!("version: 1\nname: {name}\nimages:\n  slow:\n    context: slow\n    args: {{ NONCE: \"{name}\" }}\n"),
+        )
+        .file(
+            "slow/Dockerfile",
+            format!("FROM busybox:latest\nARG NONCE\nRUN echo \"$NONCE\" && {} && sleep 30\n", beacon.call()),
+        )
+        .commit();
+    let runner = tempfile::tempdir().unwrap();
+    let inputs = action_inputs(&[("version", "installed"), ("env", ""), ("only", "")]);
+    let child = action_step(&project, runner.path(), &inputs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    beacon.wait("the slow build step to start", Duration::from_secs(120));
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shipit stopped at once, not after the step's sleep"
+    );
+    let outputs = key_values(&read(&runner.path().join("output")));
+    assert_eq!(outputs["status"], "interrupted", "{outputs:?}");
+    assert_eq!(outputs["exit-code"], "130", "{outputs:?}");
+    let run_id = project.run_ids().pop().expect("a journaled run");
+    assert_eq!(
+        support::stage(&project.journal(&run_id), "build:slow")["status"],
+        "interrupted"
+    );
 }

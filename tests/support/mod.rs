@@ -9,6 +9,7 @@ pub mod demo_images;
 pub mod docker_build_support;
 pub mod port_lease;
 pub mod scenario;
+pub mod step_beacon;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -823,3 +823,39 @@ fn a_cancelled_action_step_passes_the_signal_on_to_shipit() {
         "interrupted"
     );
 }
+
+/// Two deploy targets whose names become one dotenv variable: the run says so and the file
+/// leaves the variable out, rather than hand a later job the wrong target's status.
+#[test]
+fn the_dotenv_file_leaves_out_names_that_clash_and_says_so() {
+    let scenario = Scenario::new("ci-dotenv");
+    let project = Project::with_docker();
+    project
+        .file(
+            "shipit.yaml",
+            format!(
+                "version: 1\nname: {}\nimages:\n  web:\n    context: web\ndeploy:\n  web-app:\n    image: web\n    docker: {{ replicas: 1 }}\n  web_app:\n    image: web\n    docker: {{ replicas: 1 }}\n  api:\n    image: web\n    docker: {{ replicas: 1 }}\n",
+                scenario.name()
+            ),
+        )
+        .file("web/Dockerfile", "FROM busybox:latest\n")
+        .commit();
+    let run = project.shipit(&[
+        "run",
+        "--only",
+        "build:web",
+        "--dotenv-file",
+        "out/shipit.env",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "warning: out/shipit.env: `web-app` and `web_app` both become SHIPIT_WEB_APP_STATUS: the dotenv file leaves it out rather than pick one; rename one of them"
+        ),
+        "{run:?}"
+    );
+    let dotenv = key_values(&read(&project.path().join("out/shipit.env")));
+    assert!(!dotenv.contains_key("SHIPIT_WEB_APP_STATUS"), "{dotenv:?}");
+    assert_eq!(dotenv["SHIPIT_API_STATUS"], "skipped", "{dotenv:?}");
+    assert_eq!(dotenv["SHIPIT_STATUS"], "succeeded", "{dotenv:?}");
+}

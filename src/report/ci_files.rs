@@ -108,9 +108,10 @@ pub struct DotenvClash {
 impl std::fmt::Display for DotenvClash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<String> = self.names.iter().map(|n| format!("`{n}`")).collect();
+        let all = if names.len() == 2 { "both" } else { "all" };
         write!(
             f,
-            "{} all become {}: the dotenv file leaves it out rather than pick one; rename one of them",
+            "{} {all} become {}: the dotenv file leaves it out rather than pick one; rename one of them",
             names.join(" and "),
             self.variable
         )
@@ -422,7 +423,7 @@ mod tests {
         );
         assert_eq!(
             dotenv.clashes[0].to_string(),
-            "`web` and `Web` all become SHIPIT_WEB_STATUS: the dotenv file leaves it out rather than pick one; rename one of them"
+            "`web` and `Web` both become SHIPIT_WEB_STATUS: the dotenv file leaves it out rather than pick one; rename one of them"
         );
     }
 

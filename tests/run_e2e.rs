@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::scenario::Scenario;
+use support::step_beacon::StepBeacon;
 use support::{Project, stage, unique_name};
 
 /// Two images: `fast` builds at once, `slow` sleeps in a RUN step long enough to be caught
@@ -233,46 +234,6 @@ fn a_killed_forced_run_resumes_without_redoing_what_it_finished_but_redoes_what_
     let (result, _) = resumed_stages(&project, &run_id);
     assert_eq!(stage(&result, "build:fast")["status"], "succeeded");
     assert_eq!(stage(&result, "build:fast")["attempts"], 2);
-}
-
-/// A listener on 127.0.0.1 that a build step calls when it starts (build steps share the
-/// host's network), so a test can act while the step runs.
-struct StepBeacon {
-    listener: std::net::TcpListener,
-}
-
-impl StepBeacon {
-    fn new() -> StepBeacon {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind the beacon");
-        listener
-            .set_nonblocking(true)
-            .expect("a non-blocking beacon");
-        StepBeacon { listener }
-    }
-
-    /// The shell command that calls the beacon; it never fails the step.
-    fn call(&self) -> String {
-        let port = self.listener.local_addr().expect("beacon address").port();
-        format!("(wget -q -O /dev/null http://127.0.0.1:{port}/ || true)")
-    }
-
-    /// Waits (bounded) for the step's call, and hangs up on it.
-    fn wait(&self, what: &str, timeout: Duration) {
-        let start = std::time::Instant::now();
-        loop {
-            match self.listener.accept() {
-                Ok(_) => return,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(
-                        start.elapsed() < timeout,
-                        "timed out after {timeout:?} waiting for {what}"
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(error) => panic!("the beacon failed: {error}"),
-            }
-        }
-    }
 }
 
 fn interrupt_with(signal: &str, expected_code: i32) {

@@ -44,6 +44,11 @@ pub struct GlobalArgs {
     /// other CI test-report views.
     #[arg(long, global = true, value_name = "PATH")]
     pub junit_file: Option<PathBuf>,
+    /// Also write `KEY=VALUE` lines for later CI jobs to this file (GitLab's
+    /// `artifacts:reports:dotenv`): SHIPIT_RUN_ID, SHIPIT_STATUS, SHIPIT_<IMAGE>_DIGEST,
+    /// SHIPIT_<IMAGE>_REF and SHIPIT_<TARGET>_STATUS.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub dotenv_file: Option<PathBuf>,
     /// Print only failures.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,

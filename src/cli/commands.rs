@@ -222,7 +222,10 @@ fn emit_result(global: &GlobalArgs, outcome: &RunOutcome, printer: Printer) -> i
     if global.output == OutputFormat::Json {
         printer.data(json);
     }
-    for (path, text, append) in files {
+    for warning in &files.warnings {
+        printer.warning(warning);
+    }
+    for (path, text, append) in files.files {
         if let Err(err) = result_files::write_file(&path, &text, append) {
             printer.error(format!("failed to write {}: {err}", path.display()), None);
             return code.max(exit::STAGE_FAILED);

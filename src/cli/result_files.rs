@@ -1,5 +1,6 @@
 //! The files a finished run leaves for scripts and CI: the JSON result (`--result-file`), JUnit
-//! XML (`--junit-file`), and under GitHub Actions the step outputs and job summary.
+//! XML (`--junit-file`), the dotenv file (`--dotenv-file`), and under GitHub Actions the step
+//! outputs and job summary.
 
 use std::path::{Path, PathBuf};
 
@@ -7,20 +8,40 @@ use super::args::GlobalArgs;
 use crate::journal::RunRecord;
 use crate::report::{CiSystem, ci_files};
 
-/// The files to write for `record`: (path, text, append). `json` is the rendered result.
+/// What to write for a run, and what the user should know about it.
+#[derive(Debug, Default)]
+pub(crate) struct ResultFiles {
+    /// (path, text, append).
+    pub(crate) files: Vec<(PathBuf, String, bool)>,
+    /// Names the dotenv file had to leave out, said as warnings.
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The files to write for `record`. `json` is the rendered result.
 pub(crate) fn files_for(
     global: &GlobalArgs,
     ci: Option<CiSystem>,
     env: &crate::app::EnvVars,
     record: &RunRecord,
     json: &str,
-) -> Vec<(PathBuf, String, bool)> {
+) -> ResultFiles {
     let mut files: Vec<(PathBuf, String, bool)> = Vec::new();
+    let mut warnings = Vec::new();
     if let Some(path) = &global.result_file {
         files.push((path.clone(), json.to_owned(), false));
     }
     if let Some(path) = &global.junit_file {
         files.push((path.clone(), ci_files::junit(record), false));
+    }
+    if let Some(path) = &global.dotenv_file {
+        let dotenv = ci_files::dotenv(record);
+        warnings.extend(
+            dotenv
+                .clashes
+                .iter()
+                .map(|clash| format!("{}: {clash}", path.display())),
+        );
+        files.push((path.clone(), dotenv.text, false));
     }
     // GitHub Actions hands every step these two files to append to. The same detection as the
     // output mode's, so `GITHUB_ACTIONS=false` means "not GitHub" for both.
@@ -32,7 +53,7 @@ pub(crate) fn files_for(
             files.push((path.into(), ci_files::github_summary(record), true));
         }
     }
-    files
+    ResultFiles { files, warnings }
 }
 
 pub(crate) fn write_file(path: &Path, text: &str, append: bool) -> std::io::Result<()> {

@@ -28,3 +28,6 @@ pub fn reporter_for(mode: OutputMode) -> Box<dyn Reporter> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod ci_golden;

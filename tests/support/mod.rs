@@ -2,6 +2,7 @@
 //! scenario the build and deploy tests share.
 #![allow(dead_code)]
 
+pub mod ci_tools;
 pub mod daemon_proxy;
 pub mod demo_app;
 pub mod demo_images;
@@ -10,6 +11,7 @@ pub mod docker_build_support;
 pub mod fake_servers;
 pub mod port_lease;
 pub mod scenario;
+pub mod step_beacon;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -35,6 +35,16 @@ impl AppError {
         }
     }
 
+    /// The error as it may be shown: every secret in it masked.
+    pub(crate) fn masked(self, secrets: &crate::secrets::SecretSet) -> Self {
+        match self {
+            AppError::Invalid { message, hint } => AppError::Invalid {
+                message: secrets.mask_string(&message),
+                hint: hint.map(|hint| secrets.mask_string(&hint)),
+            },
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Invalid { .. } => exit::INVALID_INPUT,

@@ -7,11 +7,14 @@
 //! functions with its own values, store and sink.
 
 mod availability;
+mod aws_identity;
 mod down;
 mod error;
 mod inspect;
+mod masking;
 mod plan;
 mod run;
+mod run_secrets;
 mod values;
 
 #[cfg(test)]

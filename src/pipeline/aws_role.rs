@@ -189,6 +189,58 @@ mod tests {
         );
     }
 
+    fn load(text: &str) -> Result<crate::pipeline::Pipeline, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shipit.yaml");
+        std::fs::write(&path, text).unwrap();
+        let source = crate::pipeline::SourceFile::read(&path).unwrap();
+        crate::pipeline::Pipeline::from_source(source, None).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn the_file_reports_each_problem_of_the_block_and_of_secrets_at_its_line() {
+        let err = load(
+            "version: 1\nname: app\nsecrets: [DEPLOY_KEY, 9LIVES]\naws:\n  role_arn: deploy\n  duration: 13h\n  web_identity_token_env: \"${{ env.X }}\"\n  audience: x\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `audience`"), "{err}");
+        let err = load(
+            "version: 1\nname: app\nsecrets: [DEPLOY_KEY, 9LIVES]\naws:\n  role_arn: deploy\n  duration: 13h\n  web_identity_token_env: \"${{ env.X }}\"\n",
+        )
+        .unwrap_err();
+        for expected in [
+            ":3:23: secrets[1]: `9LIVES` is not an environment variable name",
+            ":5:13: aws.role_arn: `deploy` is not an IAM role ARN",
+            ":6:13: aws.duration: `13h`: STS grants sessions of 15m to 12h",
+            ":7:27: aws.web_identity_token_env: `${{ env.X }}` is not an environment variable name",
+        ] {
+            assert!(err.contains(expected), "{expected} in:\n{err}");
+        }
+        let fine = load(
+            "version: 1\nname: app\nsecrets: [DEPLOY_KEY]\naws: { role_arn: \"arn:aws:iam::123456789012:role/ci\", session_name: \"${{ git.short_sha }}\" }\n",
+        )
+        .unwrap();
+        assert_eq!(fine.file.secrets, ["DEPLOY_KEY"]);
+        assert_eq!(
+            fine.file.aws.map(|aws| aws.role_arn).as_deref(),
+            Some("arn:aws:iam::123456789012:role/ci")
+        );
+    }
+
+    #[test]
+    fn the_schema_describes_the_block() {
+        let schema =
+            serde_json::to_string(&schemars::schema_for!(crate::pipeline::PipelineFile)).unwrap();
+        for key in [
+            "\"aws\"",
+            "role_arn",
+            "web_identity_token_env",
+            "\"secrets\"",
+        ] {
+            assert!(schema.contains(key), "{key}");
+        }
+    }
+
     #[test]
     fn defaults_are_an_hour_and_aws_id_token() {
         let block = role("arn:aws:iam::123456789012:role/ci");

@@ -209,7 +209,7 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
         if !is_env_name(name) {
             problems.push(at(
                 &root.key("secrets").index(index),
-                format!("`{name}` is not an environment variable name"),
+                format!("secrets[{index}]: `{name}` is not an environment variable name"),
             ));
         }
     }

@@ -76,7 +76,7 @@ async fn open_ecr_target(
             .and_then(|s| s.region.as_deref())
             .or(region_from_host.as_deref()),
         endpoint_url: ecr_settings.and_then(|s| s.endpoint_url.as_deref()),
-        region_setting: "ecr.region in the push block",
+        region_setting: "ecr.region in the push block (or aws.region)",
     };
     let ecr = EcrContext::load(aws, identity, named_host.as_deref()).await?;
     let token = ecr

@@ -24,10 +24,8 @@ pub(super) fn aws_identity(
     };
     let env = &values.env;
     let Some(source) = IdentityTokenSource::from_env(env, role.token_env()) else {
-        return Ok((
-            AwsIdentity::credential_chain(),
-            missing_token_warning(&role, env),
-        ));
+        let chain = AwsIdentity::credential_chain().in_region(role.region.clone());
+        return Ok((chain, missing_token_warning(&role, env)));
     };
     let request = RoleRequest {
         role_arn: role.role_arn.clone(),

@@ -5,6 +5,10 @@
 //! Nothing here reads the process environment, prints, or exits: the CLI passes the process's
 //! environment variables in and renders what comes back, and the daemon will call the same
 //! functions with its own values, store and sink.
+//!
+//! A run (`run`, `resume`, `down`) decides here which values are secret (`run_secrets`) and
+//! whose AWS credentials it uses (`aws_identity`); its reporter and journal are wrapped so that
+//! no secret reaches either, and what it hands back is masked too (`masking`).
 
 mod availability;
 mod aws_identity;

@@ -18,10 +18,12 @@ use super::web_identity_role::{RENEW_BEFORE_EXPIRY, WebIdentityRole};
 /// How long the SDK waits for the CI identity's credentials: a token request and an STS call.
 const IDENTITY_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Whose credentials a run's AWS clients sign with.
+/// Whose credentials a run's AWS clients sign with, and the region they use when their own
+/// settings name none (the `aws:` block's).
 #[derive(Clone, Default)]
 pub struct AwsIdentity {
     role: Option<Arc<WebIdentityRole>>,
+    region: Option<String>,
 }
 
 impl std::fmt::Debug for AwsIdentity {
@@ -40,11 +42,17 @@ impl AwsIdentity {
         AwsIdentity::default()
     }
 
-    /// A role assumed with the CI job's OIDC token.
+    /// A role assumed with the CI job's OIDC token, in the role's region.
     pub(crate) fn web_identity_role(role: WebIdentityRole) -> Self {
         AwsIdentity {
+            region: role.request().region.clone(),
             role: Some(Arc::new(role)),
         }
+    }
+
+    /// The same credentials, in `region` when a client's settings name none.
+    pub(crate) fn in_region(self, region: Option<String>) -> Self {
+        AwsIdentity { region, ..self }
     }
 
     /// What tells identities apart in caches of things bought with credentials (ECR tokens).
@@ -97,9 +105,11 @@ pub(crate) async fn load_aws_config(
     identity: &AwsIdentity,
 ) -> Result<AwsConfig, CredentialsError> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    let mut region = settings.region.map(str::to_owned);
+    let region = settings
+        .region
+        .map(str::to_owned)
+        .or_else(|| identity.region.clone());
     if let Some(role) = &identity.role {
-        region = region.or_else(|| role.request().region.clone());
         // The SDK's cache asks again this long before the credentials expire, as the role
         // itself renews them.
         let cache = aws_config::identity::IdentityCache::lazy()
@@ -144,5 +154,21 @@ mod tests {
         .unwrap();
         assert_eq!(config.region, "eu-west-3");
         assert_eq!(config.sdk.endpoint_url(), Some("http://127.0.0.1:4566"));
+    }
+
+    #[tokio::test]
+    async fn the_identity_region_serves_clients_that_name_none() {
+        let identity = AwsIdentity::credential_chain().in_region(Some("ap-south-2".into()));
+        let settings = |region| AwsSettings {
+            region,
+            endpoint_url: None,
+            region_setting: "a region setting",
+        };
+        let config = load_aws_config(settings(None), &identity).await.unwrap();
+        assert_eq!(config.region, "ap-south-2");
+        let config = load_aws_config(settings(Some("eu-west-3")), &identity)
+            .await
+            .unwrap();
+        assert_eq!(config.region, "eu-west-3");
     }
 }

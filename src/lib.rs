@@ -6,8 +6,9 @@
 //! The folders follow the pipeline: `pipeline` (the file), `plan` (what runs and why), `runner`
 //! (running it), `journal` (what happened), `stages` (what each stage does), the adapters
 //! (`git`, `docker`, `registry`, and the `credentials` both of the last two use), the deploy
-//! targets (`deploy`), `report` (output), `app` (the commands as library calls: a typed
-//! request in, events out, an outcome back) and `cli` (the command line over `app`).
+//! targets (`deploy`), `report` (output), `secrets` (what must never appear in it), `app` (the
+//! commands as library calls: a typed request in, events out, an outcome back) and `cli` (the
+//! command line over `app`).
 
 pub mod app;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod plan;
 pub mod registry;
 pub mod report;
 pub mod runner;
+mod secrets;
 pub mod stages;
 #[cfg(test)]
 mod test_support;

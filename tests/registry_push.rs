@@ -15,9 +15,9 @@ use futures::StreamExt as _;
 mod support;
 
 use shipit::registry::{
-    Compression, EcrSettings, LayerSource, LifecycleSettings, ManifestFormat, PushConfig,
-    PushError, PushObserver, PushedImage, ScanGate, Severity, manifest_exists, push_archive,
-    push_image,
+    AwsIdentity, Compression, EcrSettings, LayerSource, LifecycleSettings, ManifestFormat,
+    PushConfig, PushError, PushObserver, PushedImage, ScanGate, Severity, manifest_exists,
+    push_archive, push_image,
 };
 use support::fake_servers::fault_proxy::{After, Fault, FaultProxy, Rule, Seen};
 use support::fake_servers::html_server::html_server;
@@ -397,7 +397,16 @@ impl Scenario {
         cancel: CancellationToken,
     ) -> (Result<PushedImage, PushError>, Recorder) {
         let recorder = Recorder::default();
-        let result = push_image(&self.docker, &self.image, cfg, cache, &recorder, cancel).await;
+        let result = push_image(
+            &self.docker,
+            &self.image,
+            cfg,
+            &AwsIdentity::credential_chain(),
+            cache,
+            &recorder,
+            cancel,
+        )
+        .await;
         (result, recorder)
     }
 
@@ -552,11 +561,19 @@ async fn pushes_a_daemon_image_with_every_tag(layer_source: LayerSource) {
     let bytes = recorder.bytes.lock().unwrap().clone();
     assert!(!bytes.is_empty(), "no byte progress was reported");
 
-    assert!(manifest_exists(&cfg, &pushed.digest).await.unwrap());
     assert!(
-        !manifest_exists(&cfg, &format!("sha256:{}", "0".repeat(64)))
+        manifest_exists(&cfg, &AwsIdentity::credential_chain(), &pushed.digest)
             .await
             .unwrap()
+    );
+    assert!(
+        !manifest_exists(
+            &cfg,
+            &AwsIdentity::credential_chain(),
+            &format!("sha256:{}", "0".repeat(64))
+        )
+        .await
+        .unwrap()
     );
 }
 
@@ -820,6 +837,7 @@ async fn pushes_a_docker_save_archive() {
     let pushed = push_archive(
         &archive,
         &cfg,
+        &AwsIdentity::credential_chain(),
         dir.path(),
         &recorder,
         CancellationToken::new(),
@@ -883,6 +901,7 @@ async fn pushes_an_oci_archive_made_by_skopeo_without_recompressing_its_layers()
     let pushed = push_archive(
         &archive,
         &cfg,
+        &AwsIdentity::credential_chain(),
         dir.path(),
         &recorder,
         CancellationToken::new(),
@@ -1887,7 +1906,11 @@ async fn ecr_push_creates_and_configures_the_repository_and_uses_the_token() {
         "{:?}",
         recorder.lines()
     );
-    assert!(manifest_exists(&cfg, &pushed.digest).await.unwrap());
+    assert!(
+        manifest_exists(&cfg, &AwsIdentity::credential_chain(), &pushed.digest)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

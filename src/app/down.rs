@@ -4,16 +4,20 @@
 
 use std::collections::BTreeMap;
 
+use super::masking::Guards;
 use super::run::{RunOutcome, new_record};
+use super::run_secrets::run_secrets;
 use super::values::base_values;
 use super::{AppError, EnvVars, Stop, Workspace};
 use crate::deploy::docker::{TakeDownPreview, preview_take_down};
+use crate::journal::RunStore;
 use crate::journal::new_run_id;
 use crate::pipeline::Pipeline;
 use crate::pipeline::model::TargetKind;
 use crate::plan::{Participation, Selection, StageGraph};
 use crate::report::Reporter;
 use crate::runner::{History, Runner};
+use crate::stages::AwsIdentity;
 
 /// The docker targets `shipit down` acts on: the ones named, or every docker target.
 pub fn take_down_targets(pipeline: &Pipeline, named: &[String]) -> Result<Vec<String>, AppError> {
@@ -65,13 +69,26 @@ pub async fn down(
     reporter: &dyn Reporter,
     stop: &Stop,
 ) -> Result<RunOutcome, AppError> {
+    let secrets = run_secrets(&pipeline, &env);
+    let guards = Guards::new(&secrets, workspace, reporter);
+    guards.result(take_down(workspace, pipeline, targets, env, &guards, stop).await)
+}
+
+async fn take_down(
+    workspace: &Workspace,
+    pipeline: Pipeline,
+    targets: &[String],
+    env: EnvVars,
+    guards: &Guards<'_>,
+    stop: &Stop,
+) -> Result<RunOutcome, AppError> {
     let targets = take_down_targets(&pipeline, targets)?;
     let graph = StageGraph::for_take_down(&targets);
     let run_id = new_run_id(chrono::Utc::now());
     let (values, git) = base_values(&pipeline, &run_id, &env).map_err(AppError::invalid)?;
     let mut record = new_record(&pipeline, &graph, &run_id, Selection::default(), git);
-    workspace.store.create(&mut record).await?;
-    let _hold = workspace.store.lock_run(&run_id).await?;
+    guards.store.create(&mut record).await?;
+    let _hold = guards.store.lock_run(&run_id).await?;
     // Taking down is never skipped: containers may have been started since any record.
     let participation: BTreeMap<_, _> = graph
         .stages
@@ -81,13 +98,15 @@ pub async fn down(
     let runner = Runner {
         pipeline: &pipeline,
         graph: &graph,
-        store: workspace.store.as_ref(),
+        store: &guards.store,
         executors: &workspace.executors,
-        reporter,
+        reporter: &guards.reporter,
         values,
         history: History::default(),
         participation,
         stop: stop.clone(),
+        // Taking docker targets down makes no AWS call.
+        aws: AwsIdentity::credential_chain(),
     };
     Ok(runner.execute(record, false).await.into())
 }

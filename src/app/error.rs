@@ -44,6 +44,18 @@ impl AppError {
         }
     }
 
+    /// The error as it may be shown: every secret in it masked.
+    pub(crate) fn masked(self, secrets: &crate::secrets::SecretSet) -> Self {
+        match self {
+            AppError::Invalid { message, hint } => AppError::Invalid {
+                message: secrets.mask_string(&message),
+                hint: hint.map(|hint| secrets.mask_string(&hint)),
+            },
+            // A journal's path and the system's reason: nothing of the run's values.
+            AppError::JournalIo(err) => AppError::JournalIo(err),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Invalid { .. } => exit::INVALID_INPUT,

@@ -5,13 +5,20 @@
 //! Nothing here reads the process environment, prints, or exits: the CLI passes the process's
 //! environment variables in and renders what comes back, and the daemon will call the same
 //! functions with its own values, store and sink.
+//!
+//! A run (`run`, `resume`, `down`) decides here which values are secret (`run_secrets`) and
+//! whose AWS credentials it uses (`aws_identity`); its reporter and journal are wrapped so that
+//! no secret reaches either, and what it hands back is masked too (`masking`).
 
 mod availability;
+mod aws_identity;
 mod down;
 mod error;
 mod inspect;
+mod masking;
 mod plan;
 mod run;
+mod run_secrets;
 mod values;
 
 #[cfg(test)]

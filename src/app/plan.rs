@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use super::availability::unavailable_targets;
+use super::aws_identity::aws_identity;
 use super::run::{new_record, participation};
+use super::run_secrets::run_secrets;
 use super::values::{base_values, with_image_placeholders};
 use super::{AppError, EnvVars, Workspace};
 use crate::journal::record::NOT_SELECTED;
@@ -61,8 +63,28 @@ impl PlanReport {
     }
 }
 
-/// Plans a run of `pipeline` with `selection`.
+/// Plans a run of `pipeline` with `selection`. The run's secrets are masked in the report and
+/// in errors, as in a run's output.
 pub async fn plan(
+    workspace: &Workspace,
+    pipeline: &Pipeline,
+    selection: Selection,
+    env: &EnvVars,
+) -> Result<PlanReport, AppError> {
+    let secrets = run_secrets(pipeline, env);
+    let mut report = plan_stages(workspace, pipeline, selection, env)
+        .await
+        .map_err(|err| err.masked(&secrets))?;
+    for stage in &mut report.stages {
+        stage.reason = secrets.mask_string(&stage.reason);
+        for detail in &mut stage.details {
+            *detail = secrets.mask_string(detail);
+        }
+    }
+    Ok(report)
+}
+
+async fn plan_stages(
     workspace: &Workspace,
     pipeline: &Pipeline,
     selection: Selection,
@@ -72,6 +94,8 @@ pub async fn plan(
     let participation = participation(&graph, &selection)?;
     let run_id = "plan";
     let (values, git) = base_values(pipeline, run_id, env).map_err(AppError::invalid)?;
+    // A plan says nothing of a role this job cannot assume: the run does.
+    let (aws, _) = aws_identity(pipeline, &values, run_id)?;
     let store = workspace.store.as_ref();
     let reporter = crate::report::FanOut(Vec::new());
     let runner = Runner {
@@ -84,6 +108,7 @@ pub async fn plan(
         history: History::load(store, &pipeline.file.name, run_id).await?,
         participation,
         stop: Stop::default(),
+        aws,
     };
     // Simulate the run: a skipped stage contributes the outputs it reuses, so the stages after
     // it can be decided too; a stage that will run leaves its dependents undecided.
@@ -166,7 +191,11 @@ pub async fn plan(
                     .map_err(|failure| failure.message)
             });
         stage.details = match (executor, config) {
-            (Ok(executor), Ok(config)) => executor.preview(pipeline, &stage.stage, &config).await,
+            (Ok(executor), Ok(config)) => {
+                executor
+                    .preview(pipeline, &stage.stage, &config, &runner.aws)
+                    .await
+            }
             (Err(failure), _) => vec![failure.message],
             (_, Err(message)) => vec![message],
         };

@@ -4,17 +4,22 @@
 use std::collections::BTreeMap;
 
 use super::availability::refuse_unavailable;
+use super::aws_identity::aws_identity;
+use super::masking::Guards;
+use super::run_secrets::run_secrets;
 use super::values::{base_values, pipeline_digest, preflight};
 use super::{AppError, EnvVars, Stop, Workspace};
 use crate::exit;
 use crate::journal::{
-    GitSnapshot, JournalError, ListedRun, RunRecord, RunStatus, StageRecord, new_run_id,
+    GitSnapshot, JournalError, ListedRun, RunRecord, RunStatus, RunStore, StageRecord, new_run_id,
 };
 use crate::pipeline::interpolate::Values;
 use crate::pipeline::{LoadError, Pipeline};
 use crate::plan::{Participation, Selection, StageGraph, StageId};
-use crate::report::Reporter;
+use crate::report::{Event, Reporter};
 use crate::runner::{Executed, History, Runner};
+use crate::secrets::SecretSet;
+use crate::stages::AwsIdentity;
 
 /// A run to start: the pipeline, which stages, and the environment variables expressions and
 /// build secrets may read.
@@ -33,6 +38,16 @@ pub struct RunOutcome {
     /// A journal write that failed: the run failed with it, and `record` holds what could not
     /// be written.
     pub journal_error: Option<JournalError>,
+}
+
+impl RunOutcome {
+    /// The outcome as it may be shown and written out (JSON result, JUnit, step files).
+    pub(super) fn masked(self, secrets: &SecretSet) -> Self {
+        RunOutcome {
+            record: secrets.mask_record(&self.record),
+            ..self
+        }
+    }
 }
 
 impl From<Executed> for RunOutcome {
@@ -109,6 +124,17 @@ pub async fn run(
     reporter: &dyn Reporter,
     stop: &Stop,
 ) -> Result<RunOutcome, AppError> {
+    let secrets = run_secrets(&request.pipeline, &request.env);
+    let guards = Guards::new(&secrets, workspace, reporter);
+    guards.result(start_run(workspace, request, &guards, stop).await)
+}
+
+async fn start_run(
+    workspace: &Workspace,
+    request: RunRequest,
+    guards: &Guards<'_>,
+    stop: &Stop,
+) -> Result<RunOutcome, AppError> {
     let RunRequest {
         pipeline,
         selection,
@@ -121,17 +147,35 @@ pub async fn run(
     let (values, git) = base_values(&pipeline, &run_id, &env).map_err(AppError::invalid)?;
     preflight(&pipeline, &graph, &values)
         .map_err(|problems| AppError::invalid(LoadError::Invalid(problems)))?;
+    let aws = run_aws_identity(&pipeline, &values, &run_id, guards)?;
     let mut record = new_record(&pipeline, &graph, &run_id, selection, git);
-    workspace.store.create(&mut record).await?;
-    let _hold = workspace.store.lock_run(&run_id).await?;
+    guards.store.create(&mut record).await?;
+    let _hold = guards.store.lock_run(&run_id).await?;
     let execution = Execution {
         workspace,
+        guards,
         pipeline: &pipeline,
         graph: &graph,
         values,
         participation,
+        aws,
     };
-    execution.execute(record, false, reporter, stop).await
+    execution.execute(record, false, stop).await
+}
+
+/// The run's AWS identity; a pipeline that names a role this CI job cannot assume is warned
+/// about.
+pub(super) fn run_aws_identity(
+    pipeline: &Pipeline,
+    values: &Values,
+    run_id: &str,
+    guards: &Guards<'_>,
+) -> Result<AwsIdentity, AppError> {
+    let (identity, warning) = aws_identity(pipeline, values, run_id)?;
+    if let Some(message) = warning {
+        guards.reporter.report(&Event::Warning { message });
+    }
+    Ok(identity)
 }
 
 /// Continues run `run_id` (the latest run when `None`) from its first unfinished stage.
@@ -143,14 +187,35 @@ pub async fn resume(
     reporter: &dyn Reporter,
     stop: &Stop,
 ) -> Result<ResumeOutcome, AppError> {
+    let secrets = run_secrets(&pipeline, &env);
+    let guards = Guards::new(&secrets, workspace, reporter);
+    let resumed = continue_run(workspace, pipeline, run_id, env, &guards, stop)
+        .await
+        .map_err(|err| guards.error(err))?;
+    Ok(match resumed {
+        ResumeOutcome::Resumed(outcome) => {
+            ResumeOutcome::Resumed(Box::new(guards.outcome(*outcome)))
+        }
+        done @ ResumeOutcome::AlreadySucceeded { .. } => done,
+    })
+}
+
+async fn continue_run(
+    workspace: &Workspace,
+    pipeline: Pipeline,
+    run_id: Option<&str>,
+    env: EnvVars,
+    guards: &Guards<'_>,
+    stop: &Stop,
+) -> Result<ResumeOutcome, AppError> {
     let graph = StageGraph::from_pipeline(&pipeline);
     let run_id = match run_id {
         Some(id) => id.to_owned(),
         None => latest_run_id(workspace).await?,
     };
     // Held before the record is read: no other process can change it until this one ends.
-    let _hold = workspace.store.lock_run(&run_id).await?;
-    let mut record = workspace.store.load(&run_id).await?;
+    let _hold = guards.store.lock_run(&run_id).await?;
+    let mut record = guards.store.load(&run_id).await?;
     if record.status == RunStatus::Succeeded {
         return Ok(ResumeOutcome::AlreadySucceeded {
             run_id: record.run_id,
@@ -178,15 +243,18 @@ pub async fn resume(
     }
     let participation = participation(&graph, &record.selection)?;
     refuse_unavailable(&workspace.executors, &pipeline, &participation)?;
+    let aws = run_aws_identity(&pipeline, &values, &record.run_id, guards)?;
     record.reopen_for_resume(chrono::Utc::now());
     let execution = Execution {
         workspace,
+        guards,
         pipeline: &pipeline,
         graph: &graph,
         values,
         participation,
+        aws,
     };
-    let outcome = execution.execute(record, true, reporter, stop).await?;
+    let outcome = execution.execute(record, true, stop).await?;
     Ok(ResumeOutcome::Resumed(Box::new(outcome)))
 }
 
@@ -203,10 +271,12 @@ async fn latest_run_id(workspace: &Workspace) -> Result<String, AppError> {
 /// Everything a run needs besides its record.
 struct Execution<'a> {
     workspace: &'a Workspace,
+    guards: &'a Guards<'a>,
     pipeline: &'a Pipeline,
     graph: &'a StageGraph,
     values: Values,
     participation: BTreeMap<StageId, Participation>,
+    aws: AwsIdentity,
 }
 
 impl Execution<'_> {
@@ -214,21 +284,21 @@ impl Execution<'_> {
         self,
         record: RunRecord,
         resumed: bool,
-        reporter: &dyn Reporter,
         stop: &Stop,
     ) -> Result<RunOutcome, AppError> {
-        let store = self.workspace.store.as_ref();
+        let store = &self.guards.store;
         let history = History::load(store, &self.pipeline.file.name, &record.run_id).await?;
         let runner = Runner {
             pipeline: self.pipeline,
             graph: self.graph,
             store,
             executors: &self.workspace.executors,
-            reporter,
+            reporter: &self.guards.reporter,
             values: self.values,
             history,
             participation: self.participation,
             stop: stop.clone(),
+            aws: self.aws,
         };
         Ok(runner.execute(record, resumed).await.into())
     }

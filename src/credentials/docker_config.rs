@@ -11,6 +11,7 @@ use oci_client::secrets::RegistryAuth;
 
 use super::error::CredentialsError;
 use super::identity_token::identity_token_auth;
+use crate::secrets::note_issued_secret;
 
 fn docker_config_path() -> Option<PathBuf> {
     let dir = std::env::var_os("DOCKER_CONFIG")
@@ -132,10 +133,14 @@ fn interpret(
     };
     match lookup {
         Ok(DockerCredential::UsernamePassword(user, password)) => {
+            note_issued_secret(&password);
             Ok(RegistryAuth::Basic(user, password))
         }
         // Exchanged at the registry's token service by whoever uses it.
-        Ok(DockerCredential::IdentityToken(token)) => Ok(identity_token_auth(token)),
+        Ok(DockerCredential::IdentityToken(token)) => {
+            note_issued_secret(&token);
+            Ok(identity_token_auth(token))
+        }
         Err(CredentialRetrievalError::NoCredentialConfigured)
         | Err(CredentialRetrievalError::ConfigNotFound) => Ok(RegistryAuth::Anonymous),
         Err(CredentialRetrievalError::HelperFailure {

@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
 use base64::Engine as _;
 
-use super::aws::{AwsSettings, load_aws_config};
+use super::aws::{AwsIdentity, AwsSettings, load_aws_config};
 use super::ecr_host::{account_of_host, host_of_endpoint};
 use super::error::CredentialsError;
 use crate::error_summary::summarize;
+use crate::secrets::note_issued_secret;
 
 /// A token this close to its expiry is not used: a long push could outlive it.
 const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(300);
@@ -48,7 +49,7 @@ pub(crate) fn is_token_fresh(expires_at: SystemTime, now: SystemTime) -> bool {
 }
 
 /// An ECR API client with the region it was built for; its tokens are cached per region,
-/// endpoint and account.
+/// endpoint, account and identity.
 #[derive(Clone)]
 pub(crate) struct EcrContext {
     pub client: aws_sdk_ecr::Client,
@@ -57,21 +58,25 @@ pub(crate) struct EcrContext {
 }
 
 impl EcrContext {
-    /// Builds the client from the shared AWS configuration. `named_host` is the ECR host the
-    /// user named, if any: its account keeps its tokens apart from other accounts'.
+    /// Builds the client from the shared AWS configuration, signing as `identity`.
+    /// `named_host` is the ECR host the user named, if any: its account keeps its tokens apart
+    /// from other accounts'.
     pub(crate) async fn load(
         aws: AwsSettings<'_>,
+        identity: &AwsIdentity,
         named_host: Option<&str>,
     ) -> Result<Self, CredentialsError> {
-        let config = load_aws_config(aws).await?;
+        let config = load_aws_config(aws, identity).await?;
         // The named account is part of the key so two ECR hosts in one run never share an
-        // entry, even though one token would open both.
+        // entry, even though one token would open both; so is the identity, whose token may
+        // open other registries than the chain's.
         let registry_id = named_host.and_then(account_of_host);
         let cache_key = format!(
-            "{}|{}|{}",
+            "{}|{}|{}|{}",
             config.region,
             config.sdk.endpoint_url().unwrap_or_default(),
-            registry_id.as_deref().unwrap_or_default()
+            registry_id.as_deref().unwrap_or_default(),
+            identity.cache_label()
         );
         Ok(EcrContext {
             client: aws_sdk_ecr::Client::new(&config.sdk),
@@ -110,6 +115,11 @@ impl EcrContext {
             .send()
             .await
             .map_err(|err| {
+                // The CI identity's own failure says which step failed better than the SDK's
+                // wrapping of it.
+                if let Some(identity) = CredentialsError::ci_identity_cause(&err) {
+                    return identity;
+                }
                 let code = err.code().unwrap_or_default().to_string();
                 let reason = match code.as_str() {
                     "UnrecognizedClientException" | "InvalidSignatureException" => {
@@ -153,6 +163,7 @@ impl EcrContext {
             .proxy_endpoint()
             .map(host_of_endpoint)
             .ok_or_else(|| failure("GetAuthorizationToken returned no registry endpoint".into()))?;
+        note_issued_secret(password);
         Ok(EcrToken {
             user: user.to_string(),
             password: password.to_string(),

@@ -2,7 +2,7 @@
 
 use oci_client::secrets::RegistryAuth;
 
-use super::aws::AwsSettings;
+use super::aws::{AwsIdentity, AwsSettings};
 use super::docker_config::docker_config_auth;
 use super::ecr_host::{ecr_host_region, registry_host_from_env};
 use super::ecr_token::EcrContext;
@@ -11,8 +11,11 @@ use super::error::CredentialsError;
 /// Credentials for pulling from `host`: the Docker config's, and for an Amazon ECR registry
 /// the config has nothing for (`<account>.dkr.ecr.<region>.amazonaws.com`, or the host
 /// `SHIPIT_ECR_REGISTRY_HOST` names) a token from the AWS credential chain, so a `FROM` an ECR
-/// repository needs no `docker login` first.
-pub(crate) async fn pull_credentials(host: &str) -> Result<RegistryAuth, CredentialsError> {
+/// repository needs no `docker login` first. The token is bought with `identity`'s credentials.
+pub(crate) async fn pull_credentials(
+    host: &str,
+    identity: &AwsIdentity,
+) -> Result<RegistryAuth, CredentialsError> {
     let configured = docker_config_auth(host).await?;
     if configured != RegistryAuth::Anonymous {
         return Ok(configured);
@@ -28,7 +31,7 @@ pub(crate) async fn pull_credentials(host: &str) -> Result<RegistryAuth, Credent
         region_setting: "an ECR registry host that names its region",
     };
     let named = region.is_some().then_some(host);
-    let ecr = EcrContext::load(aws, named).await?;
+    let ecr = EcrContext::load(aws, identity, named).await?;
     let token = ecr.token(false).await?;
     Ok(RegistryAuth::Basic(token.user, token.password))
 }

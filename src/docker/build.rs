@@ -26,6 +26,7 @@ use super::context::filesync::{SyncFailure, SyncedDirs};
 use super::context::tar_stream::start_context_tar;
 use super::context::{BuildContext, ContextError};
 use super::session::{SessionError, open_session};
+use crate::credentials::aws::AwsIdentity;
 
 /// How long one build request may run; cancellation is the caller's tool for
 /// shorter limits. bollard's default two minutes would cut long builds off.
@@ -80,6 +81,8 @@ pub struct BuildRequest {
     pub network_mode: String,
     /// Names to tag the image with (`name:tag`, `registry:port/name:tag`).
     pub tags: Vec<String>,
+    /// Whose AWS credentials buy ECR tokens for base images (the standard chain by default).
+    pub aws_identity: AwsIdentity,
 }
 
 impl BuildRequest {
@@ -98,6 +101,7 @@ impl BuildRequest {
             builder: BuilderKind::Auto,
             network_mode: "host".to_string(),
             tags: Vec::new(),
+            aws_identity: AwsIdentity::credential_chain(),
         }
     }
 }
@@ -245,6 +249,7 @@ pub(crate) fn base_image_hosts(dockerfile: &str) -> Vec<String> {
 /// lines; the daemon's pull then says what it lacked.
 async fn classic_registry_config(
     dockerfile: &std::path::Path,
+    identity: &AwsIdentity,
     observer: &dyn BuildObserver,
 ) -> Option<HashMap<String, bollard::auth::DockerCredentials>> {
     let (mut found, mut problems) =
@@ -254,7 +259,7 @@ async fn classic_registry_config(
         if found.contains_key(&host) {
             continue;
         }
-        match crate::credentials::pull::pull_credentials(&host).await {
+        match crate::credentials::pull::pull_credentials(&host, identity).await {
             Ok(auth) => {
                 found.insert(host, auth);
             }
@@ -319,6 +324,7 @@ pub async fn build_image(
             client.endpoint(),
             client.api_version(),
             secrets,
+            request.aws_identity.clone(),
             Some(dirs),
             sync_failure.clone(),
         )
@@ -359,7 +365,14 @@ pub async fn build_image(
 
     let registry_config = match session {
         Some(_) => None,
-        None => classic_registry_config(&dockerfile_dir.join(&dockerfile_name), observer).await,
+        None => {
+            classic_registry_config(
+                &dockerfile_dir.join(&dockerfile_name),
+                &request.aws_identity,
+                observer,
+            )
+            .await
+        }
     };
     let mut stream = docker.build_image(options, registry_config, Some(body));
     let mut daemon_error: Option<String> = None;

@@ -44,6 +44,7 @@ use tonic::{Request, Response, Status};
 
 use super::connect::{DaemonEndpoint, TlsFiles, install_crypto_provider};
 use super::context::filesync::{FileSyncService, SyncFailure, SyncedDirs};
+use crate::credentials::aws::AwsIdentity;
 
 /// gRPC methods the daemon may call on the session, announced when opening it.
 const SESSION_METHODS: &[&str] = &[
@@ -98,13 +99,15 @@ fn shared_key(dirs: Option<&SyncedDirs>) -> Option<String> {
     Some(hex::encode(hash.finalize()))
 }
 
-/// Opens a session on `endpoint` that hands out `secrets` by id and, when
-/// `files` is given, serves the build context and the Dockerfile's directory
-/// (recording the first problem reading them in `failure`).
+/// Opens a session on `endpoint` that hands out `secrets` by id, registry credentials for
+/// base image pulls (an ECR token bought as `identity`) and, when `files` is given, serves
+/// the build context and the Dockerfile's directory (recording the first problem reading
+/// them in `failure`).
 pub(crate) async fn open_session(
     endpoint: &DaemonEndpoint,
     api_version: &str,
     secrets: HashMap<String, Vec<u8>>,
+    identity: AwsIdentity,
     files: Option<SyncedDirs>,
     failure: SyncFailure,
 ) -> Result<BuildSession, SessionError> {
@@ -175,7 +178,7 @@ pub(crate) async fn open_session(
         let router = tonic::transport::Server::builder()
             .add_service(HealthServer::new(AlwaysServing))
             .add_service(SecretsServer::new(store))
-            .add_service(AuthServer::new(RegistryCredentials))
+            .add_service(AuthServer::new(RegistryCredentials { identity }))
             .add_optional_service(
                 files.map(|dirs| FileSyncServer::new(FileSyncService::new(dirs, failure))),
             );
@@ -322,7 +325,9 @@ impl Health for AlwaysServing {
 /// `credsStore`) the way the Docker CLI's session answers (a user name and a secret, or an
 /// identity token as the secret with no user name), or for ECR from the AWS credential chain.
 /// The daemon fetches any token itself.
-struct RegistryCredentials;
+struct RegistryCredentials {
+    identity: AwsIdentity,
+}
 
 #[tonic::async_trait]
 impl Auth for RegistryCredentials {
@@ -331,7 +336,7 @@ impl Auth for RegistryCredentials {
         request: Request<CredentialsRequest>,
     ) -> Result<Response<CredentialsResponse>, Status> {
         let host = &request.get_ref().host;
-        let auth = crate::credentials::pull::pull_credentials(host)
+        let auth = crate::credentials::pull::pull_credentials(host, &self.identity)
             .await
             // The message names the registry and why, never a credential.
             .map_err(|err| Status::unavailable(err.to_string()))?;

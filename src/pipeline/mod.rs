@@ -2,6 +2,7 @@
 //! expressions (`interpolate`) and the checks `shipit validate` runs before anything else
 //! (`validate`).
 
+pub mod aws_role;
 pub mod interpolate;
 pub mod model;
 pub mod path;

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use super::aws_role::AwsRole;
 pub use crate::config_problem::{ConfigProblem, ValidateConfig};
 pub use crate::deploy::docker::DockerTargetConfig;
 pub use crate::duration::HumanDuration;
@@ -36,6 +37,16 @@ pub struct PipelineFile {
     /// Deploy targets, by name.
     #[serde(default)]
     pub deploy: BTreeMap<String, DeployTarget>,
+    /// The IAM role a CI job assumes with its OpenID Connect token (GitHub Actions, GitLab);
+    /// every AWS call of the run uses it. Its values may use `env.*`, `vars.*`, `git.*` and
+    /// `run.id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsRole>,
+    /// Environment variables whose values are secret: shipit prints `***` wherever one would
+    /// appear (output, results, reports, the journal). Build secrets, registry passwords and AWS
+    /// credentials are hidden without being listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -109,6 +120,40 @@ pub enum SecretSource {
     Env(String),
     /// A file, relative to the pipeline file.
     File(String),
+}
+
+/// Why a build secret has no value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretUnavailable {
+    #[error("environment variable {0} is not set")]
+    UnsetVariable(String),
+    #[error("failed to read {}: {source}", path.display())]
+    UnreadableFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl SecretSource {
+    /// The secret's value: the variable's in `env`, or the file's content (`base_dir` is the
+    /// pipeline file's folder).
+    pub fn read(
+        &self,
+        base_dir: &std::path::Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Vec<u8>, SecretUnavailable> {
+        match self {
+            SecretSource::Env(var) => env
+                .get(var)
+                .map(|value| value.clone().into_bytes())
+                .ok_or_else(|| SecretUnavailable::UnsetVariable(var.clone())),
+            SecretSource::File(file) => {
+                let path = base_dir.join(file);
+                std::fs::read(&path)
+                    .map_err(|source| SecretUnavailable::UnreadableFile { path, source })
+            }
+        }
+    }
 }
 
 /// A deploy target: the image it deploys, the targets it waits for, and exactly one kind of

@@ -197,6 +197,22 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
             }
         }
     }
+    if let Some(aws) = &file.aws {
+        let base = root.key("aws");
+        problems.extend(
+            aws.problems()
+                .into_iter()
+                .map(|problem| at(&base.join_relative(&problem.path), format!("aws.{problem}"))),
+        );
+    }
+    for (index, name) in file.secrets.iter().enumerate() {
+        if !is_env_name(name) {
+            problems.push(at(
+                &root.key("secrets").index(index),
+                format!("secrets[{index}]: `{name}` is not an environment variable name"),
+            ));
+        }
+    }
     problems.extend(find_cycle(pipeline));
     problems.extend(check_expressions(pipeline));
     problems.sort_by_key(|d| d.location);
@@ -225,6 +241,8 @@ fn check_expressions(pipeline: &Pipeline) -> Vec<Diagnostic> {
         ("environments", Scope::Vars),
         ("images", Scope::Image),
         ("deploy", Scope::Deploy),
+        // Resolved when the run starts, with what a build stage may use.
+        ("aws", Scope::Image),
     ];
     let mut problems = Vec::new();
     for (section, scope) in sections {
@@ -319,6 +337,15 @@ fn find_cycle(pipeline: &Pipeline) -> Option<Diagnostic> {
 
 fn has_expression(text: &str) -> bool {
     text.contains("${{")
+}
+
+/// An environment variable name as a shell takes it (`secrets:` entries, the variable an ID
+/// token is read from).
+pub(super) fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 pub(crate) fn is_name(name: &str) -> bool {

@@ -26,6 +26,7 @@ use super::push_source::PushSource;
 use super::push_target::{RepositorySettings, open_target};
 use super::push_workspace::Workspace;
 use super::reading_passes::Passes;
+use crate::credentials::aws::AwsIdentity;
 
 /// Hears about a push while it runs.
 pub trait PushObserver: Send + Sync {
@@ -49,19 +50,21 @@ pub struct PushedImage {
     pub refs: Vec<String>,
 }
 
-/// Pushes an image from the Docker daemon (by id or name) to the registry `cfg` names.
-/// `cache_dir` keeps the layer cache and, while the push runs, its spool files.
+/// Pushes an image from the Docker daemon (by id or name) to the registry `cfg` names; ECR
+/// is signed in to as `identity`. `cache_dir` keeps the layer cache and, while the push runs,
+/// its spool files.
 pub async fn push_image(
     docker: &Docker,
     image: &str,
     cfg: &PushConfig,
+    identity: &AwsIdentity,
     cache_dir: &Path,
     observer: &dyn PushObserver,
     cancel: CancellationToken,
 ) -> Result<PushedImage, PushError> {
     cfg.validate()?;
     let source = PushSource::daemon(docker, image, cfg.layer_source, observer).await?;
-    push_from(source, cfg, cache_dir, observer, cancel).await
+    push_from(source, cfg, identity, cache_dir, observer, cancel).await
 }
 
 /// Pushes an image archive file: the output of `docker save`, or an OCI image layout archive
@@ -69,21 +72,26 @@ pub async fn push_image(
 pub async fn push_archive(
     archive: &Path,
     cfg: &PushConfig,
+    identity: &AwsIdentity,
     cache_dir: &Path,
     observer: &dyn PushObserver,
     cancel: CancellationToken,
 ) -> Result<PushedImage, PushError> {
     cfg.validate()?;
     let source = PushSource::archive(archive).await?;
-    push_from(source, cfg, cache_dir, observer, cancel).await
+    push_from(source, cfg, identity, cache_dir, observer, cancel).await
 }
 
 /// Whether the registry `cfg` names still holds the manifest `digest` (to skip a rerun's push).
-pub async fn manifest_exists(cfg: &PushConfig, digest: &str) -> Result<bool, PushError> {
+pub async fn manifest_exists(
+    cfg: &PushConfig,
+    identity: &AwsIdentity,
+    digest: &str,
+) -> Result<bool, PushError> {
     cfg.validate()?;
     let cancel = CancellationToken::new();
     let notify: Notify = Arc::new(|_| {});
-    let target = open_target(cfg, &cancel, notify, RepositorySettings::Leave).await?;
+    let target = open_target(cfg, identity, &cancel, notify, RepositorySettings::Leave).await?;
     target.session.manifest_exists(digest).await
 }
 
@@ -92,12 +100,13 @@ pub async fn manifest_exists(cfg: &PushConfig, digest: &str) -> Result<bool, Pus
 /// nothing (no repository is created or set up).
 pub async fn tag_digests(
     cfg: &PushConfig,
+    identity: &AwsIdentity,
     tags: &[String],
 ) -> Result<Vec<(String, Option<Option<String>>)>, PushError> {
     cfg.validate()?;
     let cancel = CancellationToken::new();
     let notify: Notify = Arc::new(|_| {});
-    let target = open_target(cfg, &cancel, notify, RepositorySettings::Leave).await?;
+    let target = open_target(cfg, identity, &cancel, notify, RepositorySettings::Leave).await?;
     let mut found = Vec::with_capacity(tags.len());
     for tag in tags {
         found.push((tag.clone(), target.session.tag_digest(tag).await?));
@@ -108,6 +117,7 @@ pub async fn tag_digests(
 async fn push_from(
     source: PushSource,
     cfg: &PushConfig,
+    identity: &AwsIdentity,
     cache_dir: &Path,
     observer: &dyn PushObserver,
     cancel: CancellationToken,
@@ -117,7 +127,14 @@ async fn push_from(
     let cancel = cancel.child_token();
     let push = async {
         let early_export = source.open_export_early()?;
-        let target = open_target(cfg, &cancel, notify.clone(), RepositorySettings::Apply).await?;
+        let target = open_target(
+            cfg,
+            identity,
+            &cancel,
+            notify.clone(),
+            RepositorySettings::Apply,
+        )
+        .await?;
         let session = &target.session;
         let mut workspace = Workspace::open(cache_dir, &notify)?;
         let present = find_present_layers(

@@ -49,3 +49,5 @@ pub use push_config::{
     LifecycleSettings, ManifestFormat, PushConfig, ScanGate, Severity,
 };
 pub use push_error::PushError;
+
+pub use crate::credentials::aws::AwsIdentity;

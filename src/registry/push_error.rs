@@ -52,6 +52,11 @@ pub enum PushError {
     #[error("failed to get credentials for registry {registry}: {reason}")]
     Credentials { registry: String, reason: String },
 
+    /// The CI job's OIDC token, or the role it should buy, could not be had: the message says
+    /// which step failed.
+    #[error("{message}")]
+    CiIdentity { message: String },
+
     #[error("failed to {action} for ECR repository {repository}: {reason}")]
     Ecr {
         repository: String,
@@ -127,6 +132,10 @@ impl From<CredentialsError> for PushError {
                 repository: "-".into(),
                 reason,
             },
+            identity @ (CredentialsError::IdentityToken { .. }
+            | CredentialsError::AssumeRole { .. }) => PushError::CiIdentity {
+                message: identity.to_string(),
+            },
         }
     }
 }
@@ -163,6 +172,13 @@ impl PushError {
             PushError::Credentials { .. } => Some(
                 "check ~/.docker/config.json (or $DOCKER_CONFIG) and that its credential \
                  helper is installed and on PATH"
+                    .into(),
+            ),
+            PushError::CiIdentity { .. } => Some(
+                "under GitHub Actions give the job `permissions: id-token: write`; under GitLab \
+                 give it an `id_tokens:` entry named as aws.web_identity_token_env says; the \
+                 role's trust policy must accept the CI's OIDC provider, the token's audience \
+                 and the job's subject"
                     .into(),
             ),
             PushError::Ecr { .. } => Some(

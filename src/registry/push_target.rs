@@ -11,7 +11,7 @@ use super::push_config::{PushConfig, RegistryKind};
 use super::push_error::PushError;
 use super::push_progress::Notify;
 use super::registry_session::{Credentials, RegistrySession};
-use crate::credentials::aws::AwsSettings;
+use crate::credentials::aws::{AwsIdentity, AwsSettings};
 use crate::credentials::docker_config::docker_config_auth;
 use crate::credentials::ecr_host::registry_host_from_env;
 use crate::credentials::ecr_token::EcrContext;
@@ -30,9 +30,11 @@ pub(crate) enum RepositorySettings {
     Leave,
 }
 
-/// Connects to the registry `cfg` names, checking the credentials on the way.
+/// Connects to the registry `cfg` names, checking the credentials on the way; ECR is signed
+/// in to as `identity`.
 pub(crate) async fn open_target(
     cfg: &PushConfig,
+    identity: &AwsIdentity,
     cancel: &CancellationToken,
     notify: Notify,
     settings: RepositorySettings,
@@ -54,13 +56,14 @@ pub(crate) async fn open_target(
             })
         }
         RegistryKind::Ecr { host, region } => {
-            open_ecr_target(cfg, host, region, cancel, notify, settings).await
+            open_ecr_target(cfg, identity, host, region, cancel, notify, settings).await
         }
     }
 }
 
 async fn open_ecr_target(
     cfg: &PushConfig,
+    identity: &AwsIdentity,
     named_host: Option<String>,
     region_from_host: Option<String>,
     cancel: &CancellationToken,
@@ -73,9 +76,9 @@ async fn open_ecr_target(
             .and_then(|s| s.region.as_deref())
             .or(region_from_host.as_deref()),
         endpoint_url: ecr_settings.and_then(|s| s.endpoint_url.as_deref()),
-        region_setting: "ecr.region in the push block",
+        region_setting: "ecr.region in the push block (or aws.region)",
     };
-    let ecr = EcrContext::load(aws, named_host.as_deref()).await?;
+    let ecr = EcrContext::load(aws, identity, named_host.as_deref()).await?;
     let token = ecr
         .token(false)
         .await

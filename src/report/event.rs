@@ -59,6 +59,11 @@ pub enum Event {
 /// Receives events. Implementations must be cheap: they are called from the stages' tasks.
 pub trait Reporter: Send + Sync {
     fn report(&self, event: &Event);
+
+    /// A value that must never be shown, named once before any event could carry it. Events
+    /// reach renderers with every secret already masked; a renderer whose CI hides values in
+    /// its log by itself (GitHub's `::add-mask::`) tells the CI, and the others ignore it.
+    fn register_secret(&self, _value: &str) {}
 }
 
 /// Sends each event to several reporters.
@@ -68,6 +73,12 @@ impl Reporter for FanOut {
     fn report(&self, event: &Event) {
         for reporter in &self.0 {
             reporter.report(event);
+        }
+    }
+
+    fn register_secret(&self, value: &str) {
+        for reporter in &self.0 {
+            reporter.register_secret(value);
         }
     }
 }

@@ -144,6 +144,14 @@ impl PlainReporter {
 }
 
 impl Reporter for PlainReporter {
+    /// Under GitHub Actions the runner is told to hide the value in the job log as well (a
+    /// step after shipit's, or a line shipit could not know was secret).
+    fn register_secret(&self, value: &str) {
+        if self.ci == Some(CiSystem::GithubActions) {
+            self.raw(&format!("::add-mask::{}", github_escape_data(value)));
+        }
+    }
+
     fn report(&self, event: &Event) {
         let quiet = self.verbosity == Verbosity::Quiet;
         match event {

@@ -24,8 +24,8 @@ use crate::pipeline::{DocPath, Pipeline};
 use crate::plan::{Decision, Participation, StageGraph, StageHistory, StageId, StageKind, decide};
 use crate::report::{Event, Reporter};
 use crate::stages::{
-    Executors, ImageArtifact, Outputs, StageConfig, StageContext, StageExecutor, StageFailure,
-    StageInput,
+    AwsIdentity, Executors, ImageArtifact, Outputs, StageConfig, StageContext, StageExecutor,
+    StageFailure, StageInput,
 };
 
 pub use history::History;
@@ -55,6 +55,8 @@ pub struct Runner<'a> {
     pub participation: BTreeMap<StageId, Participation>,
     /// Asked by Ctrl-C, SIGTERM (or the daemon) to stop: no new stage starts.
     pub stop: Stop,
+    /// Whose credentials the stages' AWS calls sign with.
+    pub aws: AwsIdentity,
 }
 
 /// A stage ready to run or be skipped: its resolved configuration, inputs and decision.
@@ -156,6 +158,7 @@ impl Runner<'_> {
             config: &config,
             upstream: &upstream,
             values: &self.values,
+            aws: &self.aws,
         };
         let fingerprint = executor.fingerprint(&input).await?;
         let digest = input_digest(id, &resolved, &fingerprint, &upstream);
@@ -417,6 +420,7 @@ impl Runner<'_> {
             config: &prepared.config,
             upstream: &prepared.upstream,
             values: &self.values,
+            aws: &self.aws,
         };
         let context = StageContext {
             sink: &sink,

@@ -10,14 +10,14 @@ use serde_json::{Value, json};
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    BuiltImage, FailureKind, Outputs, StageConfig, StageContext, StageExecutor, StageFailure,
-    StageInput, StageOutputs, StageSink,
+    AwsIdentity, BuiltImage, FailureKind, Outputs, StageConfig, StageContext, StageExecutor,
+    StageFailure, StageInput, StageOutputs, StageSink,
 };
 use crate::docker::{
     self, BuildContext, BuildError, BuildObserver, BuildRequest, ContextStateFiles, SecretValue,
 };
 use crate::pipeline::Pipeline;
-use crate::pipeline::model::{BuilderKind, ImageSpec, SecretSource};
+use crate::pipeline::model::{BuilderKind, ImageSpec, SecretUnavailable};
 use crate::plan::StageId;
 
 pub struct BuildStage {
@@ -63,18 +63,15 @@ fn secret_values(
 ) -> Result<BTreeMap<String, SecretValue>, StageFailure> {
     let mut secrets = BTreeMap::new();
     for (id, source) in &spec.secrets {
-        let value = match source {
-            SecretSource::Env(var) => input.values.env.get(var).map(|v| v.clone().into_bytes()).ok_or_else(|| {
-                StageFailure::failed(format!("build secret `{id}` comes from environment variable {var}, which is not set"))
-                    .with_hint(format!("export {var} before running shipit"))
-            })?,
-            SecretSource::File(file) => {
-                let path = input.pipeline.resolve_path(file);
-                std::fs::read(&path).map_err(|err| {
-                    StageFailure::failed(format!("build secret `{id}`: failed to read {}: {err}", path.display()))
-                })?
-            }
-        };
+        let value = source
+            .read(&input.pipeline.base_dir, &input.values.env)
+            .map_err(|err| match &err {
+                SecretUnavailable::UnsetVariable(var) => StageFailure::failed(format!(
+                    "build secret `{id}` comes from environment variable {var}, which is not set"
+                ))
+                .with_hint(format!("export {var} before running shipit")),
+                _ => StageFailure::failed(format!("build secret `{id}`: {err}")),
+            })?;
         secrets.insert(id.clone(), SecretValue::new(value));
     }
     Ok(secrets)
@@ -101,7 +98,13 @@ impl BuildStage {
 
 #[async_trait]
 impl StageExecutor for BuildStage {
-    async fn preview(&self, pipeline: &Pipeline, id: &StageId, _: &StageConfig) -> Vec<String> {
+    async fn preview(
+        &self,
+        pipeline: &Pipeline,
+        id: &StageId,
+        _: &StageConfig,
+        _: &AwsIdentity,
+    ) -> Vec<String> {
         match docker::context_changes(&self.context_files(pipeline, &id.name)) {
             Some(changes) if !changes.is_empty() => {
                 vec![format!("context changed: {}", changes.summary(3))]
@@ -196,6 +199,7 @@ impl StageExecutor for BuildStage {
             BuilderKind::Classic => docker::BuilderKind::Classic,
         };
         request.tags = vec![tag.clone()];
+        request.aws_identity = input.aws.clone();
         let built = docker::build_image(
             client,
             &request,

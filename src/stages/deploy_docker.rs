@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    DeployAttempt, FailureKind, ImageArtifact, Outputs, StageConfig, StageContext, StageExecutor,
-    StageFailure, StageInput, StageOutputs,
+    AwsIdentity, DeployAttempt, FailureKind, ImageArtifact, Outputs, StageConfig, StageContext,
+    StageExecutor, StageFailure, StageInput, StageOutputs,
 };
 use crate::deploy::docker::{
     self as target, DeployObserver, DeployPreviewRequest, DockerDeployError, DockerDeployOutcome,
@@ -107,6 +107,7 @@ impl StageExecutor for DockerDeployStage {
         pipeline: &Pipeline,
         id: &StageId,
         config: &StageConfig,
+        _: &AwsIdentity,
     ) -> Vec<String> {
         match config.deploy().map(|target| &target.kind) {
             Ok(TargetKind::Docker(docker)) => {

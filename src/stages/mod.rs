@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::StageConfig;
 pub use outputs::{BuiltImage, DeployAttempt, ImageArtifact, PushedImage, StageOutputs};
 
+pub use crate::credentials::aws::AwsIdentity;
 use crate::journal::StageStatus;
 use crate::pipeline::Pipeline;
 use crate::pipeline::model::TargetKind;
@@ -38,6 +39,8 @@ pub struct StageInput<'a> {
     pub upstream: &'a BTreeMap<StageId, Outputs>,
     /// The run's environment, git facts and vars (build secrets come from `env`).
     pub values: &'a crate::pipeline::interpolate::Values,
+    /// Whose credentials the stage's AWS calls sign with (ECR tokens, later ECS and EKS).
+    pub aws: &'a AwsIdentity,
 }
 
 /// How a stage failed. The kind decides the stage's status and the run's exit code.
@@ -143,12 +146,14 @@ pub trait StageExecutor: Send + Sync {
     /// of a build context changed, which tags a push moves, which containers a deploy starts
     /// and stops). Asked only of a stage the plan says will run, after its fingerprint when it
     /// could be decided, with its configuration resolved as far as the plan can (images not
-    /// built yet are placeholders); it changes nothing, and says why when it cannot tell.
+    /// built yet are placeholders); it changes nothing, and says why when it cannot tell. AWS
+    /// calls sign as `aws`.
     async fn preview(
         &self,
         _pipeline: &Pipeline,
         _id: &StageId,
         _config: &StageConfig,
+        _aws: &AwsIdentity,
     ) -> Vec<String> {
         Vec::new()
     }

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    BuiltImage, Outputs, PushedImage, StageConfig, StageContext, StageExecutor, StageFailure,
-    StageInput, StageOutputs, StageSink,
+    AwsIdentity, BuiltImage, Outputs, PushedImage, StageConfig, StageContext, StageExecutor,
+    StageFailure, StageInput, StageOutputs, StageSink,
 };
 use crate::pipeline::Pipeline;
 use crate::plan::StageId;
@@ -61,14 +61,20 @@ impl PushObserver for Progress<'_> {
 #[async_trait]
 impl StageExecutor for PushStage {
     /// Which tags the push moves: where each points now, or that it is new.
-    async fn preview(&self, _: &Pipeline, _: &StageId, config: &StageConfig) -> Vec<String> {
+    async fn preview(
+        &self,
+        _: &Pipeline,
+        _: &StageId,
+        config: &StageConfig,
+        aws: &AwsIdentity,
+    ) -> Vec<String> {
         let Ok(config) = config.push() else {
             return Vec::new();
         };
         if config.tags.is_empty() {
             return vec!["pushes by digest only (no tags)".to_owned()];
         }
-        match registry::tag_digests(config, &config.tags).await {
+        match registry::tag_digests(config, aws, &config.tags).await {
             Ok(found) => vec![tags_text(&found)],
             Err(err) => vec![format!("cannot look up the tags: {}", with_causes(&err))],
         }
@@ -87,7 +93,7 @@ impl StageExecutor for PushStage {
         let Some(pushed) = PushedImage::from_outputs(outputs) else {
             return Ok(false);
         };
-        registry::manifest_exists(input.config.push()?, &pushed.digest)
+        registry::manifest_exists(input.config.push()?, input.aws, &pushed.digest)
             .await
             .map_err(failure)
     }
@@ -120,6 +126,7 @@ impl StageExecutor for PushStage {
             docker,
             &image_id,
             config,
+            input.aws,
             &cache_dir,
             &observer,
             context.cancel.clone(),

@@ -19,6 +19,8 @@ use std::process::{Command, Output};
 pub struct Project {
     pub dir: tempfile::TempDir,
     envs: Vec<(String, String)>,
+    /// Variables of the test's own environment the child does not inherit.
+    removed: Vec<String>,
 }
 
 pub struct Run {
@@ -76,6 +78,7 @@ impl Project {
         Project {
             dir,
             envs: Vec::new(),
+            removed: Vec::new(),
         }
     }
 
@@ -101,6 +104,13 @@ impl Project {
         self
     }
 
+    /// Keeps `key` of the test's environment (`scripts/test` exports dummy AWS keys) away from
+    /// the child.
+    pub fn without_env(mut self, key: &str) -> Self {
+        self.removed.push(key.into());
+        self
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shipit"));
         command.args(args).current_dir(self.path());
@@ -120,6 +130,9 @@ impl Project {
             command.env_remove(var);
         }
         command.env("NO_COLOR", "1");
+        for key in &self.removed {
+            command.env_remove(key);
+        }
         for (k, v) in &self.envs {
             command.env(k, v);
         }

@@ -55,11 +55,20 @@ fn build_and_push_through_the_pipeline(scenario: &Scenario) -> String {
             .env("SHIPIT_IMAGE_REGISTRY", &registry)
             .env("SHIPIT_IMAGE_REPOSITORY", &repository),
     );
-    assert_eq!(run.code, 0, "shipit's pipeline builds its image: {run:?}");
+    // The JSON result comes even when the run fails, so an image that was built is handed to
+    // the scenario, which removes it when the test ends, before anything is checked.
     let result = run.json();
     let built = &stage(&result, "build:shipit")["outputs"];
-    let image_id = built["image_id"].as_str().expect("an image id").to_owned();
-    let local_ref = built["local_ref"].as_str().expect("a local ref").to_owned();
+    let image = scenario.image("shipit");
+    if let (Some(image_id), Some(local_ref)) =
+        (built["image_id"].as_str(), built["local_ref"].as_str())
+    {
+        docker(&["tag", image_id, &image]);
+        // Dropped, so that the builds of every other source do not pile up under the pipeline's
+        // own name.
+        docker(&["rmi", local_ref]);
+    }
+    assert_eq!(run.code, 0, "shipit's pipeline builds its image: {run:?}");
 
     // Both tags the pipeline names resolve, in the registry, to the digest shipit recorded.
     let pushed = &stage(&result, "push:shipit")["outputs"];
@@ -76,12 +85,6 @@ fn build_and_push_through_the_pipeline(scenario: &Scenario) -> String {
         assert_eq!(inspect.code, 0, "skopeo inspects {reference}: {inspect:?}");
         assert_eq!(inspect.stdout.trim(), digest, "{reference}");
     }
-
-    // From here on the image goes by the scenario's name, which the scenario sweeps; the
-    // pipeline's own tag is dropped so that builds of other sources do not pile up.
-    let image = scenario.image("shipit");
-    docker(&["tag", &image_id, &image]);
-    docker(&["rmi", &local_ref]);
     image
 }
 

@@ -19,7 +19,7 @@ WORKDIR /build
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # The crates cargo downloads and its target folder are cache mounts, kept by the daemon between
-# builds: a rebuild after a change to src/ compiles shipit alone, not its 400 dependencies.
+# builds: a rebuild after a change to src/ compiles shipit alone, not its 300 dependencies.
 # `locked` sharing, because two cargo processes must not write one target folder at once. A cache
 # mount is not part of the image, so the binary is copied out of it in the same step.
 # /usr/local/cargo is CARGO_HOME in the official Rust images.

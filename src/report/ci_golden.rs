@@ -4,32 +4,18 @@
 //! run. The wall clock's times, GitLab's section timestamps and the random stop-commands token
 //! are filtered; everything else is what the CI gets, escape sequences spelled out.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::ci_files;
 use super::event::{Event, Reporter};
 use super::mode::{OutputMode, Verbosity};
 use super::plain::PlainReporter;
+use super::tests::Buffer;
 use crate::journal::{GitSnapshot, RunRecord, RunStatus, StageError, StageRecord, StageStatus};
 use crate::plan::{Selection, StageId};
 
 const RUN_ID: &str = "20260101-000000-3f9a0c7e12b4d5a6";
 const DIGEST: &str = "sha256:5d0c6c1d8e0b6f4f3a0c9e8d7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a";
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The run: `build:web` builds (its log tries a workflow command), `push:web` pushes,
 /// `deploy:api` is unchanged, `deploy:web` is rolled back.

@@ -10,8 +10,9 @@ use super::plain::PlainReporter;
 use crate::journal::{RunStatus, StageStatus};
 use crate::plan::StageId;
 
+/// What a renderer wrote, shared with the test that reads it.
 #[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Buffer(pub(super) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buffer {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

@@ -79,7 +79,7 @@ pub enum OutputFormat {
 pub enum Command {
     /// Check the pipeline file without running anything.
     Validate,
-    /// Show each stage, whether it will run or be skipped, and why.
+    /// Show each stage, whether it will run or be skipped and why, and what it would change.
     Plan(SelectArgs),
     /// Run the pipeline: stages whose inputs are unchanged are skipped.
     Run(SelectArgs),

@@ -23,14 +23,22 @@ struct Known {
     values: Arc<Vec<String>>,
 }
 
+/// The shortest line of a multi-line secret that is hidden on its own. Shorter lines of a key
+/// file (`{`, `}`, `  ],`) are punctuation that every JSON result and log holds too: hiding them
+/// would garble all output and hide nothing.
+const MIN_LINE_FORM: usize = 8;
+
 /// A value and its lines: a multi-line secret (a key file) can be printed a line at a time.
 fn forms(value: &str) -> Vec<String> {
     let mut forms = vec![value.to_owned(), value.trim().to_owned()];
-    forms.extend(
-        value
-            .lines()
-            .map(|line| line.trim_end_matches('\r').to_owned()),
-    );
+    if value.trim().contains('\n') {
+        forms.extend(
+            value
+                .lines()
+                .map(|line| line.trim_end_matches('\r').to_owned())
+                .filter(|line| line.trim().len() >= MIN_LINE_FORM),
+        );
+    }
     forms.retain(|form| !form.trim().is_empty());
     forms
 }
@@ -191,6 +199,17 @@ mod tests {
         assert_eq!(
             masked.stages[0].outputs["nested"],
             serde_json::json!({"list": ["a *** b", 3]})
+        );
+    }
+
+    #[test]
+    fn a_multi_line_secret_hides_its_lines_but_not_the_punctuation_every_output_has() {
+        let key = "{\n  \"private_key\": \"s3cr3t-key-material\",\n}\n";
+        let set = SecretSet::new([key.to_owned()]);
+        assert_eq!(set.mask("{\"ok\": true}"), "{\"ok\": true}");
+        assert_eq!(
+            set.mask("echo   \"private_key\": \"s3cr3t-key-material\","),
+            "echo ***"
         );
     }
 }

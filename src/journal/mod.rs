@@ -7,12 +7,18 @@
 //!   targets, so that several runs can share a store. `FsRunStore` (`fs_run_store/`) keeps it
 //!   in files under the state dir; the daemon's database stores implement the same trait and
 //!   run the same conformance suite (`conformance.rs`).
+//! - `file_holds.rs` and `lock_file.rs`: holds as `flock`ed files, for every store that keeps
+//!   its holds in files.
 
+mod blocking_pool;
 #[cfg(test)]
 pub(crate) mod conformance;
+mod encoded_record;
 mod error;
+mod file_holds;
 mod fs_run_store;
 mod journal_file;
+mod lock_file;
 pub mod record;
 mod run_id;
 mod run_store;

@@ -67,67 +67,15 @@ impl Layout {
         }
     }
 
-    /// `locks/<pipeline>/<target>.lock`, with both names made safe as file names.
-    pub fn target_lock(&self, pipeline: &str, target: &str) -> PathBuf {
-        self.root
-            .join("locks")
-            .join(literal_file_name(pipeline))
-            .join(format!("{}.lock", literal_file_name(target)))
+    /// The folder the deploy targets' lock files are kept in (see `file_holds.rs`).
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
     }
-}
-
-/// A file name that stands for `name` and for no other string: letters, digits, `-` and `_`
-/// stay, as do dots after the first character; every other byte becomes `%XX`, and the empty
-/// name becomes a lone `%` (every other `%` has two hex digits after it). So no name can climb
-/// out of its folder, and two names never share a file.
-fn literal_file_name(name: &str) -> String {
-    if name.is_empty() {
-        return "%".to_owned();
-    }
-    let mut file_name = String::with_capacity(name.len());
-    for (index, byte) in name.bytes().enumerate() {
-        let kept = byte.is_ascii_alphanumeric()
-            || byte == b'-'
-            || byte == b'_'
-            || (byte == b'.' && index > 0);
-        if kept {
-            file_name.push(char::from(byte));
-        } else {
-            file_name.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    file_name
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
-
     use super::*;
-
-    #[test]
-    fn pipeline_file_names_are_kept_as_they_are() {
-        for name in ["web", "shop-api", "a_b", "v1.2"] {
-            assert_eq!(literal_file_name(name), name);
-        }
-    }
-
-    #[test]
-    fn other_names_cannot_climb_out_or_collide() {
-        let names = [
-            "", ".", "..", "../x", "a/b", "a%2Fb", "%", ".hidden", "ü", "a b",
-        ];
-        let file_names: Vec<String> = names.iter().map(|n| literal_file_name(n)).collect();
-        for (name, file_name) in names.iter().zip(&file_names) {
-            assert!(
-                !file_name.is_empty() && !file_name.starts_with('.'),
-                "{name:?} → {file_name}"
-            );
-            assert!(!file_name.contains('/'), "{name:?} → {file_name}");
-        }
-        let distinct: HashSet<&String> = file_names.iter().collect();
-        assert_eq!(distinct.len(), names.len(), "{file_names:?}");
-    }
 
     #[test]
     fn run_files_refuse_path_like_ids() {

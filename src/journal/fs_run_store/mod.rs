@@ -13,7 +13,6 @@
 
 mod holds;
 mod layout;
-mod lock_file;
 mod reads;
 mod summary_file;
 mod writes;
@@ -27,12 +26,13 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
+use super::blocking_pool::blocking;
+use super::encoded_record::EncodedRecord;
 use super::error::JournalError;
 use super::record::RunRecord;
 use super::run_store::{Lease, RunStore};
 use super::summary::ListedRun;
 use layout::Layout;
-use writes::Encoded;
 
 pub struct FsRunStore {
     layout: Layout,
@@ -51,22 +51,11 @@ impl FsRunStore {
     }
 }
 
-/// Runs `work` on the blocking pool and hands back its result.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
-) -> Result<T, JournalError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(JournalError::ShuttingDown),
-    }
-}
-
 #[async_trait]
 impl RunStore for FsRunStore {
     async fn create(&self, run: &mut RunRecord) -> Result<(), JournalError> {
         let files = self.layout.run(&run.run_id)?;
-        let encoded = Encoded::at(run, 1)?;
+        let encoded = EncodedRecord::at(run, 1)?;
         let layout = self.layout.clone();
         blocking(move || writes::create(&layout, &files, encoded)).await?;
         run.revision = 1;
@@ -80,7 +69,7 @@ impl RunStore for FsRunStore {
             path: files.journal.clone(),
             message: format!("its revision {read} cannot grow any further"),
         })?;
-        let encoded = Encoded::at(run, next)?;
+        let encoded = EncodedRecord::at(run, next)?;
         let layout = self.layout.clone();
         blocking(move || writes::save(&layout, &files, read, encoded)).await?;
         run.revision = next;

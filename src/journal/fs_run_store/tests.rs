@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::journal::conformance::record;
+use crate::journal::lock_file;
 use crate::journal::record::RunStatus;
 use crate::journal::summary::RunSummary;
 

@@ -4,37 +4,20 @@
 
 use std::fs;
 
+use crate::journal::encoded_record::EncodedRecord;
 use crate::journal::error::JournalError;
 use crate::journal::journal_file::{Durability, parse_head, read_if_present, replace_file};
-use crate::journal::record::RunRecord;
-use crate::journal::summary::RunSummary;
 
 use super::layout::{Layout, RunFiles};
-use super::lock_file;
 use super::summary_file;
-
-/// A record serialised at the revision it is about to be stored at, with its summary.
-pub(super) struct Encoded {
-    journal: Vec<u8>,
-    summary: RunSummary,
-}
-
-impl Encoded {
-    /// `run` as it reads at `revision`; `run` itself is left as it was.
-    pub fn at(run: &mut RunRecord, revision: u64) -> Result<Self, JournalError> {
-        let read = std::mem::replace(&mut run.revision, revision);
-        let journal = serde_json::to_vec_pretty(run);
-        let summary = RunSummary::of(run);
-        run.revision = read;
-        Ok(Encoded {
-            journal: journal?,
-            summary,
-        })
-    }
-}
+use crate::journal::lock_file;
 
 /// Writes a new run's journal; `RunExists` if the run already has one.
-pub(super) fn create(layout: &Layout, files: &RunFiles, run: Encoded) -> Result<(), JournalError> {
+pub(super) fn create(
+    layout: &Layout,
+    files: &RunFiles,
+    run: EncodedRecord,
+) -> Result<(), JournalError> {
     let runs_dir = layout.runs_dir();
     fs::create_dir_all(&runs_dir).map_err(|source| JournalError::Io {
         action: "create",
@@ -76,7 +59,7 @@ pub(super) fn save(
     layout: &Layout,
     files: &RunFiles,
     read: u64,
-    run: Encoded,
+    run: EncodedRecord,
 ) -> Result<(), JournalError> {
     let _write_lock = lock_for_writing(files).map_err(|e| match e {
         JournalError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
@@ -108,8 +91,8 @@ fn lock_for_writing(files: &RunFiles) -> Result<fs::File, JournalError> {
 }
 
 /// The journal first, then its summary: a summary never describes a journal not yet written.
-fn write(files: &RunFiles, run: Encoded) -> Result<(), JournalError> {
-    let journal = replace_file(&files.journal, &run.journal, Durability::Synced)?;
+fn write(files: &RunFiles, run: EncodedRecord) -> Result<(), JournalError> {
+    let journal = replace_file(&files.journal, run.journal.as_bytes(), Durability::Synced)?;
     summary_file::write(&files.summary, run.summary, &journal);
     Ok(())
 }

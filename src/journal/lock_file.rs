@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Who holds a lock, written into its file so that a refused caller can say whom it waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Holder {
+pub(crate) struct Holder {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     pub pid: u32,
@@ -26,7 +26,7 @@ impl Holder {
 }
 
 /// The outcome of `try_hold`.
-pub(super) enum TryHold {
+pub(crate) enum TryHold {
     /// The lock is ours while the file stays open.
     Held(File),
     /// Someone else holds it; who, when their file says so yet.
@@ -46,14 +46,14 @@ fn open(path: &Path) -> std::io::Result<File> {
 
 /// Waits until the lock at `path` is ours. For the write lock, which writers hold for the time
 /// of one write only; callers run this on the blocking pool.
-pub(super) fn wait_for(path: &Path) -> std::io::Result<File> {
+pub(crate) fn wait_for(path: &Path) -> std::io::Result<File> {
     let file = open(path)?;
     fs4::fs_std::FileExt::lock_exclusive(&file)?;
     Ok(file)
 }
 
 /// Takes the lock at `path` without waiting and writes `holder` into its file.
-pub(super) fn try_hold(path: &Path, holder: &Holder) -> std::io::Result<TryHold> {
+pub(crate) fn try_hold(path: &Path, holder: &Holder) -> std::io::Result<TryHold> {
     let mut file = open(path)?;
     if !fs4::fs_std::FileExt::try_lock_exclusive(&file)? {
         return Ok(TryHold::Busy(read_holder(&mut file)));

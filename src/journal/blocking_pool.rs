@@ -1,0 +1,15 @@
+//! Running a store's blocking work (files, SQLite) on tokio's blocking pool, so that it never
+//! holds up the async workers.
+
+use super::error::JournalError;
+
+/// Runs `work` on the blocking pool and hands back its result.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, JournalError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(JournalError::ShuttingDown),
+    }
+}

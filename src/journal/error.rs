@@ -51,6 +51,15 @@ pub enum JournalError {
         holder_run: Option<String>,
         holder_pid: Option<u32>,
     },
+    /// `path` is the database file; SQLite's messages name no values, so no secret reaches
+    /// them.
+    #[error("failed to {action} in the run database {}: {source}", path.display())]
+    Database {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("failed to serialize the journal: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("failed to finish a journal operation: the runtime is shutting down")]

@@ -5,10 +5,9 @@
 //! - `RunStore` (`run_store.rs`, whose module docs are the contract every implementation
 //!   keeps): revision-checked saves, cheap listing through summaries, holds on runs and deploy
 //!   targets, so that several runs can share a store. `FsRunStore` (`fs_run_store/`) keeps it
-//!   in files under the state dir; the daemon's database stores implement the same trait and
-//!   run the same conformance suite (`conformance.rs`).
-//! - `file_holds.rs` and `lock_file.rs`: holds as `flock`ed files, for every store that keeps
-//!   its holds in files.
+//!   in files under the state dir; `SqliteRunStore` (`sqlite_store/`) in one SQLite database,
+//!   for the daemon; every store runs the same conformance suite (`conformance.rs`).
+//! - `file_holds.rs` and `lock_file.rs`: holds as `flock`ed files, shared by both stores.
 
 mod blocking_pool;
 #[cfg(test)]
@@ -22,6 +21,7 @@ mod lock_file;
 pub mod record;
 mod run_id;
 mod run_store;
+mod sqlite_store;
 mod summary;
 
 pub use error::JournalError;
@@ -31,4 +31,5 @@ pub use record::{
 };
 pub use run_id::{is_run_id, new_run_id};
 pub use run_store::{Lease, RunStore};
+pub use sqlite_store::SqliteRunStore;
 pub use summary::{ListedRun, RunSummary};

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::error::JournalError;
-use super::record::{GitSnapshot, JOURNAL_FORMAT, RunRecord, RunStatus, StageRecord, StageStatus};
+use super::record::{GitSnapshot, RunRecord, RunStatus, StageRecord, StageStatus};
 use super::run_store::RunStore;
 use super::summary::{ListedRun, RunSummary};
-use crate::plan::{Selection, StageId};
+use crate::plan::StageId;
 
 /// Stamps out one `#[tokio::test]` per behaviour below for the store `$make_store()` returns
 /// as `(Arc<dyn RunStore>, keep_alive)`.
@@ -60,29 +60,20 @@ fn at(text: &str) -> DateTime<Utc> {
 
 /// A run of `pipeline` with one build and one deploy stage, not yet created (revision 0).
 pub(crate) fn record(run_id: &str, pipeline: &str) -> RunRecord {
-    RunRecord {
-        format: JOURNAL_FORMAT,
-        revision: 0,
-        run_id: run_id.into(),
-        pipeline: pipeline.into(),
-        pipeline_file: "shipit.yaml".into(),
-        pipeline_digest: "digest".into(),
-        environment: None,
-        selection: Selection::default(),
-        git: GitSnapshot {
-            sha: Some("0123abcd".into()),
-            branch: Some("main".into()),
-            dirty: false,
-        },
-        status: RunStatus::Running,
-        started_at: at("2026-01-01T00:00:00Z"),
-        finished_at: None,
-        stopped_by: None,
-        stages: vec![
+    let mut run = RunRecord::for_test(
+        run_id,
+        pipeline,
+        vec![
             StageRecord::pending(StageId::build("web")),
             StageRecord::pending(StageId::deploy("web")),
         ],
-    }
+    );
+    run.git = GitSnapshot {
+        sha: Some("0123abcd".into()),
+        branch: Some("main".into()),
+        dirty: false,
+    };
+    run
 }
 
 /// Marks the build stage done with an output, as a runner would between two saves.

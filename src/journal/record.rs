@@ -382,6 +382,37 @@ impl RunRecord {
 }
 
 #[cfg(test)]
+impl RunRecord {
+    /// A running run of `pipeline` with `stages`, started 2026-01-01T00:00:00Z outside any git
+    /// checkout, not yet in a store (revision 0): the fixture every test module starts from,
+    /// setting after it only the fields it is about.
+    pub(crate) fn for_test(run_id: &str, pipeline: &str, stages: Vec<StageRecord>) -> Self {
+        RunRecord {
+            format: JOURNAL_FORMAT,
+            revision: 0,
+            run_id: run_id.into(),
+            pipeline: pipeline.into(),
+            pipeline_file: "shipit.yaml".into(),
+            pipeline_digest: "d".into(),
+            environment: None,
+            selection: Selection::default(),
+            git: GitSnapshot {
+                sha: None,
+                branch: None,
+                dirty: false,
+            },
+            status: RunStatus::Running,
+            started_at: DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+                .expect("a valid time")
+                .with_timezone(&Utc),
+            finished_at: None,
+            stopped_by: None,
+            stages,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -397,26 +428,7 @@ mod tests {
 
     /// A running run with `stages`.
     fn run_of(stages: Vec<StageRecord>) -> RunRecord {
-        RunRecord {
-            format: JOURNAL_FORMAT,
-            revision: 0,
-            run_id: "r".into(),
-            pipeline: "p".into(),
-            pipeline_file: "p.yaml".into(),
-            pipeline_digest: "x".into(),
-            environment: None,
-            selection: Selection::default(),
-            git: GitSnapshot {
-                sha: None,
-                branch: None,
-                dirty: false,
-            },
-            status: RunStatus::Running,
-            started_at: now(),
-            finished_at: None,
-            stopped_by: None,
-            stages,
-        }
+        RunRecord::for_test("r", "p", stages)
     }
 
     #[test]

@@ -284,8 +284,8 @@ pub fn junit(run: &RunRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{GitSnapshot, RunStatus, StageError, StageRecord};
-    use crate::plan::{Selection, StageId};
+    use crate::journal::{RunStatus, StageError, StageRecord};
+    use crate::plan::StageId;
 
     fn run() -> RunRecord {
         let t = |s: &str| {
@@ -308,26 +308,9 @@ mod tests {
         let mut build = StageRecord::pending(StageId::build("web"));
         build.status = StageStatus::Skipped;
         build.reason = Some("unchanged since run r0".into());
-        RunRecord {
-            format: 1,
-            revision: 0,
-            run_id: "r1".into(),
-            pipeline: "shop".into(),
-            pipeline_file: "shipit.yaml".into(),
-            pipeline_digest: "d".into(),
-            environment: None,
-            selection: Selection::default(),
-            git: GitSnapshot {
-                sha: None,
-                branch: None,
-                dirty: false,
-            },
-            status: RunStatus::RolledBack,
-            started_at: t("2026-01-01T00:00:00Z"),
-            finished_at: None,
-            stopped_by: None,
-            stages: vec![build, push, deploy],
-        }
+        let mut run = RunRecord::for_test("r1", "shop", vec![build, push, deploy]);
+        run.status = RunStatus::RolledBack;
+        run
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::mode::{OutputMode, Verbosity};
 use super::plain::PlainReporter;
 use super::tests::Buffer;
 use crate::journal::{GitSnapshot, RunRecord, RunStatus, StageError, StageRecord, StageStatus};
-use crate::plan::{Selection, StageId};
+use crate::plan::StageId;
 
 const RUN_ID: &str = "20260101-000000-3f9a0c7e12b4d5a6";
 const DIGEST: &str = "sha256:5d0c6c1d8e0b6f4f3a0c9e8d7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a";
@@ -146,26 +146,16 @@ fn record() -> RunRecord {
     let mut api = StageRecord::pending(StageId::deploy("api"));
     api.status = StageStatus::Skipped;
     api.reason = Some("unchanged since run 20251231-120000-0a1b2c3d4e5f6a7b".into());
-    RunRecord {
-        format: 1,
-        revision: 9,
-        run_id: RUN_ID.into(),
-        pipeline: "shop".into(),
-        pipeline_file: "shipit.yaml".into(),
-        pipeline_digest: "d".into(),
-        environment: None,
-        selection: Selection::default(),
-        git: GitSnapshot {
-            sha: Some("8a1f9c2".into()),
-            branch: Some("main".into()),
-            dirty: false,
-        },
-        status: RunStatus::RolledBack,
-        started_at: at("2026-01-01T00:00:00Z"),
-        finished_at: Some(at("2026-01-01T00:00:37Z")),
-        stopped_by: None,
-        stages: vec![build, push, web, api],
-    }
+    let mut run = RunRecord::for_test(RUN_ID, "shop", vec![build, push, web, api]);
+    run.revision = 9;
+    run.git = GitSnapshot {
+        sha: Some("8a1f9c2".into()),
+        branch: Some("main".into()),
+        dirty: false,
+    };
+    run.status = RunStatus::RolledBack;
+    run.finished_at = Some(at("2026-01-01T00:00:37Z"));
+    run
 }
 
 /// The run rendered as the plain renderer does under the CI whose variables `vars` are, with

@@ -126,8 +126,8 @@ impl SecretSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{GitSnapshot, RunStatus, StageError, StageRecord};
-    use crate::plan::{Selection, StageId};
+    use crate::journal::{RunStatus, StageError, StageRecord};
+    use crate::plan::StageId;
 
     #[test]
     fn every_occurrence_is_masked_and_a_longer_secret_wins_over_one_inside_it() {
@@ -172,26 +172,8 @@ mod tests {
             "nested".into(),
             serde_json::json!({"list": ["a hunter2 b", 3]}),
         );
-        let record = RunRecord {
-            format: 1,
-            revision: 0,
-            run_id: "r1".into(),
-            pipeline: "p".into(),
-            pipeline_file: "shipit.yaml".into(),
-            pipeline_digest: "d".into(),
-            environment: None,
-            selection: Selection::default(),
-            git: GitSnapshot {
-                sha: None,
-                branch: None,
-                dirty: false,
-            },
-            status: RunStatus::Failed,
-            started_at: chrono::Utc::now(),
-            finished_at: None,
-            stopped_by: None,
-            stages: vec![stage],
-        };
+        let mut record = RunRecord::for_test("r1", "p", vec![stage]);
+        record.status = RunStatus::Failed;
         let masked = set.mask_record(&record);
         let text = serde_json::to_string(&masked).unwrap();
         assert!(!text.contains("hunter2"), "{text}");

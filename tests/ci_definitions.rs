@@ -18,7 +18,7 @@ use support::ci_tools::{
 };
 use support::scenario::Scenario;
 use support::step_beacon::StepBeacon;
-use support::{Project, repo_root, testenv};
+use support::{INHERITED_FROM_THE_CI, Project, repo_root, testenv};
 
 const ACTION_REFERENCE: &str = "shipit-dev/shipit@";
 
@@ -68,19 +68,10 @@ fn path_with_shipit() -> String {
 fn ci_shell(program: &Path, dir: &Path) -> Command {
     let mut command = Command::new(program);
     command.current_dir(dir);
-    for var in [
-        "CI",
-        "GITHUB_ACTIONS",
-        "GITLAB_CI",
-        "JENKINS_URL",
-        "BUILDKITE",
-        "CIRCLECI",
-        "TF_BUILD",
-        "GITHUB_OUTPUT",
-        "GITHUB_STEP_SUMMARY",
-        "SHIPIT_FILE",
-        "SHIPIT_STATE_DIR",
-    ] {
+    for var in INHERITED_FROM_THE_CI
+        .iter()
+        .chain(&["GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"])
+    {
         command.env_remove(var);
     }
     command.env("PATH", path_with_shipit());

@@ -16,6 +16,21 @@ pub mod step_beacon;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Variables the CI that runs these tests may set, and that would change what shipit does (how
+/// it detects a CI, which pipeline file and state folder it uses): a test's command starts
+/// without them.
+pub const INHERITED_FROM_THE_CI: &[&str] = &[
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "JENKINS_URL",
+    "BUILDKITE",
+    "CIRCLECI",
+    "TF_BUILD",
+    "SHIPIT_FILE",
+    "SHIPIT_STATE_DIR",
+];
+
 pub struct Project {
     pub dir: tempfile::TempDir,
     envs: Vec<(String, String)>,
@@ -115,18 +130,7 @@ impl Project {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shipit"));
         command.args(args).current_dir(self.path());
         // A predictable output mode whatever CI runs the tests.
-        for var in [
-            "CI",
-            "GITHUB_ACTIONS",
-            "GITLAB_CI",
-            "JENKINS_URL",
-            "BUILDKITE",
-            "CIRCLECI",
-            "TF_BUILD",
-            "FORCE_COLOR",
-            "SHIPIT_FILE",
-            "SHIPIT_STATE_DIR",
-        ] {
+        for var in INHERITED_FROM_THE_CI.iter().chain(&["FORCE_COLOR"]) {
             command.env_remove(var);
         }
         command.env("NO_COLOR", "1");

@@ -178,6 +178,22 @@ pub enum TargetKind {
     Docker(DockerTargetConfig),
 }
 
+impl DeployTarget {
+    /// Every image (a key of `images`) the target deploys: its `image`, and for an ECS target
+    /// the images of its other containers.
+    pub fn images(&self) -> Vec<&str> {
+        let mut images = vec![self.image.as_str()];
+        if let TargetKind::Ecs(ecs) = &self.kind {
+            for image in ecs.containers.values() {
+                if !images.contains(&image.as_str()) {
+                    images.push(image);
+                }
+            }
+        }
+        images
+    }
+}
+
 impl TargetKind {
     /// The key the file spells the kind with.
     pub fn key(&self) -> &'static str {
@@ -296,31 +312,198 @@ pub enum EcsStrategy {
     BlueGreen,
 }
 
+/// An Amazon ECS service to deploy to: a new task definition revision with the images replaced
+/// by their pushed digests, rolled out by the ECS controller or by CodeDeploy, and gated on the
+/// deployment this deploy created.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EcsTarget {
     pub cluster: String,
     pub service: String,
-    /// Task definition JSON file, relative to the pipeline file; the image of `container` is
-    /// replaced by the pushed digest.
+    /// AWS region; the `aws:` block's, then the credential chain's, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The ECS, CodeDeploy, CloudWatch Logs and ELB API endpoint instead of AWS's (an emulator,
+    /// a VPC endpoint). `AWS_ENDPOINT_URL_<SERVICE>` works too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Task definition JSON file, relative to the pipeline file (the `register-task-definition`
+    /// input or the `describe-task-definition` output), or `current` to start from the one the
+    /// service runs.
     pub task_definition: String,
-    /// Container (in the task definition) that runs the image.
-    pub container: String,
+    /// The container (in the task definition) that runs the target's `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// More containers and the image (a key of `images`) each runs, when one target deploys
+    /// several images.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub containers: BTreeMap<String, String>,
     #[serde(default)]
     pub strategy: EcsStrategy,
-    /// How long the deployment may take to become stable.
+    /// The service's desired task count; the service's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_count: Option<u32>,
+    /// The floor of RUNNING tasks during the rollout, in percent of the desired count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_healthy_percent: Option<u32>,
+    /// The ceiling of RUNNING and PENDING tasks during the rollout, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_percent: Option<u32>,
+    /// The deployment circuit breaker (rolling only): `rollback` stops a failing deployment and
+    /// returns to the previous one, `detect` stops it only, `off` disables it. The service's
+    /// own setting when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerMode>,
+    /// How long ELB health checks of new tasks are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_grace_period: Option<HumanDuration>,
+    /// Start new tasks even when the task definition did not change.
     #[serde(default)]
+    pub force_new_deployment: bool,
+    /// How long the deployment may take (default 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
-    /// CodeDeploy application and deployment group (blue/green only).
+    /// How long the deployment may go without a change in its task counts or a new service
+    /// event (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_progress_timeout: Option<HumanDuration>,
+    /// Stopped tasks of the new deployment after which shipit gives up, for services without
+    /// the circuit breaker (default: the circuit breaker's own threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_tasks_limit: Option<u32>,
+    /// When shipit gives up waiting (timeout, no progress, too many failed tasks), return the
+    /// service to the previous task definition and wait for it to be stable.
     #[serde(default)]
+    pub rollback_on_timeout: bool,
+    /// CodeDeploy settings (blue_green only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codedeploy: Option<CodeDeployTarget>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+/// What the ECS deployment circuit breaker does with a deployment whose tasks keep failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitBreakerMode {
+    /// Stop the deployment and return to the last completed one.
+    Rollback,
+    /// Stop the deployment and leave the service as it is.
+    Detect,
+    /// No circuit breaker.
+    Off,
+}
+
+/// A blue/green deploy through AWS CodeDeploy. The AppSpec is generated: the load balancer's
+/// container and port, network configuration, capacity providers and platform version come
+/// from the service unless named here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeDeployTarget {
-    pub application: String,
-    pub deployment_group: String,
+    /// Default `AppECS-<cluster>-<service>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// Default `DgpECS-<cluster>-<service>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_group: Option<String>,
+    /// A deployment configuration (`CodeDeployDefault.ECSAllAtOnce`,
+    /// `CodeDeployDefault.ECSCanary10Percent5Minutes`, …); the group's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_config: Option<String>,
+    /// The container the load balancer sends traffic to; the service's load balancer's when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+    /// Fargate platform version; the service's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    /// Lambda functions CodeDeploy calls at each lifecycle hook.
+    #[serde(default, skip_serializing_if = "CodeDeployHooks::is_empty")]
+    pub hooks: CodeDeployHooks,
+    /// A group that waits before rerouting production traffic: `wait` for `shipit approve` (or
+    /// the group's own wait time), `continue` to reroute at once.
+    #[serde(default)]
+    pub reroute: RerouteMode,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeDeployHooks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_install: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_install: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_allow_test_traffic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_allow_traffic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_allow_traffic: Option<String>,
+}
+
+impl CodeDeployHooks {
+    pub fn is_empty(&self) -> bool {
+        *self == CodeDeployHooks::default()
+    }
+
+    /// The hooks set, under the AppSpec's names, in the order CodeDeploy runs them.
+    pub fn in_order(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("BeforeInstall", &self.before_install),
+            ("AfterInstall", &self.after_install),
+            ("AfterAllowTestTraffic", &self.after_allow_test_traffic),
+            ("BeforeAllowTraffic", &self.before_allow_traffic),
+            ("AfterAllowTraffic", &self.after_allow_traffic),
+        ]
+        .into_iter()
+        .filter_map(|(name, function)| function.as_deref().map(|f| (name, f)))
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RerouteMode {
+    #[default]
+    Wait,
+    Continue,
+}
+
+impl EcsTarget {
+    /// `task_definition: current`: start from the task definition the service runs.
+    pub fn uses_current_task_definition(&self) -> bool {
+        self.task_definition.trim() == "current"
+    }
+
+    /// Each container this target sets the image of, with the image (a key of `images`) it
+    /// runs: `container` runs the target's `image`, `containers` name the others.
+    pub fn container_images<'a>(&'a self, image: &'a str) -> BTreeMap<&'a str, &'a str> {
+        let mut containers: BTreeMap<&str, &str> = self
+            .containers
+            .iter()
+            .map(|(container, image)| (container.as_str(), image.as_str()))
+            .collect();
+        if let Some(container) = &self.container {
+            containers.insert(container, image);
+        }
+        containers
+    }
+
+    /// The CodeDeploy application, by default the name the ECS console gives it.
+    pub fn codedeploy_application(&self) -> String {
+        self.codedeploy
+            .as_ref()
+            .and_then(|c| c.application.clone())
+            .unwrap_or_else(|| format!("AppECS-{}-{}", self.cluster, self.service))
+    }
+
+    /// The CodeDeploy deployment group, by default the name the ECS console gives it.
+    pub fn codedeploy_deployment_group(&self) -> String {
+        self.codedeploy
+            .as_ref()
+            .and_then(|c| c.deployment_group.clone())
+            .unwrap_or_else(|| format!("DgpECS-{}-{}", self.cluster, self.service))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -353,26 +536,97 @@ impl ValidateConfig for EcsTarget {
         for (field, value) in [
             ("cluster", &self.cluster),
             ("service", &self.service),
-            ("container", &self.container),
             ("task_definition", &self.task_definition),
         ] {
             if value.trim().is_empty() {
                 problems.push(ConfigProblem::new(field, "must not be empty"));
             }
         }
-        match (self.strategy, &self.codedeploy) {
-            (EcsStrategy::BlueGreen, None) => problems.push(ConfigProblem::new(
-                "codedeploy",
-                "blue_green deploys through CodeDeploy: name its `application` and `deployment_group`",
+        match &self.container {
+            Some(container) if container.trim().is_empty() => {
+                problems.push(ConfigProblem::new("container", "must not be empty"));
+            }
+            Some(container) if self.containers.contains_key(container) => {
+                problems.push(ConfigProblem::new(
+                    "containers",
+                    format!(
+                        "container `{container}` is already the target's `container`; name it once"
+                    ),
+                ));
+            }
+            None if self.containers.is_empty() => problems.push(ConfigProblem::new(
+                "container",
+                "name the container (in the task definition) that runs the target's image",
             )),
+            _ => {}
+        }
+        if self.containers.keys().any(|name| name.trim().is_empty()) {
+            problems.push(ConfigProblem::new(
+                "containers",
+                "a container name must not be empty",
+            ));
+        }
+        match (self.strategy, &self.codedeploy) {
             (EcsStrategy::Rolling, Some(_)) => problems.push(ConfigProblem::new(
                 "codedeploy",
                 "only `strategy: blue_green` deploys through CodeDeploy; remove it or change the strategy",
             )),
+            (EcsStrategy::BlueGreen, _) => {
+                // CodeDeploy owns these for a blue/green service: ECS refuses them there.
+                for (field, set) in [
+                    ("minimum_healthy_percent", self.minimum_healthy_percent.is_some()),
+                    ("maximum_percent", self.maximum_percent.is_some()),
+                    ("circuit_breaker", self.circuit_breaker.is_some()),
+                    ("force_new_deployment", self.force_new_deployment),
+                ] {
+                    if set {
+                        problems.push(ConfigProblem::new(
+                            field,
+                            "applies to `strategy: rolling` only; CodeDeploy's deployment configuration decides it for blue_green",
+                        ));
+                    }
+                }
+            }
             _ => {}
         }
-        if self.timeout.as_ref().is_some_and(|t| t.0.is_zero()) {
-            problems.push(ConfigProblem::new("timeout", "must be longer than 0s"));
+        if let Some(percent) = self.minimum_healthy_percent
+            && percent > 100
+        {
+            problems.push(ConfigProblem::new(
+                "minimum_healthy_percent",
+                format!("{percent} is above 100"),
+            ));
+        }
+        if let Some(maximum) = self.maximum_percent {
+            if maximum < 100 {
+                problems.push(ConfigProblem::new(
+                    "maximum_percent",
+                    format!("{maximum} is below 100; ECS needs room for the desired count"),
+                ));
+            }
+            if let Some(minimum) = self.minimum_healthy_percent
+                && minimum == 100
+                && maximum == 100
+            {
+                problems.push(ConfigProblem::new(
+                    "maximum_percent",
+                    "with minimum_healthy_percent 100 and maximum_percent 100 no task can ever be replaced; raise maximum_percent or lower minimum_healthy_percent",
+                ));
+            }
+        }
+        for (field, value) in [
+            ("timeout", &self.timeout),
+            ("no_progress_timeout", &self.no_progress_timeout),
+        ] {
+            if value.as_ref().is_some_and(|t| t.0.is_zero()) {
+                problems.push(ConfigProblem::new(field, "must be longer than 0s"));
+            }
+        }
+        if self.failed_tasks_limit == Some(0) {
+            problems.push(ConfigProblem::new(
+                "failed_tasks_limit",
+                "must be at least 1",
+            ));
         }
         problems
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::Pipeline;
 use super::interpolate::{Scope, check_reference, references_in};
-use super::model::TargetKind;
+use super::model::{DeployTarget, TargetKind};
 use super::path::DocPath;
 use super::source::Diagnostic;
 use crate::config_problem::{ConfigProblem, ValidateConfig};
@@ -144,26 +144,25 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                 format!("deploy target name `{name}` must be letters, digits, `-`, `_` or `.`"),
             ));
         }
-        match file.images.get(&target.image) {
-            None => problems.push(at(
-                &path.key("image"),
-                format!(
-                    "deploy target `{name}` names image `{}`, which is not defined under `images`",
-                    target.image
-                ),
-            )),
-            Some(image) if image.push.is_none() && target.kind.needs_pushed_image() => problems
-                .push(
-                    at(
-                        &path.key("image"),
-                        format!(
-                            "image `{}` is not pushed, so a cluster cannot pull it",
-                            target.image
-                        ),
+        for (image_path, image_name) in deployed_images(&path, target) {
+            match file.images.get(image_name) {
+                None => problems.push(at(
+                    &image_path,
+                    format!(
+                        "deploy target `{name}` names image `{image_name}`, which is not defined under `images`"
+                    ),
+                )),
+                Some(image) if image.push.is_none() && target.kind.needs_pushed_image() => {
+                    problems.push(
+                        at(
+                            &image_path,
+                            format!("image `{image_name}` is not pushed, so a cluster cannot pull it"),
+                        )
+                        .with_hint(format!("add a `push:` block to images.{image_name}")),
                     )
-                    .with_hint(format!("add a `push:` block to images.{}", target.image)),
-                ),
-            Some(_) => {}
+                }
+                Some(_) => {}
+            }
         }
         problems.extend(target_kind_problems(pipeline, &path, &target.kind));
         for (i, need) in target.needs.iter().enumerate() {
@@ -358,4 +357,17 @@ pub(crate) fn is_name(name: &str) -> bool {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// Each image a deploy target names, with where the file names it: `image`, and the values of
+/// an ECS target's `containers`.
+fn deployed_images<'a>(path: &DocPath, target: &'a DeployTarget) -> Vec<(DocPath, &'a str)> {
+    let mut images = vec![(path.key("image"), target.image.as_str())];
+    if let TargetKind::Ecs(ecs) = &target.kind {
+        for (container, image) in &ecs.containers {
+            let at = path.key("ecs").key("containers").key(container.clone());
+            images.push((at, image.as_str()));
+        }
+    }
+    images
 }

@@ -42,7 +42,7 @@ impl StageGraph {
         }
         for (name, target) in &file.deploy {
             let mut needs: BTreeSet<StageId> = BTreeSet::new();
-            needs.insert(last_stage_of(&target.image));
+            needs.extend(target.images().into_iter().map(last_stage_of));
             needs.extend(target.needs.iter().map(|n| StageId::deploy(n)));
             // `${{ images.X.digest }}` anywhere in the target makes it wait for image X.
             if let Some(raw) = pipeline.raw(&DocPath::root().key("deploy").key(name.clone())) {

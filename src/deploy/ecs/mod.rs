@@ -1,0 +1,24 @@
+//! The `ecs:` deploy target: registers a task definition revision whose containers run the
+//! pushed digests, rolls it out (the ECS rolling controller, or a CodeDeploy blue/green
+//! deployment) and gates on the deployment *this* deploy created: a rollback, a competing
+//! deploy or a stall is never reported as success.
+//!
+//! Files: `spec` (what a deploy is asked to do), `clients` (the AWS clients, from the one
+//! shared AWS configuration), `pace` (when to ask AWS again while waiting), `outcome` (what a
+//! deploy records: the checkpoint a resume re-attaches from, and the result), `observer` (how
+//! progress and checkpoints leave the deploy), `error`, and `blue_green` (CodeDeploy).
+
+mod blue_green;
+mod clients;
+mod error;
+mod observer;
+mod outcome;
+mod pace;
+mod spec;
+
+pub use clients::EcsClients;
+pub use error::{EcsDeployError, EcsErrorKind};
+pub use observer::EcsObserver;
+pub use outcome::{EcsCheckpoint, EcsDeployOutcome};
+pub use pace::PollPace;
+pub use spec::{EcsDeploySpec, TaskDefinitionSource};

@@ -24,10 +24,14 @@ pub struct EcsDeploySpec {
 /// Where the new task definition starts from.
 #[derive(Debug, Clone)]
 pub enum TaskDefinitionSource {
-    /// A JSON file of the repository. `path` is as the pipeline names it (for messages);
-    /// `text` is its content. `${{ … }}` in its string values are resolved by `resolve`
-    /// after parsing, so a value can never break the JSON.
-    File { path: String, text: String },
+    /// A JSON file of the repository, parsed, with the `${{ … }}` in its string values
+    /// resolved (after parsing, so a value can never break the JSON). `path` is as the
+    /// pipeline names it, for messages. Either shape: the `register-task-definition` input, or
+    /// the `describe-task-definition` output (`{"taskDefinition": {…}, "tags": […]}`).
+    File {
+        path: String,
+        document: serde_json::Value,
+    },
     /// `task_definition: current`: the one the service runs now.
     Current,
 }

@@ -15,6 +15,7 @@ mod aws_identity;
 mod down;
 mod error;
 mod inspect;
+mod lookahead;
 mod masking;
 mod plan;
 mod run;

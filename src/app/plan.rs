@@ -5,16 +5,16 @@ use serde::Serialize;
 
 use super::availability::unavailable_targets;
 use super::aws_identity::aws_identity;
+use super::lookahead::resolve_ahead;
 use super::run::{new_record, participation};
 use super::run_secrets::run_secrets;
 use super::values::{base_values, with_image_placeholders};
 use super::{AppError, EnvVars, Workspace};
 use crate::journal::record::NOT_SELECTED;
 use crate::pipeline::Pipeline;
-use crate::pipeline::interpolate::interpolate_value;
 use crate::plan::{Decision, Participation, Selection, StageGraph, StageId};
-use crate::runner::{History, Runner, Stop, config_path};
-use crate::stages::{StageConfig, unavailable_message};
+use crate::runner::{History, Runner, Stop};
+use crate::stages::{PreviewInput, unavailable_message};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,22 +179,17 @@ async fn plan_stages(
             continue;
         }
         let executor = workspace.executors.for_stage(&stage.stage, pipeline);
-        let path = config_path(&stage.stage);
-        let raw = pipeline
-            .raw(&path)
-            .cloned()
-            .unwrap_or(serde_json::Value::Null);
-        let config = interpolate_value(&raw, &values, &path)
-            .map_err(|(at, message)| pipeline.diagnostic_at(&at, message).to_string())
-            .and_then(|resolved| {
-                StageConfig::resolve(pipeline, &stage.stage, &path, &resolved)
-                    .map_err(|failure| failure.message)
-            });
+        let config = resolve_ahead(pipeline, &stage.stage, &values);
         stage.details = match (executor, config) {
             (Ok(executor), Ok(config)) => {
-                executor
-                    .preview(pipeline, &stage.stage, &config, &runner.aws)
-                    .await
+                let input = PreviewInput {
+                    pipeline,
+                    id: &stage.stage,
+                    config: &config,
+                    values: &values,
+                    aws: &runner.aws,
+                };
+                executor.preview(&input).await
             }
             (Err(failure), _) => vec![failure.message],
             (_, Err(message)) => vec![message],

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use super::availability::refuse_unavailable;
 use super::aws_identity::aws_identity;
+use super::lookahead::check_deploy_targets;
 use super::masking::Guards;
 use super::run_secrets::run_secrets;
-use super::values::{base_values, pipeline_digest, preflight};
+use super::values::{base_values, pipeline_digest, preflight, with_image_placeholders};
 use super::{AppError, EnvVars, Stop, Workspace};
 use crate::exit;
 use crate::journal::{
@@ -148,6 +149,16 @@ async fn start_run(
     preflight(&pipeline, &graph, &values)
         .map_err(|problems| AppError::invalid(LoadError::Invalid(problems)))?;
     let aws = run_aws_identity(&pipeline, &values, &run_id, guards)?;
+    check_deploy_targets(
+        &workspace.executors,
+        &pipeline,
+        &graph,
+        &participation,
+        &with_image_placeholders(&values, &pipeline),
+        &aws,
+        &guards.reporter,
+    )
+    .await?;
     let mut record = new_record(&pipeline, &graph, &run_id, selection, git);
     guards.store.create(&mut record).await?;
     let _hold = guards.store.lock_run(&run_id).await?;

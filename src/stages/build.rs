@@ -10,15 +10,14 @@ use serde_json::{Value, json};
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    AwsIdentity, BuiltImage, FailureKind, Outputs, StageConfig, StageContext, StageExecutor,
-    StageFailure, StageInput, StageOutputs, StageSink,
+    BuiltImage, FailureKind, Outputs, PreviewInput, StageContext, StageExecutor, StageFailure,
+    StageInput, StageOutputs, StageSink,
 };
 use crate::docker::{
     self, BuildContext, BuildError, BuildObserver, BuildRequest, ContextStateFiles, SecretValue,
 };
 use crate::pipeline::Pipeline;
 use crate::pipeline::model::{BuilderKind, ImageSpec, SecretUnavailable};
-use crate::plan::StageId;
 
 pub struct BuildStage {
     pub daemon: Arc<DaemonConnection>,
@@ -98,14 +97,8 @@ impl BuildStage {
 
 #[async_trait]
 impl StageExecutor for BuildStage {
-    async fn preview(
-        &self,
-        pipeline: &Pipeline,
-        id: &StageId,
-        _: &StageConfig,
-        _: &AwsIdentity,
-    ) -> Vec<String> {
-        match docker::context_changes(&self.context_files(pipeline, &id.name)) {
+    async fn preview(&self, input: &PreviewInput<'_>) -> Vec<String> {
+        match docker::context_changes(&self.context_files(input.pipeline, &input.id.name)) {
             Some(changes) if !changes.is_empty() => {
                 vec![format!("context changed: {}", changes.summary(3))]
             }

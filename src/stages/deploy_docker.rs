@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    AwsIdentity, DeployAttempt, FailureKind, ImageArtifact, Outputs, StageConfig, StageContext,
-    StageExecutor, StageFailure, StageInput, StageOutputs,
+    DeployAttempt, FailureKind, ImageArtifact, Outputs, PreviewInput, StageContext, StageExecutor,
+    StageFailure, StageInput, StageOutputs,
 };
 use crate::deploy::docker::{
     self as target, DeployObserver, DeployPreviewRequest, DockerDeployError, DockerDeployOutcome,
@@ -102,16 +102,10 @@ fn failure(err: DockerDeployError) -> StageFailure {
 
 #[async_trait]
 impl StageExecutor for DockerDeployStage {
-    async fn preview(
-        &self,
-        pipeline: &Pipeline,
-        id: &StageId,
-        config: &StageConfig,
-        _: &AwsIdentity,
-    ) -> Vec<String> {
-        match config.deploy().map(|target| &target.kind) {
+    async fn preview(&self, input: &PreviewInput<'_>) -> Vec<String> {
+        match input.config.deploy().map(|target| &target.kind) {
             Ok(TargetKind::Docker(docker)) => {
-                deploy_preview(&self.daemon, pipeline, &id.name, docker).await
+                deploy_preview(&self.daemon, input.pipeline, &input.id.name, docker).await
             }
             _ => Vec::new(),
         }

@@ -50,6 +50,8 @@ pub enum FailureKind {
     RolledBack,
     TimedOut,
     Interrupted,
+    /// The configuration does not fit the world it deploys to (found before anything ran).
+    Invalid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,14 @@ impl StageFailure {
     pub fn failed(message: impl Into<String>) -> Self {
         StageFailure {
             kind: FailureKind::Failed,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        StageFailure {
+            kind: FailureKind::Invalid,
             message: message.into(),
             hint: None,
         }
@@ -83,7 +93,7 @@ impl StageFailure {
 
     pub fn status(&self) -> StageStatus {
         match self.kind {
-            FailureKind::Failed => StageStatus::Failed,
+            FailureKind::Failed | FailureKind::Invalid => StageStatus::Failed,
             FailureKind::RolledBack => StageStatus::RolledBack,
             FailureKind::TimedOut => StageStatus::TimedOut,
             FailureKind::Interrupted => StageStatus::Interrupted,
@@ -142,21 +152,37 @@ pub trait StageExecutor: Send + Sync {
         context: &StageContext<'_>,
     ) -> Result<(), StageFailure>;
 
-    /// What running stage `id` would change, for `shipit plan`: lines for people (which files
+    /// What running the stage would change, for `shipit plan`: lines for people (which files
     /// of a build context changed, which tags a push moves, which containers a deploy starts
-    /// and stops). Asked only of a stage the plan says will run, after its fingerprint when it
-    /// could be decided, with its configuration resolved as far as the plan can (images not
-    /// built yet are placeholders); it changes nothing, and says why when it cannot tell. AWS
-    /// calls sign as `aws`.
-    async fn preview(
-        &self,
-        _pipeline: &Pipeline,
-        _id: &StageId,
-        _config: &StageConfig,
-        _aws: &AwsIdentity,
-    ) -> Vec<String> {
+    /// and stops, the task definition diff of an ECS deploy). Asked only of a stage the plan
+    /// says will run, after its fingerprint when it could be decided, with its configuration
+    /// resolved as far as the plan can (images not built yet are placeholders); it changes
+    /// nothing, and says why when it cannot tell.
+    async fn preview(&self, _input: &PreviewInput<'_>) -> Vec<String> {
         Vec::new()
     }
+
+    /// Checks, before a run builds anything, what can be checked of this stage without
+    /// changing anything (an ECS service exists and takes the target's strategy, a task
+    /// definition file names the target's containers), so that a wrong target is found in
+    /// seconds rather than after the build. A failure of kind [`FailureKind::Invalid`] refuses
+    /// the run; any other is a warning (the stage itself fails later if it still holds).
+    async fn preflight(&self, _input: &PreviewInput<'_>) -> Result<(), StageFailure> {
+        Ok(())
+    }
+}
+
+/// What `preview` and `preflight` are given: a stage looked at before anything runs.
+pub struct PreviewInput<'a> {
+    pub pipeline: &'a Pipeline,
+    pub id: &'a StageId,
+    /// The configuration resolved as far as it can be before the run (images not built yet
+    /// are placeholders).
+    pub config: &'a StageConfig,
+    /// The values it was resolved with (a deploy resolves the files it reads with them).
+    pub values: &'a crate::pipeline::interpolate::Values,
+    /// Whose credentials AWS calls sign with.
+    pub aws: &'a AwsIdentity,
 }
 
 /// The executor for each kind of stage. A deploy kind this build cannot run has none: the

@@ -11,10 +11,9 @@ use serde_json::Value;
 
 use super::docker_daemon::{DaemonConnection, with_causes};
 use super::{
-    AwsIdentity, BuiltImage, Outputs, PushedImage, StageConfig, StageContext, StageExecutor,
-    StageFailure, StageInput, StageOutputs, StageSink,
+    BuiltImage, Outputs, PreviewInput, PushedImage, StageContext, StageExecutor, StageFailure,
+    StageInput, StageOutputs, StageSink,
 };
-use crate::pipeline::Pipeline;
 use crate::plan::StageId;
 use crate::registry::{self, PushError, PushObserver};
 
@@ -61,16 +60,11 @@ impl PushObserver for Progress<'_> {
 #[async_trait]
 impl StageExecutor for PushStage {
     /// Which tags the push moves: where each points now, or that it is new.
-    async fn preview(
-        &self,
-        _: &Pipeline,
-        _: &StageId,
-        config: &StageConfig,
-        aws: &AwsIdentity,
-    ) -> Vec<String> {
-        let Ok(config) = config.push() else {
+    async fn preview(&self, input: &PreviewInput<'_>) -> Vec<String> {
+        let Ok(config) = input.config.push() else {
             return Vec::new();
         };
+        let aws = input.aws;
         if config.tags.is_empty() {
             return vec!["pushes by digest only (no tags)".to_owned()];
         }

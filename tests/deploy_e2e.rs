@@ -30,8 +30,9 @@ fn demo_project(scenario: &Scenario, extra: &str) -> Project {
     project
 }
 
-fn deployed_ports(result: &serde_json::Value) -> Vec<u16> {
-    let deploy = stage(result, "deploy:web");
+/// The ports of the replicas stage `id` (`deploy:web`, `rollback:web`) started.
+fn deployed_ports(result: &serde_json::Value, id: &str) -> Vec<u16> {
+    let deploy = stage(result, id);
     deploy["outputs"]["containers"]
         .as_array()
         .unwrap_or(&Vec::new())
@@ -48,7 +49,7 @@ fn a_healthy_deploy_serves_from_every_replica_and_the_next_one_replaces_it() {
     let run = project.shipit(&["run", "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let first = run.json();
-    let ports = deployed_ports(&first);
+    let ports = deployed_ports(&first, "deploy:web");
     assert_eq!(ports.len(), 2, "{first}");
     for port in &ports {
         assert_eq!(
@@ -64,7 +65,7 @@ fn a_healthy_deploy_serves_from_every_replica_and_the_next_one_replaces_it() {
     let run = project.shipit(&["run", "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let second = run.json();
-    let new_ports = deployed_ports(&second);
+    let new_ports = deployed_ports(&second, "deploy:web");
     for port in &new_ports {
         assert_eq!(
             http_get(*port, "/").as_deref(),
@@ -91,7 +92,7 @@ fn a_deploy_whose_health_check_fails_is_rolled_back_and_exits_3() {
     let project = demo_project(&scenario, "");
     let run = project.shipit(&["run", "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let old_ports = deployed_ports(&run.json());
+    let old_ports = deployed_ports(&run.json(), "deploy:web");
 
     // The new version has no /health: the probe gets 404, never 200.
     std::fs::remove_file(project.path().join("web/www/health")).unwrap();
@@ -266,10 +267,51 @@ fn a_deploy_killed_mid_way_is_finished_by_resume_without_orphans() {
         "no orphans: {:?}",
         scenario.containers(None)
     );
-    for port in deployed_ports(&result) {
+    for port in deployed_ports(&result, "deploy:web") {
         assert!(
             http_get(port, "/health").is_some(),
             "replica on {port} serves"
         );
     }
+}
+
+#[test]
+fn rollback_returns_the_target_to_the_version_deployed_before_the_live_one() {
+    let scenario = Scenario::new("e2e-rollback-cmd");
+    let project = demo_project(&scenario, "");
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let first_run = run.json()["run_id"].as_str().unwrap().to_owned();
+    project
+        .file("web/www/index.html", "<h1>second version</h1>\n")
+        .commit();
+    let run = project.shipit(&["run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let run = project.shipit(&["rollback", "deploy:web", "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let result = run.json();
+    let rollback = stage(&result, "rollback:web");
+    assert_eq!(rollback["status"], "succeeded", "{result}");
+    let returned_to = stage(&result, "deploy:web");
+    assert_eq!(returned_to["reused_from"], first_run.as_str(), "{result}");
+    let ports = deployed_ports(&result, "rollback:web");
+    assert_eq!(ports.len(), 2, "{result}");
+    for port in ports {
+        let page = http_get(port, "/").unwrap_or_default();
+        assert!(
+            !page.contains("second version"),
+            "the replica on {port} serves the first version again: {page}"
+        );
+    }
+    assert_eq!(
+        scenario.containers(None).len(),
+        2,
+        "the second version is gone"
+    );
+
+    // The first version is the oldest deploy: there is nothing before it.
+    let run = project.shipit(&["rollback", "web"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("no earlier version"), "{run:?}");
 }

@@ -10,6 +10,7 @@
 //! whose AWS credentials it uses (`aws_identity`); its reporter and journal are wrapped so that
 //! no secret reaches either, and what it hands back is masked too (`masking`).
 
+mod approve;
 mod availability;
 mod aws_identity;
 mod down;
@@ -18,6 +19,7 @@ mod inspect;
 mod lookahead;
 mod masking;
 mod plan;
+mod rollback;
 mod run;
 mod run_secrets;
 mod values;
@@ -30,11 +32,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::runner::Stop;
+pub use approve::{Approved, approve};
 pub use availability::{UnavailableTarget, unavailable_targets};
 pub use down::{down, preview_down, take_down_targets};
 pub use error::AppError;
 pub use inspect::{list_runs, show_run};
 pub use plan::{PlanReport, PlannedAction, PlannedStage, plan};
+pub use rollback::{ReturnPoint, RollbackRequest, return_point, rollback};
 pub use run::{ResumeOutcome, RunOutcome, RunRequest, resume, run};
 
 use crate::journal::{FsRunStore, RunStore};

@@ -13,7 +13,7 @@ use super::{AppError, EnvVars, Workspace};
 use crate::journal::record::NOT_SELECTED;
 use crate::pipeline::Pipeline;
 use crate::plan::{Decision, Participation, Selection, StageGraph, StageId};
-use crate::runner::{History, Runner, Stop};
+use crate::runner::{History, Runner, Stop, image_values};
 use crate::stages::{PreviewInput, unavailable_message};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -173,7 +173,9 @@ async fn plan_stages(
     }
     // What each stage that runs would change, from its own executor, with its configuration
     // resolved as far as it can be before anything runs.
-    let values = with_image_placeholders(&runner.values, pipeline);
+    // Images a skipped stage reuses are known; the others are placeholders.
+    let mut values = with_image_placeholders(&runner.values, pipeline);
+    values.images.extend(image_values(&record));
     for stage in &mut stages {
         if stage.action != PlannedAction::Run {
             continue;

@@ -101,6 +101,20 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Return a deploy target to the version an earlier successful run deployed (by default
+    /// the one before the live version), gated like a deploy. Journaled as a run of its own.
+    Rollback {
+        /// The target: deploy:TARGET (or TARGET).
+        target: String,
+        /// The run whose version to return to (`shipit runs` lists them).
+        #[arg(long, value_name = "RUN_ID")]
+        to: Option<String>,
+    },
+    /// Let an ECS blue/green deploy that waits for its production traffic reroute go on.
+    Approve {
+        /// The target: deploy:TARGET (or TARGET).
+        target: String,
+    },
     /// Print the JSON Schema of the pipeline file (for editor completion).
     Schema,
 }

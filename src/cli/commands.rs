@@ -20,6 +20,8 @@ pub(crate) async fn dispatch(cli: &Cli, printer: Printer) -> i32 {
         Command::Runs => runs(global, printer).await,
         Command::Show { run_id } => show(global, run_id, printer).await,
         Command::Down { targets, dry_run } => down(global, targets, *dry_run, printer).await,
+        Command::Rollback { target, to } => rollback(global, target, to.as_deref(), printer).await,
+        Command::Approve { target } => approve(global, target, printer).await,
         Command::Schema => schema(printer),
     };
     outcome.unwrap_or_else(|err| {
@@ -162,6 +164,43 @@ async fn down(
     )
     .await?;
     Ok(emit_result(global, &outcome, printer))
+}
+
+/// `deploy:web` or `web`: the target a rollback or an approval names.
+fn target_name(text: &str) -> &str {
+    text.strip_prefix("deploy:").unwrap_or(text)
+}
+
+async fn rollback(
+    global: &GlobalArgs,
+    target: &str,
+    to: Option<&str>,
+    printer: Printer,
+) -> Result<i32, AppError> {
+    let pipeline = load(global)?;
+    let workspace = Workspace::local(&global.state_dir);
+    let stop = Stop::default();
+    spawn_signal_handler(stop.clone(), printer);
+    let reporter = crate::report::reporter_for(printer.mode());
+    let request = app::RollbackRequest {
+        pipeline,
+        target: target_name(target).to_owned(),
+        to_run: to.map(str::to_owned),
+        env: process_env(),
+    };
+    let outcome = app::rollback(&workspace, request, reporter.as_ref(), &stop).await?;
+    Ok(emit_result(global, &outcome, printer))
+}
+
+async fn approve(global: &GlobalArgs, target: &str, printer: Printer) -> Result<i32, AppError> {
+    let pipeline = load(global)?;
+    let workspace = Workspace::local(&global.state_dir);
+    let approved = app::approve(&workspace, &pipeline, target_name(target), &process_env()).await?;
+    printer.info(format!(
+        "approved: CodeDeploy deployment {} (run {}) reroutes production traffic now",
+        approved.deployment_id, approved.run_id
+    ));
+    Ok(exit::OK)
 }
 
 /// Ctrl-C or SIGTERM asks the run to stop: stages stop cleanly and the journal says

@@ -79,6 +79,18 @@ impl StageGraph {
         }
     }
 
+    /// The graph of `shipit rollback`: one `rollback:<target>` stage, needing the earlier
+    /// `deploy:<target>` it returns to. That deploy is not a stage of this graph: the rollback
+    /// run's record holds it, reused from the earlier run.
+    pub fn for_rollback(target: &str) -> StageGraph {
+        StageGraph {
+            stages: vec![StageNode {
+                id: StageId::rollback(target),
+                needs: vec![StageId::deploy(target)],
+            }],
+        }
+    }
+
     pub fn get(&self, id: &StageId) -> Option<&StageNode> {
         self.stages.iter().find(|s| &s.id == id)
     }

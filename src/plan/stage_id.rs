@@ -1,5 +1,6 @@
 //! Stage identities: `build:<image>`, `push:<image>`, `deploy:<target>`, and `down:<target>`
-//! (taking a target down, an action of its own: `shipit down`).
+//! (taking a target down, an action of its own: `shipit down`), and `rollback:<target>`
+//! (returning it to an earlier run's version: `shipit rollback`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,6 +15,9 @@ pub enum StageKind {
     Deploy,
     /// Removes what a deploy started (`shipit down`); never part of a pipeline's graph.
     Down,
+    /// Returns a target to what an earlier run deployed (`shipit rollback`); never part of a
+    /// pipeline's graph.
+    Rollback,
 }
 
 impl StageKind {
@@ -23,6 +27,7 @@ impl StageKind {
             StageKind::Push => "push",
             StageKind::Deploy => "deploy",
             StageKind::Down => "down",
+            StageKind::Rollback => "rollback",
         }
     }
 }
@@ -58,6 +63,12 @@ impl StageId {
             name: name.to_owned(),
         }
     }
+    pub fn rollback(name: &str) -> Self {
+        StageId {
+            kind: StageKind::Rollback,
+            name: name.to_owned(),
+        }
+    }
 }
 
 impl fmt::Display for StageId {
@@ -81,6 +92,7 @@ impl FromStr for StageId {
             "push" => StageKind::Push,
             "deploy" => StageKind::Deploy,
             "down" => StageKind::Down,
+            "rollback" => StageKind::Rollback,
             _ => return Err(StageIdError(text.to_owned())),
         };
         if name.is_empty() {

@@ -81,7 +81,9 @@ pub struct PreparedStage {
 pub fn config_path(id: &StageId) -> DocPath {
     match id.kind {
         StageKind::Build | StageKind::Push => DocPath::root().key("images").key(id.name.clone()),
-        StageKind::Deploy | StageKind::Down => DocPath::root().key("deploy").key(id.name.clone()),
+        StageKind::Deploy | StageKind::Down | StageKind::Rollback => {
+            DocPath::root().key("deploy").key(id.name.clone())
+        }
     }
 }
 
@@ -264,7 +266,17 @@ impl Runner<'_> {
         let shared = Mutex::new(record);
 
         let mut started_stages: BTreeSet<StageId> = BTreeSet::new();
-        let mut succeeded: BTreeSet<StageId> = BTreeSet::new();
+        // Stages the record holds outside the graph (the earlier deploy a rollback returns
+        // to) are done already.
+        let mut succeeded: BTreeSet<StageId> = {
+            let record = shared.lock().await;
+            record
+                .stages
+                .iter()
+                .filter(|s| s.status.is_success() && !self.graph.contains(&s.stage))
+                .map(|s| s.stage.clone())
+                .collect()
+        };
         let mut unsuccessful = false;
         let mut in_flight = FuturesUnordered::new();
         loop {
@@ -386,7 +398,7 @@ impl Runner<'_> {
         }
         // Two runs may build at once, but never deploy the same target at once.
         let _target_hold = match id.kind {
-            StageKind::Deploy | StageKind::Down => {
+            StageKind::Deploy | StageKind::Down | StageKind::Rollback => {
                 match self.hold_target(&id, &snapshot.run_id).await {
                     Ok(lease) => Some(lease),
                     Err(failure) => {

@@ -105,7 +105,7 @@ fn typed(
             }
             Ok(StageConfig::Push(push))
         }
-        StageKind::Deploy | StageKind::Down => {
+        StageKind::Deploy | StageKind::Down | StageKind::Rollback => {
             let target: DeployTarget = deserialize(pipeline, value, path)?;
             let problems = target_kind_problems(pipeline, path, &target.kind);
             if problems.is_empty() {

@@ -18,7 +18,7 @@ use crate::deploy::docker::{
 };
 use crate::pipeline::Pipeline;
 use crate::pipeline::model::TargetKind;
-use crate::plan::StageId;
+use crate::plan::{StageId, StageKind};
 
 pub struct DockerDeployStage {
     pub daemon: Arc<DaemonConnection>,
@@ -41,19 +41,35 @@ fn spec(input: &StageInput<'_>) -> Result<DockerDeploySpec, StageFailure> {
             input.id
         )));
     };
-    let artifact = ImageArtifact::of_image(&target.image, input.upstream).ok_or_else(|| {
-        StageFailure::failed(format!(
-            "{} has no image to run: {} recorded no image id",
-            input.id,
-            StageId::build(&target.image)
-        ))
-    })?;
+    let (image, image_digest) = if input.id.kind == StageKind::Rollback {
+        // A rollback runs the image an earlier run deployed.
+        let earlier = input
+            .upstream
+            .get(&StageId::deploy(&input.id.name))
+            .and_then(DockerDeployOutcome::from_outputs)
+            .ok_or_else(|| {
+                StageFailure::failed(format!(
+                    "{}: the run to return to recorded no deployed image",
+                    input.id
+                ))
+            })?;
+        (earlier.image, earlier.image_digest)
+    } else {
+        let artifact = ImageArtifact::of_image(&target.image, input.upstream).ok_or_else(|| {
+            StageFailure::failed(format!(
+                "{} has no image to run: {} recorded no image id",
+                input.id,
+                StageId::build(&target.image)
+            ))
+        })?;
+        (artifact.id, artifact.digest)
+    };
     Ok(DockerDeploySpec {
         pipeline: input.pipeline.file.name.clone(),
         target: input.id.name.clone(),
         run_id: input.run_id.to_owned(),
-        image: artifact.id,
-        image_digest: artifact.digest,
+        image,
+        image_digest,
         config: config.clone(),
     })
 }

@@ -4,6 +4,7 @@
 mod build;
 mod config;
 mod deploy_docker;
+mod deploy_ecs;
 mod docker_daemon;
 mod down_docker;
 pub mod outputs;
@@ -216,7 +217,8 @@ impl Executors {
                 ))),
                 None => Err(StageFailure::failed(format!("{id} is not in the pipeline"))),
             },
-            StageKind::Deploy => {
+            // A rollback is a deploy of an earlier run's version, by the target kind's executor.
+            StageKind::Deploy | StageKind::Rollback => {
                 let kind = pipeline
                     .file
                     .deploy
@@ -267,8 +269,8 @@ impl Executors {
             take_down_docker: Arc::new(down_docker::DockerTakeDownStage {
                 daemon: daemon.clone(),
             }),
-            // ECS and EKS deploys are not in this version: see README ("Coming next").
-            deploy_ecs: None,
+            deploy_ecs: Some(Arc::new(deploy_ecs::EcsDeployStage)),
+            // EKS deploys are not in this version: see README ("Coming next").
             deploy_eks: None,
         }
     }

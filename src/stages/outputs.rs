@@ -87,6 +87,12 @@ impl StageOutputs for crate::deploy::docker::DockerDeployOutcome {}
 /// `down:<target>` of a `docker:` target: the containers removed.
 impl StageOutputs for crate::deploy::docker::TakeDownOutcome {}
 
+/// `deploy:<target>` of an `ecs:` target, while it runs: what a resume re-attaches to.
+impl StageOutputs for crate::deploy::ecs::EcsCheckpoint {}
+
+/// `deploy:<target>` of an `ecs:` target: where the deploy ended (recorded on failure too).
+impl StageOutputs for crate::deploy::ecs::EcsDeployOutcome {}
+
 /// The image a deploy runs and what `${{ images.NAME.id|digest|ref }}` resolve to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageArtifact {

@@ -16,6 +16,7 @@ mod outcome;
 mod pace;
 mod spec;
 
+pub use blue_green::approve_reroute;
 pub use clients::EcsClients;
 pub use error::{EcsDeployError, EcsErrorKind};
 pub use observer::EcsObserver;

@@ -377,7 +377,7 @@ fn the_cli_parses_every_answer_the_emulator_gives() {
         "elbv2",
         "describe-target-health",
         "--target-group-arn",
-        &TARGET_GROUP.replace("/web/", "/web/"),
+        TARGET_GROUP,
     ]);
     let states: Vec<&Value> = health["TargetHealthDescriptions"]
         .as_array()

@@ -2,6 +2,7 @@
 //! scenario the build and deploy tests share.
 #![allow(dead_code)]
 
+pub mod aws_emulator;
 pub mod ci_tools;
 pub mod daemon_proxy;
 pub mod demo_app;

@@ -15,6 +15,7 @@ mod observer;
 mod outcome;
 mod pace;
 mod spec;
+mod task_definition;
 
 pub use clients::EcsClients;
 pub use error::{EcsDeployError, EcsErrorKind};

@@ -14,6 +14,9 @@ mod error;
 mod observer;
 mod outcome;
 mod pace;
+mod rolling;
+mod service_changes;
+mod snapshot;
 mod spec;
 mod task_definition;
 

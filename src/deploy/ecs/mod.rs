@@ -8,6 +8,7 @@
 //! deploy records: the checkpoint a resume re-attaches from, and the result), `observer` (how
 //! progress and checkpoints leave the deploy), `error`, and `blue_green` (CodeDeploy).
 
+mod api_error;
 mod blue_green;
 mod clients;
 mod error;

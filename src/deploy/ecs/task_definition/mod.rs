@@ -5,6 +5,7 @@
 pub(crate) mod diff;
 pub(crate) mod document;
 pub(crate) mod normal_form;
+pub(crate) mod raw_calls;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -11,6 +11,7 @@
 mod api_error;
 mod blue_green;
 mod clients;
+mod ecs_calls;
 mod error;
 mod observer;
 mod outcome;

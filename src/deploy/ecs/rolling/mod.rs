@@ -2,4 +2,5 @@
 //! (`rollout`), decides from our deployment whether it finished and how (`gate`), and explains
 //! a failure from the evidence AWS holds (`diagnosis`).
 
+pub(crate) mod diagnosis;
 pub(crate) mod gate;

@@ -4,3 +4,4 @@
 
 pub(crate) mod diagnosis;
 pub(crate) mod gate;
+pub(crate) mod rollout;

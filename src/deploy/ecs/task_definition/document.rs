@@ -82,17 +82,6 @@ impl TaskDefinitionDocument {
             .collect()
     }
 
-    /// The image each container runs.
-    pub(crate) fn images(&self) -> BTreeMap<String, String> {
-        containers(&self.body)
-            .filter_map(|container| {
-                let name = container.get("name")?.as_str()?;
-                let image = container.get("image")?.as_str()?;
-                Some((name.to_owned(), image.to_owned()))
-            })
-            .collect()
-    }
-
     /// Sets the image of each container `images` names (container → digest reference). Fails,
     /// naming `source` and the containers it has, when one of them is missing; nothing is
     /// changed then.

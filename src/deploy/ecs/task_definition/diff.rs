@@ -58,7 +58,10 @@ fn diff_object(
         let child = join(path, key);
         match live.get(key) {
             Some(live_value) => diff_value(&child, Some(key), live_value, desired_value, out),
-            None => out.push(format!("{child}: added {}", shown(desired_value))),
+            None => out.push(format!(
+                "{child}: added {}",
+                shown_under(key, desired_value)
+            )),
         }
     }
     for (key, live_value) in live {
@@ -66,7 +69,7 @@ fn diff_object(
             out.push(format!(
                 "{}: removed (was {})",
                 join(path, key),
-                shown(live_value)
+                shown_under(key, live_value)
             ));
         }
     }
@@ -124,6 +127,15 @@ fn join(path: &str, key: &str) -> String {
         key.to_owned()
     } else {
         format!("{path}.{key}")
+    }
+}
+
+/// A value under `key`: a hidden list shows its names only.
+fn shown_under(key: &str, value: &Value) -> String {
+    if HIDDEN_VALUE_LISTS.contains(&key) {
+        names_only(value.clone()).to_string()
+    } else {
+        shown(value)
     }
 }
 
@@ -231,6 +243,8 @@ mod tests {
         }));
         // Entries without names cannot be matched: the list is shown whole.
         desired["containerDefinitions"][0]["environment"] = json!([{"value": "orphan-value"}]);
+        desired["containerDefinitions"][1]["environment"] =
+            json!([{"name": "ENVOY_TOKEN", "value": "t0ken"}]);
         let lines = task_definition_diff(&normal(&live), &normal(&desired));
         let all = lines.join("\n");
         assert!(
@@ -238,7 +252,11 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("SIDE_SECRET"), "{all}");
-        for value in ["p4ss", "orphan-value", "hunter2", "info"] {
+        assert!(
+            all.contains("containerDefinitions[envoy].environment: added [\"ENVOY_TOKEN\"]"),
+            "{all}"
+        );
+        for value in ["p4ss", "orphan-value", "hunter2", "info", "t0ken"] {
             assert!(!all.contains(value), "{value} shown in:\n{all}");
         }
     }

@@ -56,7 +56,7 @@ fn normalise_container(container: &mut Map<String, Value>, awsvpc: bool) {
     // ECS keeps these lists in the order given, but the order means nothing to a container.
     for named_list in ["environment", "secrets", "ulimits", "systemControls"] {
         if let Some(Value::Array(entries)) = container.get_mut(named_list) {
-            entries.sort_by(|a, b| entry_name(a).cmp(&entry_name(b)));
+            entries.sort_by_key(entry_name);
         }
     }
 }

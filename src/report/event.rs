@@ -27,6 +27,13 @@ pub enum Event {
         stage: StageId,
         message: String,
     },
+    /// A change worth a line of its own while a stage waits on something outside shipit (a
+    /// service event, new task counts, a lifecycle hook passed): the live line on a terminal,
+    /// and always a line of its own in CI and logs, never throttled like progress.
+    StageChange {
+        stage: StageId,
+        message: String,
+    },
     /// A raw line of tool output (build log); shown verbose or in CI, kept for failure messages.
     StageLog {
         stage: StageId,

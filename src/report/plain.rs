@@ -216,6 +216,20 @@ impl Reporter for PlainReporter {
                     self.line(&format!("{stage}: {message}"));
                 }
             }
+            Event::StageChange { stage, message } => {
+                if quiet {
+                    return;
+                }
+                let (_, now) = (self.clock)();
+                {
+                    // The change says more than any progress held back before it.
+                    let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let entry = state.entry(stage.clone()).or_default();
+                    entry.last_progress = Some(now);
+                    entry.pending_progress = None;
+                }
+                self.line(&format!("{stage}: {message}"));
+            }
             Event::StageLog { stage, line } => {
                 if self.streams_logs() {
                     self.line(&format!("{stage} | {line}"));

@@ -83,7 +83,7 @@ impl Reporter for TerminalReporter {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(stage.clone(), bar);
             }
-            Event::StageProgress { stage, message } => {
+            Event::StageProgress { stage, message } | Event::StageChange { stage, message } => {
                 if let Some(bar) = self
                     .running
                     .lock()

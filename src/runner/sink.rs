@@ -196,6 +196,13 @@ impl StageSink for JournalSink<'_> {
         });
     }
 
+    fn change(&self, message: &str) {
+        self.reporter.report(&Event::StageChange {
+            stage: self.id.clone(),
+            message: message.to_owned(),
+        });
+    }
+
     fn log(&self, line: &str) {
         self.reporter.report(&Event::StageLog {
             stage: self.id.clone(),

@@ -86,6 +86,10 @@ fn mask_event(secrets: &SecretSet, event: &Event) -> Event {
             stage: stage.clone(),
             message: mask(message),
         },
+        Event::StageChange { stage, message } => Event::StageChange {
+            stage: stage.clone(),
+            message: mask(message),
+        },
         Event::StageLog { stage, line } => Event::StageLog {
             stage: stage.clone(),
             line: mask(line),

@@ -32,7 +32,7 @@ struct StageObserver<'a> {
 #[async_trait]
 impl EcsObserver for StageObserver<'_> {
     fn on_progress(&self, line: &str) {
-        self.sink.progress(line);
+        self.sink.change(line);
     }
 
     async fn on_checkpoint(&self, checkpoint: &EcsCheckpoint) -> Result<(), String> {

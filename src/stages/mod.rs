@@ -108,6 +108,9 @@ impl StageFailure {
 #[async_trait]
 pub trait StageSink: Send + Sync {
     fn progress(&self, message: &str);
+    /// A change worth a line of its own while the stage waits on something outside shipit
+    /// (a deploy's service events and counts): never throttled in CI.
+    fn change(&self, message: &str);
     fn log(&self, line: &str);
     /// Records outputs in the journal, in one write, before returning. A stage whose outputs
     /// cannot be journaled fails: a resume could not find what it did.

@@ -1,6 +1,11 @@
 //! Blue/green through AWS CodeDeploy (services whose deployment controller is CODE_DEPLOY).
 //! Being written in this change; see the issue.
 
+mod appspec;
+mod gate;
+mod progress;
+mod snapshot;
+
 use tokio_util::sync::CancellationToken;
 
 use super::{

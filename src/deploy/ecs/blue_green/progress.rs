@@ -10,15 +10,16 @@ use super::snapshot::{Snapshot, TargetView};
 pub(crate) fn changes(previous: Option<&Snapshot>, current: &Snapshot) -> Vec<String> {
     let mut lines = Vec::new();
     let before = previous.map(|p| &p.deployment);
-    if before.map(|b| b.status.as_str()) != Some(current.deployment.status.as_str()) {
-        if let Some(line) = status_line(
+    if before.map(|b| b.status.as_str()) != Some(current.deployment.status.as_str())
+        && let Some(line) = status_line(
             &current.deployment.deployment_id,
             &current.deployment.status,
-        ) {
-            lines.push(line);
-        }
+        )
+    {
+        lines.push(line);
     }
-    // A poll that did not read the target says nothing about it: compare with the last one that did.
+    // The follow loop carries the last target read into a poll that did not read it, so a
+    // missing target only happens before CodeDeploy lists one, and says nothing changed.
     if let Some(target) = &current.target {
         let last_target = previous.and_then(|p| p.target.as_ref());
         lines.extend(lifecycle_changes(last_target, target));

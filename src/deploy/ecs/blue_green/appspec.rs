@@ -1,10 +1,14 @@
 //! The AppSpec a CodeDeploy ECS deployment runs: the task definition to roll out, and
 //! everything the service runs with that a replacement task set must keep (the load balancer's
 //! container and port, the platform version, the network configuration, the capacity
-//! providers). A value named in the pipeline wins; otherwise the live service's is copied, so
-//! the green task set never silently loses a setting the blue one had.
+//! providers). A value named in the pipeline wins; otherwise the live one is copied, so the
+//! green task set never silently loses a setting the blue one had. "Live" is the service's
+//! PRIMARY task set (what the last CodeDeploy deployment set up), then the service itself (what
+//! CreateService was given).
 
-use aws_sdk_ecs::types::Service;
+use aws_sdk_ecs::types::{
+    CapacityProviderStrategyItem, LoadBalancer, NetworkConfiguration, Service, TaskSet,
+};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -26,25 +30,22 @@ pub(crate) fn app_spec(
     config: &CodeDeployTarget,
     service: &Service,
 ) -> Result<AppSpec, EcsDeployError> {
+    let live = Live::of(service);
     let mut properties = Map::new();
     properties.insert("TaskDefinition".into(), json!(task_definition_arn));
     properties.insert(
         "LoadBalancerInfo".into(),
-        load_balancer_info(config, service)?,
+        load_balancer_info(config, service, &live)?,
     );
-    if let Some(version) = config
-        .platform_version
-        .as_deref()
-        .or(service.platform_version())
-    {
+    if let Some(version) = config.platform_version.as_deref().or(live.platform_version) {
         properties.insert("PlatformVersion".into(), json!(version));
     }
-    if let Some(network) = network_configuration(service) {
+    if let Some(network) = live.network.and_then(network_configuration) {
         properties.insert("NetworkConfiguration".into(), network);
     }
-    if !service.capacity_provider_strategy().is_empty() {
-        let strategy: Vec<Value> = service
-            .capacity_provider_strategy()
+    if !live.capacity_providers.is_empty() {
+        let strategy: Vec<Value> = live
+            .capacity_providers
             .iter()
             .map(|item| {
                 json!({
@@ -78,14 +79,49 @@ pub(crate) fn app_spec(
     Ok(AppSpec { content, sha256 })
 }
 
-/// The container and port production traffic goes to: the configured ones, else the service's
-/// load balancer's. A port given without a name, or a name without a port, is completed from
-/// the service's load balancer only when it names the same container.
+/// The settings the service runs with now, each from its PRIMARY task set when that has it,
+/// else from the service.
+struct Live<'a> {
+    load_balancers: &'a [LoadBalancer],
+    platform_version: Option<&'a str>,
+    network: Option<&'a NetworkConfiguration>,
+    capacity_providers: &'a [CapacityProviderStrategyItem],
+}
+
+impl<'a> Live<'a> {
+    fn of(service: &'a Service) -> Live<'a> {
+        let primary: Option<&TaskSet> = service
+            .task_sets()
+            .iter()
+            .find(|set| set.status() == Some("PRIMARY"));
+        Live {
+            load_balancers: primary
+                .map(TaskSet::load_balancers)
+                .filter(|lbs| !lbs.is_empty())
+                .unwrap_or(service.load_balancers()),
+            platform_version: primary
+                .and_then(TaskSet::platform_version)
+                .or(service.platform_version()),
+            network: primary
+                .and_then(TaskSet::network_configuration)
+                .or(service.network_configuration()),
+            capacity_providers: primary
+                .map(TaskSet::capacity_provider_strategy)
+                .filter(|items| !items.is_empty())
+                .unwrap_or(service.capacity_provider_strategy()),
+        }
+    }
+}
+
+/// The container and port production traffic goes to: the configured ones, else the live load
+/// balancer's. A port given without a name, or a name without a port, is completed from the
+/// live load balancer only when it names the same container.
 fn load_balancer_info(
     config: &CodeDeployTarget,
     service: &Service,
+    live: &Live<'_>,
 ) -> Result<Value, EcsDeployError> {
-    let live = service.load_balancers().first();
+    let live = live.load_balancers.first();
     let live_name = live.and_then(|lb| lb.container_name());
     let name = config.container_name.as_deref().or(live_name);
     let Some(name) = name else {
@@ -110,9 +146,9 @@ fn load_balancer_info(
     Ok(json!({ "ContainerName": name, "ContainerPort": port }))
 }
 
-/// The service's awsvpc configuration, in the AppSpec's spelling.
-fn network_configuration(service: &Service) -> Option<Value> {
-    let awsvpc = service.network_configuration()?.awsvpc_configuration()?;
+/// An awsvpc configuration, in the AppSpec's spelling.
+fn network_configuration(network: &NetworkConfiguration) -> Option<Value> {
+    let awsvpc = network.awsvpc_configuration()?;
     let mut vpc = Map::new();
     vpc.insert("Subnets".into(), json!(awsvpc.subnets()));
     if !awsvpc.security_groups().is_empty() {
@@ -271,6 +307,68 @@ mod tests {
         let keys: Vec<&str> = properties.keys().map(String::as_str).collect();
         assert_eq!(keys, ["TaskDefinition", "LoadBalancerInfo"]);
         assert!(document.get("Hooks").is_none());
+    }
+
+    #[test]
+    fn the_primary_task_set_wins_over_what_the_service_was_created_with() {
+        // After a CodeDeploy deployment the service's own fields still hold what CreateService
+        // was given; the PRIMARY task set holds what runs now.
+        let primary = TaskSet::builder()
+            .status("PRIMARY")
+            .platform_version("1.4.0")
+            .load_balancers(
+                LoadBalancer::builder()
+                    .container_name("app")
+                    .container_port(9090)
+                    .build(),
+            )
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        AwsVpcConfiguration::builder()
+                            .subnets("subnet-new")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .build();
+        let active = TaskSet::builder()
+            .status("ACTIVE")
+            .platform_version("1.3.0")
+            .build();
+        let service = Service::builder()
+            .service_name("web")
+            .platform_version("LATEST")
+            .load_balancers(
+                LoadBalancer::builder()
+                    .container_name("app")
+                    .container_port(8080)
+                    .build(),
+            )
+            .capacity_provider_strategy(
+                CapacityProviderStrategyItem::builder()
+                    .capacity_provider("FARGATE")
+                    .weight(1)
+                    .build()
+                    .unwrap(),
+            )
+            .task_sets(active)
+            .task_sets(primary)
+            .build();
+        let document = parsed(&app_spec(ARN, &CodeDeployTarget::default(), &service).unwrap());
+        let properties = &document["Resources"][0]["TargetService"]["Properties"];
+        assert_eq!(properties["PlatformVersion"], "1.4.0");
+        assert_eq!(properties["LoadBalancerInfo"]["ContainerPort"], 9090);
+        assert_eq!(
+            properties["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"],
+            json!(["subnet-new"])
+        );
+        // What the primary task set does not say comes from the service.
+        assert_eq!(
+            properties["CapacityProviderStrategy"],
+            json!([{"Base": 0, "CapacityProvider": "FARGATE", "Weight": 1}])
+        );
     }
 
     #[test]

@@ -155,6 +155,21 @@ mod tests {
     }
 
     #[test]
+    fn access_denied_names_the_permission_aws_names_even_when_another_call_needs_it() {
+        let err = service_error(
+            "AccessDeniedException",
+            "User: arn:aws:sts::123456789012:assumed-role/ci/run is not authorized to perform: codedeploy:GetDeploymentConfig on resource: arn:aws:codedeploy:eu-west-1:123456789012:deploymentconfig:CodeDeployDefault.ECSAllAtOnce",
+        )
+        .into_error();
+        assert!(
+            err.message
+                .contains("call codedeploy:GetDeploymentConfig ("),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn access_denied_without_a_parsable_message_names_the_call() {
         let err = service_error("AccessDeniedException", "denied").into_error();
         assert!(

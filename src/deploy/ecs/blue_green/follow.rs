@@ -209,7 +209,9 @@ pub(crate) async fn follow(
             };
         }
 
-        let next_calls = 1 + if target_due { poller.target_calls() } else { 0 };
+        // Budget for the largest poll: the target may be read whatever `target_due` says (the
+        // status moved, or a periodic read).
+        let next_calls = 1 + poller.target_calls();
         let remaining = settings
             .timeout
             .saturating_sub(now.duration_since(started))

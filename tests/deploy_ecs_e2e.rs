@@ -58,7 +58,8 @@ fn task_definition(family: &str, image: &str) -> Value {
     })
 }
 
-const OLD_IMAGE: &str = "127.0.0.1:1/e2e/web@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const OLD_IMAGE: &str =
+    "127.0.0.1:1/e2e/web@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 /// A project whose image is pushed to the test registry and deployed to the emulator's
 /// `shop/web` service; `ecs_extra` ends the target's `ecs:` block.
@@ -135,6 +136,18 @@ impl EcsProject {
     }
 }
 
+/// Waits (bounded) until the emulator has answered `operation` `count` times.
+fn wait_for_calls(ecs: &EcsProject, operation: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ecs.emulator.count(operation) < count {
+        assert!(
+            Instant::now() < deadline,
+            "{operation} was never called {count} times"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn arn_image(task_definition: &Value) -> String {
     task_definition["containerDefinitions"][0]["image"]
         .as_str()
@@ -172,7 +185,12 @@ fn a_healthy_rollout_succeeds_on_our_deployment_and_a_rerun_changes_nothing() {
             .unwrap()
             .ends_with(&format!("{}:1", ecs.name))
     );
-    assert!(outputs["deployment_id"].as_str().unwrap().starts_with("ecs-svc/"));
+    assert!(
+        outputs["deployment_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ecs-svc/")
+    );
     assert_eq!(outputs["running_count"], outputs["desired_count"]);
     assert_eq!(outputs["images"]["web"], pushed.as_str());
     // What runs is the pushed digest, and every other field came through.
@@ -182,7 +200,10 @@ fn a_healthy_rollout_succeeds_on_our_deployment_and_a_rerun_changes_nothing() {
         registered["containerDefinitions"][0]["secrets"][0]["valueFrom"],
         "arn:aws:ssm:us-east-1:123456789012:parameter/web/db"
     );
-    assert_eq!(registered["executionRoleArn"], "arn:aws:iam::123456789012:role/web-execution");
+    assert_eq!(
+        registered["executionRoleArn"],
+        "arn:aws:iam::123456789012:role/web-execution"
+    );
     let tags: Vec<&str> = registered["tags"]
         .as_array()
         .unwrap()
@@ -216,7 +237,10 @@ fn a_deployment_the_circuit_breaker_rolls_back_exits_3_with_the_tasks_reasons_an
     ecs.emulator.set_scenario(
         CLUSTER,
         SERVICE,
-        Scenario::failing_tasks(1, &["listening on :8080", "FATAL: DATABASE_URL is not a URL"]),
+        Scenario::failing_tasks(
+            1,
+            &["listening on :8080", "FATAL: DATABASE_URL is not a URL"],
+        ),
     );
     let before = ecs.emulator.live_task_definition(CLUSTER, SERVICE);
     let run = ecs.run(&["run"]);
@@ -283,7 +307,8 @@ fn tasks_that_never_start_stop_the_wait_at_the_no_progress_deadline_with_exit_4(
         |service| service.circuit_breaker = true,
         "      no_progress_timeout: 3s\n",
     );
-    ecs.emulator.set_scenario(CLUSTER, SERVICE, Scenario::NeverStarts);
+    ecs.emulator
+        .set_scenario(CLUSTER, SERVICE, Scenario::NeverStarts);
     let run = ecs.run(&["run"]);
     assert_eq!(run.code, 4, "{run:?}");
     let result = run.json();
@@ -293,23 +318,39 @@ fn tasks_that_never_start_stop_the_wait_at_the_no_progress_deadline_with_exit_4(
 
 #[test]
 fn a_rollout_slower_than_its_deadline_is_rolled_back_by_shipit_when_asked() {
-    let ecs = EcsProject::new(
-        "e2e-ecs-slow",
-        |_| {},
-        "      rollback_on_timeout: true\n",
-    );
+    let ecs = EcsProject::new("e2e-ecs-slow", |_| {}, "      rollback_on_timeout: true\n");
     let pipeline = std::fs::read_to_string(ecs.project.path().join("shipit.yaml")).unwrap();
     ecs.project
-        .file("shipit.yaml", pipeline.replace("timeout: 30s", "timeout: 3s"))
+        .file(
+            "shipit.yaml",
+            pipeline.replace("timeout: 30s", "timeout: 3s"),
+        )
         .commit();
     ecs.emulator
         .set_scenario(CLUSTER, SERVICE, Scenario::Slow { step_per_task: 200 });
     let before = ecs.emulator.live_task_definition(CLUSTER, SERVICE);
-    let run = ecs.run(&["run"]);
-    assert_eq!(run.code, 4, "{run:?}");
-    assert!(run.stderr.contains("rolled back"), "{run:?}");
+    let child = ecs
+        .project
+        .command(&["run", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_calls(&ecs, "UpdateService", 1);
+    // The previous version starts as fast as it always did.
+    ecs.emulator
+        .set_scenario(CLUSTER, SERVICE, Scenario::Healthy);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("shipit rolled the service back"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did not finish within 3s"), "{stderr}");
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
-        deploy_outputs(&run.json())["rolled_back_to"].as_str(),
+        deploy_outputs(&result)["rolled_back_to"].as_str(),
         Some(before.as_str())
     );
     let primary = &ecs.service()["deployments"][0];
@@ -330,10 +371,29 @@ fn a_competing_deployment_is_never_reported_as_success() {
 fn throttling_and_an_endpoint_without_the_service_deployments_api_still_succeed() {
     let ecs = EcsProject::new("e2e-ecs-throttle", |_| {}, "");
     ecs.emulator.without_service_deployments_api();
-    ecs.emulator.throttle("DescribeServices", 6);
-    let run = ecs.run(&["run"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(deploy_outputs(&run.json())["rollout_state"], "COMPLETED");
+    ecs.emulator
+        .set_scenario(CLUSTER, SERVICE, Scenario::Slow { step_per_task: 20 });
+    // A burst before the update (the SDK's retries ride it out)…
+    ecs.emulator.throttle("DescribeServices", 3);
+    let child = ecs
+        .project
+        .command(&["run", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_calls(&ecs, "UpdateService", 1);
+    // …and a longer one while waiting, past the SDK's retries: the wait backs off and goes on.
+    ecs.emulator.throttle("DescribeServices", 8);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(deploy_outputs(&result)["rollout_state"], "COMPLETED");
+    assert!(
+        ecs.emulator.count("DescribeServices") >= 11 + 2,
+        "every throttled call was retried"
+    );
 }
 
 #[test]
@@ -348,17 +408,17 @@ fn a_deploy_killed_while_waiting_is_resumed_onto_the_same_deployment() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ecs.emulator.count("UpdateService") == 0 {
-        assert!(Instant::now() < deadline, "the deploy never updated the service");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_calls(&ecs, "UpdateService", 1);
     // Killed outright while waiting: no chance to journal anything more.
     child.kill().unwrap();
     child.wait().unwrap();
     let run = ecs.run(&["resume"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(ecs.emulator.count("UpdateService"), 1, "one deployment only");
+    assert_eq!(
+        ecs.emulator.count("UpdateService"),
+        1,
+        "one deployment only"
+    );
     assert_eq!(ecs.emulator.count("RegisterTaskDefinition"), 1);
     assert!(run.stderr.contains("re-attaching"), "{run:?}");
 }
@@ -369,12 +429,18 @@ fn targets_that_do_not_fit_refuse_the_run_before_anything_is_built() {
     let ecs = EcsProject::new("e2e-ecs-missing", |_| {}, "");
     let pipeline = std::fs::read_to_string(ecs.project.path().join("shipit.yaml")).unwrap();
     ecs.project
-        .file("shipit.yaml", pipeline.replace("service: web", "service: nope"))
+        .file(
+            "shipit.yaml",
+            pipeline.replace("service: web", "service: nope"),
+        )
         .commit();
     let run = ecs.run(&["run"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("nope"), "{run:?}");
-    assert!(!run.stderr.contains("build:web"), "nothing was built: {run:?}");
+    assert!(
+        !run.stderr.contains("build:web"),
+        "nothing was built: {run:?}"
+    );
 
     // A CodeDeploy service asked to roll.
     let ecs = EcsProject::new(
@@ -389,19 +455,27 @@ fn targets_that_do_not_fit_refuse_the_run_before_anything_is_built() {
 
     // A task definition that is not JSON, and one without the container.
     let ecs = EcsProject::new("e2e-ecs-badjson", |_| {}, "");
-    ecs.project.file("taskdef.json", "{ \"family\": \"x\",\n  nope }").commit();
+    ecs.project
+        .file("taskdef.json", "{ \"family\": \"x\",\n  nope }")
+        .commit();
     let run = ecs.run(&["run"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("taskdef.json:2:"), "{run:?}");
     ecs.project
         .file(
             "taskdef.json",
-            serde_json::to_string(&json!({"family": "x", "containerDefinitions": [{"name": "api", "image": "x"}]})).unwrap(),
+            serde_json::to_string(
+                &json!({"family": "x", "containerDefinitions": [{"name": "api", "image": "x"}]}),
+            )
+            .unwrap(),
         )
         .commit();
     let run = ecs.run(&["run"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("web") && run.stderr.contains("api"), "{run:?}");
+    assert!(
+        run.stderr.contains("web") && run.stderr.contains("api"),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -428,9 +502,16 @@ fn plan_shows_the_task_definition_diff_and_the_service_changes() {
     let ecs = EcsProject::new("e2e-ecs-plan", |_| {}, "      desired_count: 3\n");
     let plan = ecs.project.shipit(&["plan"]);
     assert_eq!(plan.code, 0, "{plan:?}");
-    assert!(plan.stdout.contains("containerDefinitions[web].image"), "{plan:?}");
+    assert!(
+        plan.stdout.contains("containerDefinitions[web].image"),
+        "{plan:?}"
+    );
     assert!(plan.stdout.contains("desired count"), "{plan:?}");
-    assert_eq!(ecs.emulator.count("RegisterTaskDefinition"), 0, "plan changes nothing");
+    assert_eq!(
+        ecs.emulator.count("RegisterTaskDefinition"),
+        0,
+        "plan changes nothing"
+    );
     assert_eq!(ecs.emulator.count("UpdateService"), 0);
 }
 
@@ -444,20 +525,33 @@ fn rollback_returns_the_service_to_the_previous_runs_task_definition() {
         .unwrap()
         .to_owned();
     ecs.project
-        .file("web/Dockerfile", "FROM busybox:latest\nRUN echo second > /id.txt\n")
+        .file(
+            "web/Dockerfile",
+            "FROM busybox:latest\nRUN echo second > /id.txt\n",
+        )
         .commit();
     let second = ecs.run(&["run"]);
     assert_eq!(second.code, 0, "{second:?}");
-    assert_ne!(ecs.emulator.live_task_definition(CLUSTER, SERVICE), first_arn);
+    assert_ne!(
+        ecs.emulator.live_task_definition(CLUSTER, SERVICE),
+        first_arn
+    );
 
     let rollback = ecs.run(&["rollback", "deploy:web"]);
     assert_eq!(rollback.code, 0, "{rollback:?}");
-    assert_eq!(ecs.emulator.live_task_definition(CLUSTER, SERVICE), first_arn);
+    assert_eq!(
+        ecs.emulator.live_task_definition(CLUSTER, SERVICE),
+        first_arn
+    );
     assert_eq!(
         stage(&rollback.json(), "rollback:web")["outputs"]["task_definition_arn"],
         first_arn.as_str()
     );
-    assert_eq!(ecs.emulator.count("RegisterTaskDefinition"), 2, "nothing new registered");
+    assert_eq!(
+        ecs.emulator.count("RegisterTaskDefinition"),
+        2,
+        "nothing new registered"
+    );
 }
 
 /// A CODE_DEPLOY service with its application and deployment group.
@@ -488,7 +582,12 @@ fn a_blue_green_deploy_follows_codedeploy_to_success() {
     assert_eq!(run.code, 0, "{run:?}");
     let outputs = deploy_outputs(&run.json()).clone();
     assert_eq!(outputs["rollout_state"], "Succeeded", "{outputs}");
-    assert!(outputs["codedeploy_deployment_id"].as_str().unwrap().starts_with("d-"));
+    assert!(
+        outputs["codedeploy_deployment_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("d-")
+    );
     assert!(run.stderr.contains("AfterAllowTraffic"), "{run:?}");
     assert_eq!(
         ecs.emulator.live_task_definition(CLUSTER, SERVICE),

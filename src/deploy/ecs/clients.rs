@@ -5,7 +5,12 @@
 use crate::credentials::aws::{AwsIdentity, AwsSettings, load_aws_config};
 use crate::pipeline::model::EcsTarget;
 
+use aws_config::retry::RetryConfig;
+
 use super::error::EcsDeployError;
+
+/// Attempts per call, the first included.
+const MAX_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct EcsClients {
@@ -32,11 +37,18 @@ impl EcsClients {
         let config = load_aws_config(settings, identity)
             .await
             .map_err(|err| EcsDeployError::config(err.to_string()))?;
+        // A deploy's calls are few and matter: ride out a burst of throttling (backing off
+        // with jitter) rather than fail a deploy on the SDK's default three attempts.
+        let sdk = config
+            .sdk
+            .to_builder()
+            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .build();
         Ok(EcsClients {
-            ecs: aws_sdk_ecs::Client::new(&config.sdk),
-            codedeploy: aws_sdk_codedeploy::Client::new(&config.sdk),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&config.sdk),
-            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config.sdk),
+            ecs: aws_sdk_ecs::Client::new(&sdk),
+            codedeploy: aws_sdk_codedeploy::Client::new(&sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
             region: config.region,
         })
     }

@@ -3,6 +3,11 @@
 
 use serde_json::Value;
 
+/// How long a task whose target fails its health checks keeps running before ECS stops it. On
+/// AWS that is the health check interval times the unhealthy threshold (a minute or so): long
+/// enough for a deploy that polls to see the target's reason code while the task runs.
+const UNHEALTHY_STEPS_BEFORE_STOP: u32 = 12;
+
 use super::ecs_task_definitions;
 use super::scenario::{DeploymentController, Scenario};
 use super::world::{
@@ -219,7 +224,9 @@ fn advance_tasks(world: &mut World, service: &mut Service, now: Now) {
                     );
                     failed.push((task.deployment_id.clone(), task.id.clone()));
                 }
-                Scenario::UnhealthyTargets { .. } if task.steps_in_status >= 2 => {
+                Scenario::UnhealthyTargets { .. }
+                    if task.steps_in_status >= UNHEALTHY_STEPS_BEFORE_STOP =>
+                {
                     let reason = format!(
                         "Task failed ELB health checks in (target-group {})",
                         target_group.clone().unwrap_or_default()

@@ -141,6 +141,7 @@ pub(crate) async fn explain(
     clients: &EcsClients,
     spec: &EcsDeploySpec,
     service: &ServiceSnapshot,
+    unhealthy_while_waiting: &[UnhealthyTarget],
     deployment_id: &str,
     document: Option<&TaskDefinitionDocument>,
 ) -> String {
@@ -154,7 +155,17 @@ pub(crate) async fn explain(
     let stopped = stopped_tasks_of(clients, spec, deployment_id)
         .await
         .map_err(|failure| failure.error.message);
-    let targets = unhealthy_targets(clients, &service.target_groups).await;
+    // Targets of failed tasks are deregistered by now: what was seen while they ran counts too.
+    let targets = unhealthy_targets(clients, &service.target_groups)
+        .await
+        .map(|mut now| {
+            for target in unhealthy_while_waiting {
+                if !now.contains(target) {
+                    now.push(target.clone());
+                }
+            }
+            now
+        });
     let mut log = None;
     if let (Ok(tasks), Some(document)) = (&stopped, document) {
         let failed = tasks.iter().find_map(|task| {

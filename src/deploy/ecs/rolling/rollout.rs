@@ -13,13 +13,14 @@ use tokio_util::sync::CancellationToken;
 use crate::deploy::ecs::EcsObserver;
 use crate::deploy::ecs::clients::EcsClients;
 use crate::deploy::ecs::ecs_calls::{
-    describe_service, describe_service_deployment, stopped_tasks_of, update_service,
+    describe_service, describe_service_deployment, stopped_tasks_of,
+    unhealthy_targets as unhealthy_targets_of, update_service,
 };
 use crate::deploy::ecs::error::{EcsDeployError, EcsErrorKind};
 use crate::deploy::ecs::outcome::{EcsCheckpoint, EcsDeployOutcome};
 use crate::deploy::ecs::pace::PollPace;
 use crate::deploy::ecs::service_changes::ServiceChanges;
-use crate::deploy::ecs::snapshot::ServiceSnapshot;
+use crate::deploy::ecs::snapshot::{DeploymentSnapshot, ServiceSnapshot, UnhealthyTarget};
 use crate::deploy::ecs::spec::EcsDeploySpec;
 use crate::deploy::ecs::task_definition::document::TaskDefinitionDocument;
 
@@ -37,6 +38,17 @@ pub(crate) struct Rollout<'a> {
     pub(crate) document: Option<&'a TaskDefinitionDocument>,
     pub(crate) checkpoint: EcsCheckpoint,
     pub(crate) registered: bool,
+}
+
+/// What waiting saw: the last look at the service, and the load balancer targets found not
+/// healthy while our tasks ran (ECS deregisters a failed task's target, so by the time a
+/// deployment has failed the reason code is gone from the target group).
+struct Seen {
+    last: ServiceSnapshot,
+    /// Our deployment as last seen: after a rollback it leaves the service's list, and the
+    /// result must still say how far it got.
+    ours: Option<DeploymentSnapshot>,
+    unhealthy_targets: Vec<UnhealthyTarget>,
 }
 
 /// How waiting ended without a verdict.
@@ -105,7 +117,7 @@ pub(crate) async fn roll_out(
         task_definition: &task_definition,
         previous_task_definition: checkpoint.previous_task_definition_arn.as_deref(),
     };
-    let (stop, last) = wait(
+    let (stop, seen) = wait(
         clients,
         spec,
         ours,
@@ -115,7 +127,13 @@ pub(crate) async fn roll_out(
         &cancel,
     )
     .await?;
-    fill(&mut outcome, &last, &deployment_id);
+    let last = &seen.last;
+    fill(&mut outcome, last, &deployment_id);
+    if last.deployment(&deployment_id).is_none()
+        && let Some(ours) = &seen.ours
+    {
+        fill_counts(&mut outcome, ours);
+    }
     let failure_of =
         |headline: String, kind: EcsErrorKind, outcome: &mut EcsDeployOutcome, evidence: String| {
             let message = if evidence.is_empty() {
@@ -130,7 +148,17 @@ pub(crate) async fn roll_out(
         Stop::Verdict(Verdict::Done) => Ok(outcome),
         Stop::Verdict(Verdict::RolledBack { to, reason }) => {
             outcome.rolled_back_to = Some(to.clone());
-            let evidence = explain(clients, spec, &last, &deployment_id, rollout.document).await;
+            // Ours may be gone from the list, last seen still in progress: it failed.
+            outcome.rollout_state = Some("FAILED".to_owned());
+            let evidence = explain(
+                clients,
+                spec,
+                &seen.last,
+                &seen.unhealthy_targets,
+                &deployment_id,
+                rollout.document,
+            )
+            .await;
             let reason = reason.map(|r| format!(" ({r})")).unwrap_or_default();
             Err(failure_of(
                 format!(
@@ -147,7 +175,7 @@ pub(crate) async fn roll_out(
             task_definition,
         }) => Err(failure_of(
             format!(
-                "another deployment ({deployment}, {}) replaced ours ({deployment_id}) while it ran",
+                "a competing deploy replaced ours: deployment {deployment} ({}) became the service's primary while ours ({deployment_id}) ran",
                 short(&task_definition)
             ),
             EcsErrorKind::CompetingDeploy,
@@ -155,7 +183,15 @@ pub(crate) async fn roll_out(
             String::new(),
         )),
         Stop::Verdict(Verdict::Failed { reason }) => {
-            let evidence = explain(clients, spec, &last, &deployment_id, rollout.document).await;
+            let evidence = explain(
+                clients,
+                spec,
+                &seen.last,
+                &seen.unhealthy_targets,
+                &deployment_id,
+                rollout.document,
+            )
+            .await;
             Err(failure_of(
                 format!("deployment {deployment_id} failed: {reason}"),
                 EcsErrorKind::Remote,
@@ -172,7 +208,7 @@ pub(crate) async fn roll_out(
                 clients,
                 spec,
                 &checkpoint,
-                &last,
+                &seen,
                 &deployment_id,
                 rollout.document,
                 headline,
@@ -192,7 +228,7 @@ pub(crate) async fn roll_out(
                 clients,
                 spec,
                 &checkpoint,
-                &last,
+                &seen,
                 &deployment_id,
                 rollout.document,
                 headline,
@@ -212,7 +248,7 @@ pub(crate) async fn roll_out(
                 clients,
                 spec,
                 &checkpoint,
-                &last,
+                &seen,
                 &deployment_id,
                 rollout.document,
                 headline,
@@ -242,7 +278,7 @@ async fn give_up(
     clients: &EcsClients,
     spec: &EcsDeploySpec,
     checkpoint: &EcsCheckpoint,
-    last: &ServiceSnapshot,
+    seen: &Seen,
     deployment_id: &str,
     document: Option<&TaskDefinitionDocument>,
     headline: String,
@@ -251,7 +287,15 @@ async fn give_up(
     cancel: &CancellationToken,
     mut outcome: EcsDeployOutcome,
 ) -> Result<EcsDeployOutcome, EcsDeployError> {
-    let evidence = explain(clients, spec, last, deployment_id, document).await;
+    let evidence = explain(
+        clients,
+        spec,
+        &seen.last,
+        &seen.unhealthy_targets,
+        deployment_id,
+        document,
+    )
+    .await;
     let mut message = format!("{headline}\n{evidence}");
     let mut kind = kind;
     match (&checkpoint.previous_task_definition_arn, spec.config.rollback_on_timeout) {
@@ -317,7 +361,7 @@ async fn wait(
     before: &ServiceSnapshot,
     observer: &dyn EcsObserver,
     cancel: &CancellationToken,
-) -> Result<(Stop, ServiceSnapshot), EcsDeployError> {
+) -> Result<(Stop, Seen), EcsDeployError> {
     let started = Instant::now();
     let mut last_change = started;
     let mut pace = PollPace::default();
@@ -326,6 +370,8 @@ async fn wait(
     let mut service_deployments_answer = true;
     let mut stopped_of_ours = 0;
     let mut last = before.clone();
+    let mut unhealthy_targets: Vec<UnhealthyTarget> = Vec::new();
+    let mut ours_seen: Option<DeploymentSnapshot> = before.deployment(ours.id).cloned();
     let mut last_counts = String::new();
     loop {
         pace.record_calls(Instant::now(), 1);
@@ -336,7 +382,14 @@ async fn wait(
                 if let Some(stop) =
                     sleep_or_stop(&mut pace, 1, started, last_change, spec, cancel).await
                 {
-                    return stop.map(|stop| (stop, last.clone()));
+                    return stop.map(|stop| {
+                        let seen = Seen {
+                            last: last.clone(),
+                            ours: ours_seen.clone(),
+                            unhealthy_targets: unhealthy_targets.clone(),
+                        };
+                        (stop, seen)
+                    });
                 }
                 continue;
             }
@@ -347,6 +400,7 @@ async fn wait(
         }
         seen.extend(last.events.iter().map(|e| e.id.clone()));
         if let Some(deployment) = last.deployment(ours.id) {
+            ours_seen = Some(deployment.clone());
             let counts = format!("{}: {}", ours.id, deployment.counts());
             if counts != last_counts {
                 observer.on_progress(&counts);
@@ -354,6 +408,19 @@ async fn wait(
             }
         }
         let new_mark = ProgressMark::of(&last, ours.id);
+        // While new tasks run, the load balancer's view of them is the evidence a failed
+        // health check leaves; look when our counts move.
+        if mark.as_ref() != Some(&new_mark)
+            && !last.target_groups.is_empty()
+            && last.deployment(ours.id).is_some_and(|d| d.running > 0)
+        {
+            pace.record_calls(Instant::now(), last.target_groups.len());
+            if let Ok(found) = unhealthy_targets_of(clients, &last.target_groups).await
+                && !found.is_empty()
+            {
+                unhealthy_targets = found;
+            }
+        }
         if !limits.circuit_breaker_enabled && mark.as_ref() != Some(&new_mark) {
             pace.record_calls(Instant::now(), 2);
             if let Ok(stopped) = stopped_tasks_of(clients, spec, ours.id).await {
@@ -399,10 +466,24 @@ async fn wait(
                 if let Some(stop) =
                     sleep_or_stop(&mut pace, 1, started, last_change, spec, cancel).await
                 {
-                    return stop.map(|stop| (stop, last.clone()));
+                    return stop.map(|stop| {
+                        let seen = Seen {
+                            last: last.clone(),
+                            ours: ours_seen.clone(),
+                            unhealthy_targets: unhealthy_targets.clone(),
+                        };
+                        (stop, seen)
+                    });
                 }
             }
-            decided => return Ok((Stop::Verdict(decided), last)),
+            decided => {
+                let seen = Seen {
+                    last,
+                    ours: ours_seen,
+                    unhealthy_targets,
+                };
+                return Ok((Stop::Verdict(decided), seen));
+            }
         }
     }
 }
@@ -493,11 +574,7 @@ pub(crate) fn fill(outcome: &mut EcsDeployOutcome, service: &ServiceSnapshot, de
         .deployment(deployment_id)
         .or_else(|| service.primary())
     {
-        outcome.rollout_state = ours.rollout_state.clone();
-        outcome.desired_count = ours.desired;
-        outcome.running_count = ours.running;
-        outcome.pending_count = ours.pending;
-        outcome.failed_tasks = ours.failed_tasks;
+        fill_counts(outcome, ours);
     }
     outcome.last_events = service
         .events
@@ -506,6 +583,14 @@ pub(crate) fn fill(outcome: &mut EcsDeployOutcome, service: &ServiceSnapshot, de
         .rev()
         .map(|e| e.message.clone())
         .collect();
+}
+
+fn fill_counts(outcome: &mut EcsDeployOutcome, deployment: &DeploymentSnapshot) {
+    outcome.rollout_state = deployment.rollout_state.clone();
+    outcome.desired_count = deployment.desired;
+    outcome.running_count = deployment.running;
+    outcome.pending_count = deployment.pending;
+    outcome.failed_tasks = deployment.failed_tasks;
 }
 
 fn timeout(spec: &EcsDeploySpec) -> Duration {

@@ -260,6 +260,47 @@ fn a_deployment_the_circuit_breaker_rolls_back_exits_3_with_the_tasks_reasons_an
         assert!(run.stderr.contains(evidence), "{evidence:?} in {run:?}");
     }
     assert_eq!(ecs.emulator.live_task_definition(CLUSTER, SERVICE), before);
+    assert_explanation_snapshot("circuit_breaker_rollback", failure, &ecs.name);
+}
+
+/// The failure explanation, with what changes from run to run (names, ids, digests, and how
+/// many tasks had stopped and which events had come when shipit looked) replaced.
+fn assert_explanation_snapshot(name: &str, explanation: &str, pipeline: &str) {
+    let mut in_events = false;
+    let explanation: Vec<&str> = explanation
+        .lines()
+        .filter(|line| {
+            if *line == "last service events:" {
+                in_events = true;
+                return true;
+            }
+            in_events &= line.starts_with("  ");
+            !in_events
+        })
+        .collect();
+    let explanation = explanation.join("\n");
+    let mut settings = insta::Settings::clone_current();
+    // Whether ECS's own reason was still on the deployment when shipit looked.
+    settings.add_filter(r"(?m)^(deployment .* rolled back to [^ ]+) \(.*\)$", "$1");
+    settings.add_filter(r"10\.0\.[0-9]+\.[0-9]+", "[address]");
+    settings.add_filter(r"stopped tasks of this deployment \([^)]*\)", "stopped tasks of this deployment (n)");
+    settings.add_filter(&regex_escape(pipeline), "[pipeline]");
+    settings.add_filter(r"ecs-svc/[0-9]+", "ecs-svc/[id]");
+    settings.add_filter(r"\b[0-9a-f]{32}\b", "[task]");
+    settings.add_filter(r"sha256:[0-9a-f]{64}", "sha256:[digest]");
+    settings.bind(|| insta::assert_snapshot!(name, explanation.as_str()));
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -282,6 +323,7 @@ fn unhealthy_load_balancer_targets_are_named_with_their_reason_code() {
         .to_owned();
     assert!(failure.contains("Target.ResponseCodeMismatch"), "{failure}");
     assert!(failure.contains("failed ELB health checks"), "{failure}");
+    assert_explanation_snapshot("unhealthy_targets", &failure, &ecs.name);
 }
 
 #[test]

@@ -299,7 +299,7 @@ pub(crate) async fn stopped_tasks_of(
         .collect())
 }
 
-/// The targets of `target_groups` that are not healthy.
+/// The targets of `target_groups` that are not healthy (and not merely draining).
 pub(crate) async fn unhealthy_targets(
     clients: &EcsClients,
     target_groups: &[String],
@@ -326,7 +326,8 @@ pub(crate) async fn unhealthy_targets(
                 .and_then(|h| h.state())
                 .map(|s| s.as_str().to_owned())
                 .unwrap_or_default();
-            if state == "healthy" {
+            // A draining target is one ECS is retiring, as every rollout does: no evidence.
+            if state == "healthy" || state == "draining" {
                 continue;
             }
             let target = description.target();

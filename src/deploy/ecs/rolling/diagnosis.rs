@@ -67,8 +67,13 @@ pub(crate) fn render(evidence: &Evidence) -> String {
             lines.push("no task of this deployment stopped".to_owned())
         }
         Ok(tasks) => {
+            let shown = if tasks.len() > TASKS_SHOWN {
+                format!(", {TASKS_SHOWN} shown")
+            } else {
+                String::new()
+            };
             lines.push(format!(
-                "stopped tasks of this deployment ({}):",
+                "stopped tasks of this deployment ({}{shown}):",
                 tasks.len()
             ));
             for task in tasks.iter().take(TASKS_SHOWN) {

@@ -283,7 +283,10 @@ fn assert_explanation_snapshot(name: &str, explanation: &str, pipeline: &str) {
     // Whether ECS's own reason was still on the deployment when shipit looked.
     settings.add_filter(r"(?m)^(deployment .* rolled back to [^ ]+) \(.*\)$", "$1");
     settings.add_filter(r"10\.0\.[0-9]+\.[0-9]+", "[address]");
-    settings.add_filter(r"stopped tasks of this deployment \([^)]*\)", "stopped tasks of this deployment (n)");
+    settings.add_filter(
+        r"stopped tasks of this deployment \([^)]*\)",
+        "stopped tasks of this deployment (n)",
+    );
     settings.add_filter(&regex_escape(pipeline), "[pipeline]");
     settings.add_filter(r"ecs-svc/[0-9]+", "ecs-svc/[id]");
     settings.add_filter(r"\b[0-9a-f]{32}\b", "[task]");

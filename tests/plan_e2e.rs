@@ -148,3 +148,56 @@ fn plan_says_which_tags_a_push_moves_and_which_are_new() {
         "{details}"
     );
 }
+
+/// The ECS examples of `pipelines/` validate and plan with no AWS to talk to: the plan runs,
+/// and says of each deploy why it cannot show the task definition diff.
+#[test]
+fn the_ecs_examples_validate_and_plan_offline() {
+    let state = tempfile::tempdir().unwrap();
+    for file in [
+        "pipelines/ecs-rolling.yaml",
+        "pipelines/ecs-blue-green.yaml",
+    ] {
+        let shipit = |args: &[&str]| {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shipit"));
+            command
+                .args(["-f", file, "--state-dir"])
+                .arg(state.path())
+                .args(args)
+                .current_dir(support::repo_root())
+                .env("NO_COLOR", "1")
+                .env("AWS_REGION", "us-east-1")
+                // Nothing listens on the discard port: every AWS call fails at once.
+                .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+            for var in support::INHERITED_FROM_THE_CI {
+                command.env_remove(var);
+            }
+            command.output().unwrap()
+        };
+        let validate = shipit(&["validate"]);
+        assert!(
+            validate.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&validate.stderr)
+        );
+        let started = std::time::Instant::now();
+        let plan = shipit(&["plan", "--output", "json"]);
+        assert!(
+            plan.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&plan.stderr)
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{file}: an offline plan does not hang"
+        );
+        let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+        let deploy = stage(&plan, "deploy:web");
+        assert_eq!(deploy["action"], "run", "{plan}");
+        let details = deploy["details"].to_string();
+        assert!(
+            details.contains("cannot preview the deploy"),
+            "{file}: {plan}"
+        );
+    }
+}

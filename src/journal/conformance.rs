@@ -33,6 +33,7 @@ macro_rules! run_store_conformance {
             a_stale_save_is_a_conflict_and_writes_nothing,
             list_is_oldest_first_with_summaries_that_match_the_records,
             runs_of_filters_by_pipeline_newest_first,
+            runs_of_orders_runs_of_one_second_by_their_start,
             lock_run_is_exclusive_and_released_on_drop,
             target_locks_are_exclusive_per_pipeline_and_target_and_name_the_holder,
             unknown_and_path_like_run_ids_are_refused,
@@ -226,6 +227,41 @@ pub(crate) async fn runs_of_filters_by_pipeline_newest_first(store: Arc<dyn RunS
     assert_eq!(blog.len(), 1);
     assert_eq!(blog[0].run_id, "20260101-120000-00000000000000a2");
     assert!(store.runs_of("none").await.unwrap().is_empty());
+}
+
+/// Run ids start with the second a run started, then a random part: two runs of one second
+/// (a deploy, then at once its rollback) are told apart by their start time, not their ids.
+pub(crate) async fn runs_of_orders_runs_of_one_second_by_their_start(store: Arc<dyn RunStore>) {
+    let started = |millis: i64| {
+        chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("a valid time")
+            .with_timezone(&chrono::Utc)
+            + chrono::Duration::milliseconds(millis)
+    };
+    for (id, millis) in [
+        ("20260101-000000-ffffffffffffffff", 100),
+        ("20260101-000000-0000000000000000", 900),
+        ("20260101-000000-8888888888888888", 500),
+    ] {
+        let mut run = record(id, "shop");
+        run.started_at = started(millis);
+        store.create(&mut run).await.unwrap();
+    }
+    let ids: Vec<String> = store
+        .runs_of("shop")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "20260101-000000-0000000000000000",
+            "20260101-000000-8888888888888888",
+            "20260101-000000-ffffffffffffffff"
+        ]
+    );
 }
 
 pub(crate) async fn lock_run_is_exclusive_and_released_on_drop(store: Arc<dyn RunStore>) {

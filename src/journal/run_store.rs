@@ -91,6 +91,13 @@ pub trait RunStore: Send + Sync {
     ) -> Result<Lease, JournalError>;
 }
 
+/// Sorts `runs` (in descending id order) newest first. An id names the second a run started,
+/// then a random part, so runs of one second are put in the order they started; the sort is
+/// stable, so equal start times keep their id order.
+pub(crate) fn newest_first(runs: &mut [RunRecord]) {
+    runs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+}
+
 /// A hold on a run or a deploy target, released when the lease is dropped.
 #[must_use = "the hold is released as soon as the lease is dropped"]
 pub struct Lease {

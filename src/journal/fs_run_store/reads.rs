@@ -5,6 +5,7 @@ use std::fs;
 use crate::journal::error::JournalError;
 use crate::journal::journal_file::{JOURNAL_FILE, parse_record, read_if_present};
 use crate::journal::record::RunRecord;
+use crate::journal::run_store::newest_first;
 use crate::journal::summary::{ListedRun, RunSummary};
 
 use super::layout::{Layout, RunFiles};
@@ -30,7 +31,7 @@ pub(super) fn list(layout: &Layout) -> Result<Vec<ListedRun>, JournalError> {
 /// The readable records of `pipeline`'s runs, newest first; summaries pick them out, so only
 /// the pipeline's own journals are read.
 pub(super) fn runs_of(layout: &Layout, pipeline: &str) -> Result<Vec<RunRecord>, JournalError> {
-    Ok(list(layout)?
+    let mut runs: Vec<RunRecord> = list(layout)?
         .into_iter()
         .rev()
         .filter_map(|listed| match listed {
@@ -40,7 +41,9 @@ pub(super) fn runs_of(layout: &Layout, pipeline: &str) -> Result<Vec<RunRecord>,
             }
             _ => None,
         })
-        .collect())
+        .collect();
+    newest_first(&mut runs);
+    Ok(runs)
 }
 
 fn summarise(layout: &Layout, run_id: &str) -> Result<RunSummary, JournalError> {

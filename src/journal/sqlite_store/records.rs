@@ -9,6 +9,7 @@ use crate::journal::encoded_record::EncodedRecord;
 use crate::journal::error::JournalError;
 use crate::journal::journal_file::{parse_head, parse_record};
 use crate::journal::record::{RunRecord, RunStatus};
+use crate::journal::run_store::newest_first;
 use crate::journal::summary::{ListedRun, RunSummary};
 
 /// Inserts a new run at the revision `run` was encoded at; `RunExists` if the id is taken.
@@ -187,6 +188,7 @@ pub(super) fn runs_of(db: &mut Db<'_>, pipeline: &str) -> Result<Vec<RunRecord>,
             runs.push(run);
         }
     }
+    newest_first(&mut runs);
     Ok(runs)
 }
 

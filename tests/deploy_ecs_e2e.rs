@@ -113,6 +113,16 @@ impl EcsProject {
         self.project.shipit(&all)
     }
 
+    /// Starts `shipit run --output json` without waiting for it.
+    fn start_run(&self) -> std::process::Child {
+        self.project
+            .command(&["run", "--output", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn service(&self) -> Value {
         self.emulator.service(CLUSTER, SERVICE)
     }
@@ -145,6 +155,16 @@ fn wait_for_calls(ecs: &EcsProject, operation: &str, count: usize) {
             "{operation} was never called {count} times"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How a run started with `start_run` ended.
+fn finished(child: std::process::Child) -> Run {
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -374,26 +394,19 @@ fn a_rollout_slower_than_its_deadline_is_rolled_back_by_shipit_when_asked() {
     ecs.emulator
         .set_scenario(CLUSTER, SERVICE, Scenario::Slow { step_per_task: 200 });
     let before = ecs.emulator.live_task_definition(CLUSTER, SERVICE);
-    let child = ecs
-        .project
-        .command(&["run", "--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = ecs.start_run();
     wait_for_calls(&ecs, "UpdateService", 1);
     // The previous version starts as fast as it always did.
     ecs.emulator
         .set_scenario(CLUSTER, SERVICE, Scenario::Healthy);
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    let run = finished(child);
+    assert_eq!(run.code, 4, "{run:?}");
     assert!(
-        stderr.contains("shipit rolled the service back"),
-        "{stderr}"
+        run.stderr.contains("shipit rolled the service back"),
+        "{run:?}"
     );
-    assert!(stderr.contains("did not finish within 3s"), "{stderr}");
-    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(run.stderr.contains("did not finish within 3s"), "{run:?}");
+    let result = run.json();
     assert_eq!(
         deploy_outputs(&result)["rolled_back_to"].as_str(),
         Some(before.as_str())
@@ -420,20 +433,13 @@ fn throttling_and_an_endpoint_without_the_service_deployments_api_still_succeed(
         .set_scenario(CLUSTER, SERVICE, Scenario::Slow { step_per_task: 20 });
     // A burst before the update (the SDK's retries ride it out)…
     ecs.emulator.throttle("DescribeServices", 3);
-    let child = ecs
-        .project
-        .command(&["run", "--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = ecs.start_run();
     wait_for_calls(&ecs, "UpdateService", 1);
     // …and a longer one while waiting, past the SDK's retries: the wait backs off and goes on.
     ecs.emulator.throttle("DescribeServices", 8);
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let run = finished(child);
+    assert_eq!(run.code, 0, "{run:?}");
+    let result = run.json();
     assert_eq!(deploy_outputs(&result)["rollout_state"], "COMPLETED");
     assert!(
         ecs.emulator.count("DescribeServices") >= 11 + 2,
@@ -446,13 +452,7 @@ fn a_deploy_killed_while_waiting_is_resumed_onto_the_same_deployment() {
     let ecs = EcsProject::new("e2e-ecs-resume", |_| {}, "");
     ecs.emulator
         .set_scenario(CLUSTER, SERVICE, Scenario::Slow { step_per_task: 30 });
-    let mut child = ecs
-        .project
-        .command(&["run", "--output", "json"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ecs.start_run();
     wait_for_calls(&ecs, "UpdateService", 1);
     // Killed outright while waiting: no chance to journal anything more.
     child.kill().unwrap();
@@ -684,13 +684,7 @@ fn a_reroute_wait_goes_on_when_approved_from_another_process() {
         &format!("DgpECS-{CLUSTER}-{SERVICE}"),
         CodeDeployScenario::WaitsForReroute,
     );
-    let child = ecs
-        .project
-        .command(&["run", "--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = ecs.start_run();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let approve = ecs.project.shipit(&["approve", "deploy:web"]);
@@ -700,12 +694,7 @@ fn a_reroute_wait_goes_on_when_approved_from_another_process() {
         assert!(Instant::now() < deadline, "never approvable: {approve:?}");
         std::thread::sleep(Duration::from_millis(300));
     }
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let run = finished(child);
+    assert_eq!(run.code, 0, "{run:?}");
     assert!(ecs.emulator.count("ContinueDeployment") >= 1);
 }

@@ -2,10 +2,8 @@
 //! run of its own: journaled like any other, one `down:<target>` stage per target, each
 //! holding its target so that no deploy of it runs meanwhile.
 
-use std::collections::BTreeMap;
-
 use super::masking::Guards;
-use super::run::{RunOutcome, new_record};
+use super::run::{RunOutcome, execute_action, new_record};
 use super::run_secrets::run_secrets;
 use super::values::base_values;
 use super::{AppError, EnvVars, Stop, Workspace};
@@ -14,9 +12,8 @@ use crate::journal::RunStore;
 use crate::journal::new_run_id;
 use crate::pipeline::Pipeline;
 use crate::pipeline::model::TargetKind;
-use crate::plan::{Participation, Selection, StageGraph};
+use crate::plan::{Selection, StageGraph};
 use crate::report::Reporter;
-use crate::runner::{History, Runner};
 use crate::stages::AwsIdentity;
 
 /// The docker targets `shipit down` acts on: the ones named, or every docker target.
@@ -89,26 +86,12 @@ async fn take_down(
     let mut record = new_record(&pipeline, &graph, &run_id, Selection::default(), git);
     guards.store.create(&mut record).await?;
     let _hold = guards.store.lock_run(&run_id).await?;
-    // Taking down is never skipped: containers may have been started since any record.
-    let participation: BTreeMap<_, _> = graph
-        .stages
-        .iter()
-        .map(|s| (s.id.clone(), Participation::Forced))
-        .collect();
-    let runner = Runner {
-        pipeline: &pipeline,
-        graph: &graph,
-        store: &guards.store,
-        executors: &workspace.executors,
-        reporter: &guards.reporter,
-        values,
-        history: History::default(),
-        participation,
-        stop: stop.clone(),
-        // Taking docker targets down makes no AWS call.
-        aws: AwsIdentity::credential_chain(),
-    };
-    Ok(runner.execute(record, false).await.into())
+    // Taking docker targets down makes no AWS call.
+    let aws = AwsIdentity::credential_chain();
+    Ok(execute_action(
+        workspace, guards, &pipeline, &graph, values, aws, record, stop,
+    )
+    .await)
 }
 
 /// What `shipit down` would remove, per target; removes nothing (`--dry-run`).

@@ -3,18 +3,15 @@
 //! own: a `rollback:<target>` stage, gated like a deploy, whose upstream is the earlier run's
 //! `deploy:<target>` record (the task definition and digests it deployed).
 
-use std::collections::BTreeMap;
-
 use super::masking::Guards;
-use super::run::{RunOutcome, new_record, run_aws_identity};
+use super::run::{RunOutcome, execute_action, new_record, run_aws_identity};
 use super::run_secrets::run_secrets;
 use super::values::base_values;
 use super::{AppError, EnvVars, Stop, Workspace};
 use crate::journal::{RunRecord, RunStore, StageRecord, StageStatus, new_run_id};
 use crate::pipeline::Pipeline;
-use crate::plan::{Participation, Selection, StageGraph, StageId};
+use crate::plan::{Selection, StageGraph, StageId};
 use crate::report::Reporter;
-use crate::runner::{History, Runner};
 use crate::stages::Outputs;
 
 pub struct RollbackRequest {
@@ -96,24 +93,10 @@ async fn roll_back(
     record.stages.insert(0, returned_to);
     guards.store.create(&mut record).await?;
     let _hold = guards.store.lock_run(&run_id).await?;
-    let participation: BTreeMap<_, _> = graph
-        .stages
-        .iter()
-        .map(|s| (s.id.clone(), Participation::Forced))
-        .collect();
-    let runner = Runner {
-        pipeline: &pipeline,
-        graph: &graph,
-        store: &guards.store,
-        executors: &workspace.executors,
-        reporter: &guards.reporter,
-        values,
-        history: History::default(),
-        participation,
-        stop: stop.clone(),
-        aws,
-    };
-    Ok(runner.execute(record, false).await.into())
+    Ok(execute_action(
+        workspace, guards, &pipeline, &graph, values, aws, record, stop,
+    )
+    .await)
 }
 
 /// What identifies the version a deploy put in place: the ECS task definition, or the image a

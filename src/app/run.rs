@@ -174,6 +174,40 @@ async fn start_run(
     execution.execute(record, false, stop).await
 }
 
+/// Runs every stage of `graph` as forced (never skipped: what `shipit down` removes or
+/// `shipit rollback` returns to may have changed since any record) with a fresh history:
+/// the runs of actions (down, rollback) that are not the pipeline's own graph.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn execute_action(
+    workspace: &Workspace,
+    guards: &Guards<'_>,
+    pipeline: &Pipeline,
+    graph: &StageGraph,
+    values: Values,
+    aws: AwsIdentity,
+    record: RunRecord,
+    stop: &Stop,
+) -> RunOutcome {
+    let participation: BTreeMap<_, _> = graph
+        .stages
+        .iter()
+        .map(|s| (s.id.clone(), Participation::Forced))
+        .collect();
+    let runner = Runner {
+        pipeline,
+        graph,
+        store: &guards.store,
+        executors: &workspace.executors,
+        reporter: &guards.reporter,
+        values,
+        history: History::default(),
+        participation,
+        stop: stop.clone(),
+        aws,
+    };
+    runner.execute(record, false).await.into()
+}
+
 /// The run's AWS identity; a pipeline that names a role this CI job cannot assume is warned
 /// about.
 pub(super) fn run_aws_identity(

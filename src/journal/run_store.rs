@@ -95,7 +95,7 @@ pub trait RunStore: Send + Sync {
 /// then a random part, so runs of one second are put in the order they started; the sort is
 /// stable, so equal start times keep their id order.
 pub(crate) fn newest_first(runs: &mut [RunRecord]) {
-    runs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    runs.sort_by_key(|run| std::cmp::Reverse(run.started_at));
 }
 
 /// A hold on a run or a deploy target, released when the lease is dropped.

@@ -3,8 +3,9 @@
 //! looked. Throttling that outlived the SDK's retries is marked, so a wait loop backs off and
 //! goes on instead of failing.
 
-use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 
+use super::aws_failure::AwsFailure;
 use super::error::{EcsDeployError, EcsErrorKind};
 
 /// Where a call went, for messages.
@@ -38,45 +39,22 @@ impl CallError {
     }
 }
 
-/// Turns an SDK error of `call` (`ecs:UpdateService`) into a `CallError`.
+/// Turns an SDK error of `call` (`ecs:UpdateService`) into a `CallError`: a cluster or service
+/// that is not there is the configuration's problem, named with where shipit looked; the rest
+/// is read as for every AWS call.
 pub(crate) fn call_error<E, R>(err: &SdkError<E, R>, call: &str, site: CallSite<'_>) -> CallError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let (code, message) = match err {
-        SdkError::ServiceError(service) => (
-            service.err().code().map(str::to_owned),
-            service.err().message().map(str::to_owned),
-        ),
-        _ => (None, None),
-    };
-    let detail = format!("{}", DisplayErrorContext(err));
-    let debug = format!("{err:?}");
-    classify(code, message, &detail, &debug, call, site)
+    classify(AwsFailure::from_sdk(call, err), site)
 }
 
 /// The decision, apart from the SDK's types.
-fn classify(
-    code: Option<String>,
-    message: Option<String>,
-    detail: &str,
-    debug: &str,
-    call: &str,
-    site: CallSite<'_>,
-) -> CallError {
-    let text = message.clone().unwrap_or_else(|| detail.to_owned());
-    let mut throttled = false;
+fn classify(failure: AwsFailure, site: CallSite<'_>) -> CallError {
+    let throttled = failure.is_throttling();
+    let code = failure.code.clone();
     let error = match code.as_deref() {
-        Some("AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation") => {
-            let action = denied_action(&text).unwrap_or_else(|| call.to_owned());
-            EcsDeployError::remote(format!("AWS refused {action}: the identity shipit deploys with may not call it ({text})"))
-                .with_hint(format!("grant `{action}` to the role or user shipit deploys with"))
-        }
-        Some("ExpiredTokenException" | "ExpiredToken" | "RequestExpired") => EcsDeployError::remote(format!(
-            "the AWS session expired during {call}; the deployment goes on, `shipit resume` re-attaches"
-        ))
-        .with_hint("renew the credentials (a longer `aws.duration`, or a fresh login) and run `shipit resume`"),
         Some("ClusterNotFoundException") => EcsDeployError::config(format!(
             "cluster `{}` does not exist in {}",
             site.cluster, site.region
@@ -92,33 +70,13 @@ fn classify(
             site.service, site.cluster, site.region
         ))
         .with_hint("a deleted or draining service cannot take a deployment; create it again"),
-        Some("ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded") => {
-            throttled = true;
-            EcsDeployError::remote(format!("AWS throttled {call} past every retry: {text}"))
-                .with_hint("other tools share this account's API rate; try again later")
-        }
-        Some(code) => EcsDeployError::remote(format!("{call} failed: {code}: {text}")),
-        None if debug.contains("CredentialsNotLoaded") || debug.contains("NoCredentials") => {
-            EcsDeployError::config(format!("no AWS credentials found for {call}"))
-                .with_hint("set `aws.role_arn` in the pipeline, AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-        }
-        None => EcsDeployError::remote(format!("{call} could not reach AWS in {}: {detail}", site.region)),
+        _ => failure.into_error(),
     };
     CallError {
         error,
         throttled,
         code,
     }
-}
-
-/// The action in `User: … is not authorized to perform: ecs:UpdateService on resource: …`.
-fn denied_action(message: &str) -> Option<String> {
-    let (_, after) = message.split_once("not authorized to perform:")?;
-    let action = after
-        .split_whitespace()
-        .next()?
-        .trim_end_matches([',', '.', ';']);
-    action.contains(':').then(|| action.to_owned())
 }
 
 /// A service that cannot take a deployment, from DescribeServices' answer (which reports a
@@ -152,14 +110,14 @@ mod tests {
     };
 
     fn classified(code: Option<&str>, message: &str, debug: &str) -> CallError {
-        classify(
-            code.map(str::to_owned),
-            Some(message.to_owned()),
-            message,
-            debug,
-            "ecs:UpdateService",
-            SITE,
-        )
+        let failure = AwsFailure {
+            action: "ecs:UpdateService".to_owned(),
+            code: code.map(str::to_owned),
+            message: message.to_owned(),
+            transport: debug.contains("Io"),
+            no_credentials: debug.contains("CredentialsNotLoaded"),
+        };
+        classify(failure, SITE)
     }
 
     #[test]
@@ -220,7 +178,7 @@ mod tests {
                 Some("InvalidParameterException"),
                 "",
                 EcsErrorKind::Remote,
-                "ecs:UpdateService failed: InvalidParameterException: boom",
+                "ecs:UpdateService failed (InvalidParameterException): boom",
             ),
             (
                 None,
@@ -232,7 +190,7 @@ mod tests {
                 None,
                 "DispatchFailure { source: Io }",
                 EcsErrorKind::Remote,
-                "could not reach AWS in eu-west-1",
+                "ecs:UpdateService could not reach AWS",
             ),
         ] {
             let failure = classified(code, "boom", debug);

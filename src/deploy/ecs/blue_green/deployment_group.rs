@@ -4,8 +4,8 @@
 
 use aws_sdk_codedeploy::types::{DeploymentGroupInfo, DeploymentReadyAction};
 
+use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, EcsDeployError, EcsDeploySpec};
-use super::codedeploy_error::CodeDeployFailure;
 
 /// What the deploy needs to know about its deployment group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub(crate) async fn read_deployment_group(
             None => Err(missing(&application, &name)),
         },
         Err(err) => {
-            let failure = CodeDeployFailure::from_sdk("GetDeploymentGroup", &err);
+            let failure = AwsFailure::from_sdk("codedeploy:GetDeploymentGroup", &err);
             if failure.is("ApplicationDoesNotExistException")
                 || failure.is("DeploymentGroupDoesNotExistException")
             {

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::model::RerouteMode;
 
+use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, EcsDeployError, EcsErrorKind, EcsObserver, PollPace};
-use super::codedeploy_error::CodeDeployFailure;
 use super::gate::{Verdict, judge};
 use super::poll::Poller;
 use super::reroute::continue_to_production;
@@ -233,7 +233,7 @@ async fn look(
     pace: &mut PollPace,
     last: Option<&Snapshot>,
     read_target: bool,
-) -> Result<Snapshot, CodeDeployFailure> {
+) -> Result<Snapshot, AwsFailure> {
     let deployment = poller.deployment().await;
     pace.record_calls(Instant::now(), 1);
     let deployment = deployment?;

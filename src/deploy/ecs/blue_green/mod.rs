@@ -5,10 +5,9 @@
 //! created), `follow` (the wait loop) with `poll` (its calls), `snapshot` (what a poll saw, as
 //! plain data), `gate` (the verdict), `progress` (the lines people read), `reroute`
 //! (ContinueDeployment, for `reroute: continue` and `shipit approve`), `stop` (the deadline's
-//! stop with rollback), `outcome` (what is recorded) and `codedeploy_error` (reading SDK errors).
+//! stop with rollback), `outcome` (what is recorded); SDK errors are read by `super::aws_failure`, shared with the rolling deploy.
 
 mod appspec;
-mod codedeploy_error;
 mod deployment_group;
 mod follow;
 mod gate;

@@ -3,7 +3,7 @@
 //! GetDeploymentTarget when the loop asks for it.
 
 use super::super::EcsClients;
-use super::codedeploy_error::CodeDeployFailure;
+use super::super::aws_failure::AwsFailure;
 use super::snapshot::{DeploymentView, TargetView};
 
 pub(crate) struct Poller<'a> {
@@ -23,7 +23,7 @@ impl<'a> Poller<'a> {
     }
 
     /// GetDeployment: one call.
-    pub(crate) async fn deployment(&self) -> Result<DeploymentView, CodeDeployFailure> {
+    pub(crate) async fn deployment(&self) -> Result<DeploymentView, AwsFailure> {
         let output = self
             .clients
             .codedeploy
@@ -31,12 +31,13 @@ impl<'a> Poller<'a> {
             .deployment_id(self.deployment_id)
             .send()
             .await
-            .map_err(|err| CodeDeployFailure::from_sdk("GetDeployment", &err))?;
-        let info = output.deployment_info().ok_or_else(|| CodeDeployFailure {
+            .map_err(|err| AwsFailure::from_sdk("codedeploy:GetDeployment", &err))?;
+        let info = output.deployment_info().ok_or_else(|| AwsFailure {
             action: "codedeploy:GetDeployment".into(),
             code: None,
             message: format!("no information about deployment {}", self.deployment_id),
             transport: false,
+            no_credentials: false,
         })?;
         Ok(DeploymentView::from_sdk(info))
     }
@@ -47,7 +48,7 @@ impl<'a> Poller<'a> {
     }
 
     /// The ECS target, None while CodeDeploy has not listed it yet.
-    pub(crate) async fn target(&mut self) -> Result<Option<TargetView>, CodeDeployFailure> {
+    pub(crate) async fn target(&mut self) -> Result<Option<TargetView>, AwsFailure> {
         let target_id = match &self.target_id {
             Some(id) => id.clone(),
             None => {
@@ -58,7 +59,9 @@ impl<'a> Poller<'a> {
                     .deployment_id(self.deployment_id)
                     .send()
                     .await
-                    .map_err(|err| CodeDeployFailure::from_sdk("ListDeploymentTargets", &err))?;
+                    .map_err(|err| {
+                        AwsFailure::from_sdk("codedeploy:ListDeploymentTargets", &err)
+                    })?;
                 let Some(id) = listed.target_ids().first() else {
                     return Ok(None);
                 };
@@ -74,7 +77,7 @@ impl<'a> Poller<'a> {
             .target_id(target_id)
             .send()
             .await
-            .map_err(|err| CodeDeployFailure::from_sdk("GetDeploymentTarget", &err))?;
+            .map_err(|err| AwsFailure::from_sdk("codedeploy:GetDeploymentTarget", &err))?;
         Ok(output
             .deployment_target()
             .and_then(|target| target.ecs_target())

@@ -4,15 +4,15 @@
 
 use aws_sdk_codedeploy::types::DeploymentWaitType;
 
+use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, EcsDeployError};
-use super::codedeploy_error::CodeDeployFailure;
 use super::poll::Poller;
 
 /// ContinueDeployment(READY_WAIT) on `deployment_id`.
 pub(crate) async fn continue_to_production(
     clients: &EcsClients,
     deployment_id: &str,
-) -> Result<(), CodeDeployFailure> {
+) -> Result<(), AwsFailure> {
     clients
         .codedeploy
         .continue_deployment()
@@ -21,7 +21,7 @@ pub(crate) async fn continue_to_production(
         .send()
         .await
         .map(|_| ())
-        .map_err(|err| CodeDeployFailure::from_sdk("ContinueDeployment", &err))
+        .map_err(|err| AwsFailure::from_sdk("codedeploy:ContinueDeployment", &err))
 }
 
 /// `shipit approve`: reroutes a waiting deployment, or says why it cannot.

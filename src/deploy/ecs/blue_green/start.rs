@@ -6,9 +6,9 @@ use aws_sdk_codedeploy::types::{
     AppSpecContent, DeploymentStatus, RevisionLocation, RevisionLocationType,
 };
 
+use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, EcsDeployError, EcsDeploySpec, EcsErrorKind};
 use super::appspec::AppSpec;
-use super::codedeploy_error::CodeDeployFailure;
 use super::deployment_group::DeploymentGroup;
 use super::snapshot::DeploymentView;
 
@@ -66,7 +66,7 @@ pub(crate) async fn create_deployment(
             EcsDeployError::remote("CreateDeployment answered without a deployment id")
         }),
         Err(err) => {
-            let failure = CodeDeployFailure::from_sdk("CreateDeployment", &err);
+            let failure = AwsFailure::from_sdk("codedeploy:CreateDeployment", &err);
             if !failure.is("DeploymentLimitExceededException") {
                 return Err(failure.into_error());
             }
@@ -92,7 +92,7 @@ pub(crate) async fn find_own_deployment(
         .set_include_only_statuses(Some(UNFINISHED.to_vec()))
         .send()
         .await
-        .map_err(|err| CodeDeployFailure::from_sdk("ListDeployments", &err).into_error())?;
+        .map_err(|err| AwsFailure::from_sdk("codedeploy:ListDeployments", &err).into_error())?;
     // A group runs one deployment at a time and queues few: the first page is all of them.
     let ids: Vec<String> = listed.deployments().iter().take(25).cloned().collect();
     if ids.is_empty() {
@@ -104,7 +104,7 @@ pub(crate) async fn find_own_deployment(
         .set_deployment_ids(Some(ids))
         .send()
         .await
-        .map_err(|err| CodeDeployFailure::from_sdk("BatchGetDeployments", &err).into_error())?;
+        .map_err(|err| AwsFailure::from_sdk("codedeploy:BatchGetDeployments", &err).into_error())?;
     let views: Vec<DeploymentView> = described
         .deployments_info()
         .iter()

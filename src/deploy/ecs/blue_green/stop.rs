@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, PollPace};
-use super::codedeploy_error::CodeDeployFailure;
 use super::poll::Poller;
 use super::snapshot::DeploymentView;
 
@@ -51,7 +51,7 @@ pub(crate) async fn stop_with_rollback(
         .await;
     pace.record_calls(Instant::now(), 1);
     if let Err(err) = answer {
-        let failure = CodeDeployFailure::from_sdk("StopDeployment", &err);
+        let failure = AwsFailure::from_sdk("codedeploy:StopDeployment", &err);
         // A deployment that ended meanwhile needs no stop; read how it ended.
         if !failure.is("DeploymentAlreadyCompletedException") {
             stopped.stop_failure = Some(failure.into_error().message);

@@ -144,6 +144,18 @@ pub(crate) async fn roll_out(
             outcome.failure = Some(message.clone());
             EcsDeployError::new(kind, message).with_outcome(outcome.clone())
         };
+    // Shipit gives up waiting: explain, and roll back itself when asked to.
+    let give_up = |headline: String, kind: EcsErrorKind| {
+        let gave_up = GaveUp {
+            checkpoint: &checkpoint,
+            seen: &seen,
+            deployment_id: &deployment_id,
+            document: rollout.document,
+            headline,
+            kind,
+        };
+        give_up(clients, spec, gave_up, observer, &cancel, outcome.clone())
+    };
     match stop {
         Stop::Verdict(Verdict::Done) => Ok(outcome),
         Stop::Verdict(Verdict::RolledBack { to, reason }) => {
@@ -204,60 +216,21 @@ pub(crate) async fn roll_out(
             let headline = format!(
                 "{failed} tasks of deployment {deployment_id} stopped (the limit is {limit})"
             );
-            give_up(
-                clients,
-                spec,
-                &checkpoint,
-                &seen,
-                &deployment_id,
-                rollout.document,
-                headline,
-                EcsErrorKind::Remote,
-                observer,
-                &cancel,
-                outcome,
-            )
-            .await
+            give_up(headline, EcsErrorKind::Remote).await
         }
         Stop::TimedOut => {
             let headline = format!(
                 "deployment {deployment_id} did not finish within {}",
                 human(timeout(spec))
             );
-            give_up(
-                clients,
-                spec,
-                &checkpoint,
-                &seen,
-                &deployment_id,
-                rollout.document,
-                headline,
-                EcsErrorKind::TimedOut,
-                observer,
-                &cancel,
-                outcome,
-            )
-            .await
+            give_up(headline, EcsErrorKind::TimedOut).await
         }
         Stop::NoProgress => {
             let headline = format!(
                 "deployment {deployment_id} made no progress for {}",
                 human(no_progress(spec))
             );
-            give_up(
-                clients,
-                spec,
-                &checkpoint,
-                &seen,
-                &deployment_id,
-                rollout.document,
-                headline,
-                EcsErrorKind::TimedOut,
-                observer,
-                &cancel,
-                outcome,
-            )
-            .await
+            give_up(headline, EcsErrorKind::TimedOut).await
         }
     }
 }
@@ -270,23 +243,35 @@ fn unreachable_waiting(outcome: &mut EcsDeployOutcome) -> Result<EcsDeployOutcom
     )
 }
 
+/// Why and where shipit gave up waiting.
+struct GaveUp<'a> {
+    checkpoint: &'a EcsCheckpoint,
+    seen: &'a Seen,
+    deployment_id: &'a str,
+    document: Option<&'a TaskDefinitionDocument>,
+    headline: String,
+    kind: EcsErrorKind,
+}
+
 /// Gives up waiting: explains, and when `rollback_on_timeout` is set returns the service to the
 /// previous task definition and waits for it. A timeout stays TimedOut either way; a failed
 /// task limit becomes RolledBack after shipit's own rollback.
-#[allow(clippy::too_many_arguments)]
 async fn give_up(
     clients: &EcsClients,
     spec: &EcsDeploySpec,
-    checkpoint: &EcsCheckpoint,
-    seen: &Seen,
-    deployment_id: &str,
-    document: Option<&TaskDefinitionDocument>,
-    headline: String,
-    kind: EcsErrorKind,
+    gave_up: GaveUp<'_>,
     observer: &dyn EcsObserver,
     cancel: &CancellationToken,
     mut outcome: EcsDeployOutcome,
 ) -> Result<EcsDeployOutcome, EcsDeployError> {
+    let GaveUp {
+        checkpoint,
+        seen,
+        deployment_id,
+        document,
+        headline,
+        kind,
+    } = gave_up;
     let evidence = explain(
         clients,
         spec,

@@ -1,26 +1,28 @@
-//! How a failed CodeDeploy call is read: whether waiting and asking again can help (throttling,
-//! a lost connection), and otherwise what to tell people (the missing permission, expired
-//! credentials, CodeDeploy's own error code and message).
+//! A failed AWS call of the deploy (ECS, CodeDeploy), read once for every client: whether
+//! waiting and asking again can help (throttling, no answer at all), and otherwise what to tell
+//! people (the permission to grant, the credentials to renew or set, the API's own code and
+//! message).
 
 use std::error::Error;
 
-use aws_sdk_codedeploy::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+use super::error::EcsDeployError;
 use crate::error_summary::summarize;
 
-use super::super::EcsDeployError;
-
-/// A CodeDeploy call that did not succeed, reduced to what shipit decides on.
+/// A call that did not succeed, reduced to what shipit decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CodeDeployFailure {
-    /// The call, as IAM names it (`codedeploy:CreateDeployment`).
+pub(crate) struct AwsFailure {
+    /// The call, as IAM names it (`ecs:UpdateService`, `codedeploy:CreateDeployment`).
     pub action: String,
     /// The API's error code (`DeploymentLimitExceededException`), when AWS answered.
     pub code: Option<String>,
-    /// The API's message, or the transport's when no answer came.
+    /// The API's message, or the SDK's account of what went wrong when no answer came.
     pub message: String,
     /// No answer came (a timeout, a dropped connection): asking again may work.
     pub transport: bool,
+    /// The SDK found no credentials to sign with: nothing was sent.
+    pub no_credentials: bool,
 }
 
 const THROTTLING_CODES: &[&str] = &[
@@ -42,9 +44,9 @@ const CREDENTIAL_CODES: &[&str] = &[
     "SignatureDoesNotMatch",
 ];
 
-impl CodeDeployFailure {
-    /// Reads an SDK error of the call `action` (the API operation's name, `GetDeployment`).
-    pub(crate) fn from_sdk<E, R>(action: &str, err: &SdkError<E, R>) -> CodeDeployFailure
+impl AwsFailure {
+    /// Reads an SDK error of `action` (`ecs:UpdateService`).
+    pub(crate) fn from_sdk<E, R>(action: &str, err: &SdkError<E, R>) -> AwsFailure
     where
         E: Error + ProvideErrorMetadata + 'static,
         R: std::fmt::Debug,
@@ -54,15 +56,18 @@ impl CodeDeployFailure {
             SdkError::DispatchFailure(failure) => failure.is_io() || failure.is_timeout(),
             _ => false,
         };
+        let debug = format!("{err:?}");
         let message = match err.message() {
-            Some(message) => message.to_string(),
+            Some(message) => message.to_owned(),
             None => DisplayErrorContext(err).to_string(),
         };
-        CodeDeployFailure {
-            action: format!("codedeploy:{action}"),
-            code: err.code().map(str::to_string),
+        AwsFailure {
+            action: action.to_owned(),
+            code: err.code().map(str::to_owned),
             message,
             transport,
+            no_credentials: debug.contains("CredentialsNotLoaded")
+                || debug.contains("NoCredentials"),
         }
     }
 
@@ -87,30 +92,35 @@ impl CodeDeployFailure {
     pub(crate) fn into_error(self) -> EcsDeployError {
         let action = &self.action;
         let code = self.code.as_deref().unwrap_or("");
-        if code.starts_with("AccessDenied") {
+        if code.starts_with("AccessDenied") || code == "UnauthorizedOperation" {
             let permission = denied_permission(&self.message).unwrap_or(action);
             return EcsDeployError::remote(format!(
-                "the AWS identity is not allowed to call {permission} ({code})"
+                "AWS refused {permission}: the identity shipit deploys with may not call it ({code})"
             ))
             .with_hint(format!(
-                "grant `{permission}` to the role the run uses (and to its deployment group's resources)"
+                "grant `{permission}` to the role or user shipit deploys with"
             ));
         }
         if CREDENTIAL_CODES.contains(&code) {
             return EcsDeployError::remote(format!(
-                "AWS refused the credentials calling {action} ({code}): they expired or are not valid"
+                "AWS refused the credentials calling {action} ({code}): the session expired or is not valid; the deployment goes on, `shipit resume` re-attaches"
             ))
-            .with_hint("renew the credentials (a new session or role assumption) and resume the run");
+            .with_hint("renew the credentials (a longer `aws.duration`, or a fresh login) and run `shipit resume`");
         }
         if self.is_throttling() {
             return EcsDeployError::remote(format!(
-                "{action} was throttled by AWS past every retry ({code})"
-            ));
+                "AWS throttled {action} past every retry ({code})"
+            ))
+            .with_hint("other tools share this account's API rate; try again later");
+        }
+        if self.no_credentials {
+            return EcsDeployError::config(format!("no AWS credentials found for {action}"))
+                .with_hint("set `aws.role_arn` in the pipeline, AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
         }
         let message = summarize(&self.message);
         match self.code {
             Some(code) => EcsDeployError::remote(format!("{action} failed ({code}): {message}")),
-            None => EcsDeployError::remote(format!("{action} failed: {message}")),
+            None => EcsDeployError::remote(format!("{action} could not reach AWS: {message}")),
         }
     }
 }
@@ -118,8 +128,11 @@ impl CodeDeployFailure {
 /// The permission an AccessDenied message names: `… is not authorized to perform:
 /// codedeploy:CreateDeployment on resource: …`.
 fn denied_permission(message: &str) -> Option<&str> {
-    let (_, after) = message.split_once("perform: ")?;
-    let permission = after.split_whitespace().next()?;
+    let (_, after) = message.split_once("not authorized to perform:")?;
+    let permission = after
+        .split_whitespace()
+        .next()?
+        .trim_end_matches([',', '.', ';']);
     permission.contains(':').then_some(permission)
 }
 
@@ -131,11 +144,14 @@ mod tests {
     use super::*;
     use crate::deploy::ecs::EcsErrorKind;
 
-    fn service_error(code: &str, message: &str) -> CodeDeployFailure {
+    fn service_error(code: &str, message: &str) -> AwsFailure {
         let err = CreateDeploymentError::generic(
             ErrorMetadata::builder().code(code).message(message).build(),
         );
-        CodeDeployFailure::from_sdk("CreateDeployment", &SdkError::service_error(err, ()))
+        AwsFailure::from_sdk(
+            "codedeploy:CreateDeployment",
+            &SdkError::service_error(err, ()),
+        )
     }
 
     #[test]
@@ -147,11 +163,16 @@ mod tests {
         assert!(!failure.is_retryable());
         let err = failure.into_error();
         assert_eq!(err.kind, EcsErrorKind::Remote);
-        assert_eq!(
-            err.message,
-            "the AWS identity is not allowed to call codedeploy:CreateDeployment (AccessDeniedException)"
+        assert!(
+            err.message
+                .starts_with("AWS refused codedeploy:CreateDeployment:"),
+            "{}",
+            err.message
         );
-        assert!(err.hint.unwrap().contains("`codedeploy:CreateDeployment`"));
+        assert_eq!(
+            err.hint.as_deref(),
+            Some("grant `codedeploy:CreateDeployment` to the role or user shipit deploys with")
+        );
     }
 
     #[test]
@@ -163,39 +184,49 @@ mod tests {
         .into_error();
         assert!(
             err.message
-                .contains("call codedeploy:GetDeploymentConfig ("),
+                .contains("refused codedeploy:GetDeploymentConfig:"),
             "{}",
             err.message
         );
-    }
-
-    #[test]
-    fn access_denied_without_a_parsable_message_names_the_call() {
-        let err = service_error("AccessDeniedException", "denied").into_error();
+        let unparsed = service_error("AccessDeniedException", "denied").into_error();
         assert!(
-            err.message.contains("codedeploy:CreateDeployment"),
+            unparsed.message.contains("codedeploy:CreateDeployment"),
             "{}",
-            err.message
+            unparsed.message
         );
     }
 
     #[test]
-    fn expired_credentials_say_so() {
+    fn expired_credentials_say_that_the_deployment_goes_on() {
         let err = service_error(
             "ExpiredTokenException",
             "The security token included in the request is expired",
         )
         .into_error();
+        assert_eq!(err.kind, EcsErrorKind::Remote);
         assert!(err.message.contains("expired"), "{}", err.message);
-        assert!(err.hint.is_some());
+        assert!(
+            err.message.contains("`shipit resume` re-attaches"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
-    fn throttling_and_timeouts_are_retryable() {
-        assert!(service_error("ThrottlingException", "Rate exceeded").is_retryable());
+    fn throttling_and_timeouts_are_retryable_and_nothing_else_is() {
+        for code in [
+            "ThrottlingException",
+            "TooManyRequestsException",
+            "RequestLimitExceeded",
+        ] {
+            assert!(
+                service_error(code, "Rate exceeded").is_retryable(),
+                "{code}"
+            );
+        }
         let timeout: SdkError<CreateDeploymentError, ()> =
             SdkError::timeout_error("read timed out");
-        let failure = CodeDeployFailure::from_sdk("GetDeployment", &timeout);
+        let failure = AwsFailure::from_sdk("codedeploy:GetDeployment", &timeout);
         assert!(failure.transport && failure.is_retryable());
         assert!(!service_error("DeploymentGroupDoesNotExistException", "no group").is_retryable());
     }
@@ -210,6 +241,24 @@ mod tests {
         assert_eq!(
             failure.into_error().message,
             "codedeploy:CreateDeployment failed (DeploymentLimitExceededException): The Deployment Group 'DgpECS-main-web' already has an active Deployment 'd-X'"
+        );
+    }
+
+    #[test]
+    fn no_credentials_at_all_is_the_configurations_problem() {
+        let failure = AwsFailure {
+            action: "ecs:DescribeServices".into(),
+            code: None,
+            message: "failed to construct request".into(),
+            transport: false,
+            no_credentials: true,
+        };
+        let err = failure.into_error();
+        assert_eq!(err.kind, EcsErrorKind::Config);
+        assert!(
+            err.message.contains("no AWS credentials"),
+            "{}",
+            err.message
         );
     }
 }

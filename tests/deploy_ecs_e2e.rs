@@ -524,6 +524,23 @@ fn targets_that_do_not_fit_refuse_the_run_before_anything_is_built() {
 }
 
 #[test]
+fn no_credentials_at_all_refuse_the_run_before_anything_is_built() {
+    let ecs = EcsProject::new("e2e-ecs-nocreds", |_| {}, "");
+    let output = ecs
+        .project
+        .command(&["run"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no AWS credentials"), "{stderr}");
+    assert!(!stderr.contains("build:web: started"), "nothing was built: {stderr}");
+    assert_eq!(ecs.emulator.calls().len(), 0, "nothing reached AWS unsigned");
+}
+
+#[test]
 fn access_denied_and_an_expired_session_name_what_is_missing() {
     let ecs = EcsProject::new("e2e-ecs-denied", |_| {}, "");
     ecs.emulator.deny("UpdateService");
@@ -597,6 +614,29 @@ fn rollback_returns_the_service_to_the_previous_runs_task_definition() {
         2,
         "nothing new registered"
     );
+}
+
+#[test]
+fn a_target_can_start_from_the_task_definition_the_service_runs() {
+    let ecs = EcsProject::new("e2e-ecs-current", |_| {}, "");
+    let pipeline = std::fs::read_to_string(ecs.project.path().join("shipit.yaml")).unwrap();
+    ecs.project
+        .file(
+            "shipit.yaml",
+            pipeline.replace("task_definition: taskdef.json", "task_definition: current"),
+        )
+        .commit();
+    let run = ecs.run(&["run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let outputs = deploy_outputs(&run.json()).clone();
+    let registered = ecs.registered(outputs["task_definition_arn"].as_str().unwrap());
+    assert_eq!(arn_image(&registered), outputs["images"]["web"].as_str().unwrap());
+    // Everything else is the live revision's, as ECS described it.
+    assert_eq!(
+        registered["containerDefinitions"][0]["logConfiguration"]["options"]["awslogs-group"],
+        "/ecs/web"
+    );
+    assert_eq!(registered["taskRoleArn"], "arn:aws:iam::123456789012:role/web-task");
 }
 
 /// A CODE_DEPLOY service with its application and deployment group.

@@ -179,6 +179,8 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
             }
         }
         let referenced_file = match &target.kind {
+            // `current` names the service's live task definition, not a file.
+            TargetKind::Ecs(ecs) if ecs.uses_current_task_definition() => None,
             TargetKind::Ecs(ecs) => Some((ecs.task_definition.as_str(), "task_definition")),
             TargetKind::Eks(eks) => eks.manifest.as_deref().map(|m| (m, "manifest")),
             TargetKind::Docker(_) => None,

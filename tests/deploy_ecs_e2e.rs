@@ -536,8 +536,15 @@ fn no_credentials_at_all_refuse_the_run_before_anything_is_built() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no AWS credentials"), "{stderr}");
-    assert!(!stderr.contains("build:web: started"), "nothing was built: {stderr}");
-    assert_eq!(ecs.emulator.calls().len(), 0, "nothing reached AWS unsigned");
+    assert!(
+        !stderr.contains("build:web: started"),
+        "nothing was built: {stderr}"
+    );
+    assert_eq!(
+        ecs.emulator.calls().len(),
+        0,
+        "nothing reached AWS unsigned"
+    );
 }
 
 #[test]
@@ -630,13 +637,63 @@ fn a_target_can_start_from_the_task_definition_the_service_runs() {
     assert_eq!(run.code, 0, "{run:?}");
     let outputs = deploy_outputs(&run.json()).clone();
     let registered = ecs.registered(outputs["task_definition_arn"].as_str().unwrap());
-    assert_eq!(arn_image(&registered), outputs["images"]["web"].as_str().unwrap());
+    assert_eq!(
+        arn_image(&registered),
+        outputs["images"]["web"].as_str().unwrap()
+    );
     // Everything else is the live revision's, as ECS described it.
     assert_eq!(
         registered["containerDefinitions"][0]["logConfiguration"]["options"]["awslogs-group"],
         "/ecs/web"
     );
-    assert_eq!(registered["taskRoleArn"], "arn:aws:iam::123456789012:role/web-task");
+    assert_eq!(
+        registered["taskRoleArn"],
+        "arn:aws:iam::123456789012:role/web-task"
+    );
+}
+
+#[test]
+fn two_targets_deploy_in_parallel_and_each_is_gated_on_its_own_deployment() {
+    let ecs = EcsProject::new("e2e-ecs-parallel", |_| {}, "");
+    ecs.emulator.seed_service(ServiceSeed::new(
+        CLUSTER,
+        "api",
+        task_definition(&format!("{}-api", ecs.name), OLD_IMAGE),
+    ));
+    for service in [SERVICE, "api"] {
+        ecs.emulator
+            .set_scenario(CLUSTER, service, Scenario::Slow { step_per_task: 15 });
+    }
+    let pipeline = std::fs::read_to_string(ecs.project.path().join("shipit.yaml")).unwrap();
+    let web = &pipeline[pipeline.find("  web:\n    image: web").unwrap()..];
+    let api = web
+        .replacen("  web:", "  api:", 1)
+        .replace("service: web", "service: api");
+    ecs.project
+        .file("shipit.yaml", format!("{pipeline}{api}"))
+        .commit();
+    let run = ecs.run(&["run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let result = run.json();
+    let updates: Vec<Instant> = ecs
+        .emulator
+        .calls()
+        .into_iter()
+        .filter(|call| call.operation == "UpdateService")
+        .map(|call| call.at)
+        .collect();
+    assert_eq!(updates.len(), 2);
+    for target in ["deploy:web", "deploy:api"] {
+        let deployment = stage(&result, target)["outputs"]["deployment_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let completed = ecs.emulator.completed_at(&deployment).unwrap();
+        assert!(
+            updates.iter().all(|update| *update < completed),
+            "both services were updated before {target}'s deployment completed: the waits overlapped"
+        );
+    }
 }
 
 /// A CODE_DEPLOY service with its application and deployment group.

@@ -68,12 +68,24 @@ pub async fn approve(
     };
     let clients = EcsClients::connect(ecs_config, &aws)
         .await
-        .map_err(|err| AppError::invalid(err.message))?;
+        .map_err(app_error)?;
     ecs::approve_reroute(&clients, &deployment_id)
         .await
-        .map_err(|err| AppError::invalid(err.message))?;
+        .map_err(app_error)?;
     Ok(Approved {
         run_id,
         deployment_id,
     })
+}
+
+/// A deploy error as the command's: the configuration's (exit 2) or AWS's (exit 1).
+fn app_error(err: ecs::EcsDeployError) -> AppError {
+    let error = match err.kind {
+        ecs::EcsErrorKind::Config => AppError::invalid(err.message),
+        _ => AppError::failed(err.message),
+    };
+    match err.hint {
+        Some(hint) => error.with_hint(hint),
+        None => error,
+    }
 }

@@ -11,6 +11,13 @@ pub enum AppError {
         message: String,
         hint: Option<String>,
     },
+    /// A service outside shipit refused or failed what the command asked of it (CodeDeploy
+    /// would not continue a deployment): exit 1, like a failed stage.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        hint: Option<String>,
+    },
     /// The journal could not be read or written (a full disk, a permission): not the input's
     /// fault, so it is a failure (exit 1) rather than invalid input.
     #[error("{0}")]
@@ -25,9 +32,20 @@ impl AppError {
         }
     }
 
+    pub fn failed(message: impl std::fmt::Display) -> Self {
+        AppError::Failed {
+            message: message.to_string(),
+            hint: None,
+        }
+    }
+
     pub fn with_hint(self, hint: impl Into<String>) -> Self {
         match self {
             AppError::Invalid { message, .. } => AppError::Invalid {
+                message,
+                hint: Some(hint.into()),
+            },
+            AppError::Failed { message, .. } => AppError::Failed {
                 message,
                 hint: Some(hint.into()),
             },
@@ -37,7 +55,7 @@ impl AppError {
 
     pub fn hint(&self) -> Option<&str> {
         match self {
-            AppError::Invalid { hint, .. } => hint.as_deref(),
+            AppError::Invalid { hint, .. } | AppError::Failed { hint, .. } => hint.as_deref(),
             AppError::JournalIo(_) => {
                 Some("free space or fix the state directory's permissions, then try again")
             }
@@ -51,6 +69,10 @@ impl AppError {
                 message: secrets.mask_string(&message),
                 hint: hint.map(|hint| secrets.mask_string(&hint)),
             },
+            AppError::Failed { message, hint } => AppError::Failed {
+                message: secrets.mask_string(&message),
+                hint: hint.map(|hint| secrets.mask_string(&hint)),
+            },
             // A journal's path and the system's reason: nothing of the run's values.
             AppError::JournalIo(err) => AppError::JournalIo(err),
         }
@@ -59,7 +81,7 @@ impl AppError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Invalid { .. } => exit::INVALID_INPUT,
-            AppError::JournalIo(_) => exit::STAGE_FAILED,
+            AppError::Failed { .. } | AppError::JournalIo(_) => exit::STAGE_FAILED,
         }
     }
 }

@@ -212,7 +212,7 @@ fn a_target_kind_this_version_cannot_deploy_is_named_by_validate_and_plan_and_re
     project
         .file(
             "shipit.yaml",
-            "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { deployment: web, container: web }\n",
+            "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { manifests: [\"k8s/*.yaml\"], container: web }\n",
         )
         .file("web/Dockerfile", "FROM scratch\n");
     let unavailable =
@@ -303,7 +303,7 @@ fn a_deploy_target_with_no_kind_or_two_kinds_is_an_error_at_its_line() {
     );
     project.file(
         "shipit.yaml",
-        pipeline("    image: web\n    docker: { replicas: 1 }\n    eks: { deployment: web, container: web }\n"),
+        pipeline("    image: web\n    docker: { replicas: 1 }\n    eks: { manifests: [\"k8s/*.yaml\"], container: web }\n"),
     );
     let run = project.shipit(&["validate"]);
     assert_eq!(run.code, 2, "{run:?}");
@@ -320,7 +320,7 @@ fn every_problem_of_a_target_kind_is_listed_at_its_own_line() {
     let project = minimal_project();
     project.file(
         "shipit.yaml",
-        "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:5000, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks:\n      namespace: Shop_Prod\n      deployment: web\n      container: Web\n",
+        "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:5000, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks:\n      namespace: Shop_Prod\n      manifests: [\"k8s/*.yaml\"]\n      container: Web\n",
     );
     let run = project.shipit(&["validate"]);
     assert_eq!(run.code, 2, "{run:?}");

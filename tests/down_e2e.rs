@@ -89,7 +89,7 @@ fn down_refuses_a_target_it_cannot_take_down() {
     project
         .file(
             "shipit.yaml",
-            "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { deployment: web, container: web }\n",
+            "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { manifests: [\"k8s/*.yaml\"], container: web }\n",
         )
         .file("web/Dockerfile", "FROM scratch\n");
     let run = project.shipit(&["down", "web"]);

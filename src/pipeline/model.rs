@@ -179,18 +179,26 @@ pub enum TargetKind {
 }
 
 impl DeployTarget {
-    /// Every image (a key of `images`) the target deploys: its `image`, and for an ECS target
-    /// the images of its other containers.
+    /// Every image (a key of `images`) the target deploys: its `image`, and for an ECS or EKS
+    /// target the images of its other containers.
     pub fn images(&self) -> Vec<&str> {
         let mut images = vec![self.image.as_str()];
-        if let TargetKind::Ecs(ecs) = &self.kind {
-            for image in ecs.containers.values() {
-                if !images.contains(&image.as_str()) {
-                    images.push(image);
-                }
+        for image in self.other_containers().values() {
+            if !images.contains(&image.as_str()) {
+                images.push(image);
             }
         }
         images
+    }
+
+    /// An ECS or EKS target's `containers`: more containers and the image each runs.
+    pub fn other_containers(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        match &self.kind {
+            TargetKind::Ecs(ecs) => &ecs.containers,
+            TargetKind::Eks(eks) => &eks.containers,
+            TargetKind::Docker(_) => &NONE,
+        }
     }
 }
 
@@ -506,24 +514,141 @@ impl EcsTarget {
     }
 }
 
+/// A Kubernetes (Amazon EKS) target: manifests applied with server-side apply, the target's
+/// containers pinned to the pushed digests, and every workload applied gated on its rollout.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EksTarget {
-    /// kubeconfig context to use; the current context when absent.
-    #[serde(default)]
+    /// The EKS cluster: its endpoint and CA come from `DescribeCluster`, its token is made in
+    /// shipit. Without it, `kubeconfig` and `context` (or the default kubeconfig) name the
+    /// cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// AWS region of `cluster`; the `aws:` block's, then the credential chain's, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The EKS and STS API endpoint instead of AWS's (an emulator, a VPC endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// A kubeconfig file (relative to the pipeline file); `KUBECONFIG` or `~/.kube/config`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// The kubeconfig context to use; the current context when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// The namespace of manifests that name none.
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// Name of the Deployment.
-    pub deployment: String,
-    /// Manifest file (YAML), relative to the pipeline file, applied with the image replaced.
+    /// Manifest files or globs (YAML, several documents each), relative to the pipeline file.
+    pub manifests: Vec<String>,
+    /// The container (in the workloads' pod templates) that runs the target's `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// More containers and the image (a key of `images`) each runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub containers: BTreeMap<String, String>,
     #[serde(default)]
-    pub manifest: Option<String>,
-    /// Container (in the pod template) that runs the image.
-    pub container: String,
-    /// How long the rollout may take to complete.
-    #[serde(default)]
+    pub strategy: EksStrategy,
+    /// How long every workload may take to complete its rollout (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
+    /// Restarts of a new pod's container (a failing liveness probe, a crash) that fail the
+    /// deploy (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    /// How long a new pod may run without becoming ready before the deploy fails (default 3m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unready_timeout: Option<HumanDuration>,
+    /// On failure, return each workload to its previous pod template, as `kubectl rollout
+    /// undo` does (default true).
+    #[serde(default = "default_true")]
+    pub rollback_on_failure: bool,
+    /// Take over fields another field manager owns instead of failing on the conflict.
+    #[serde(default)]
+    pub force_conflicts: bool,
+    /// Blue/green settings (`strategy: blue_green` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<EksBlueGreen>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EksStrategy {
+    /// The Deployment controller's rolling update, gated as `kubectl rollout status` gates it.
+    #[default]
+    Rolling,
+    /// Two Deployments (`<name>-blue`, `<name>-green`) behind one Service whose selector
+    /// switches once the idle slot passes the gate.
+    BlueGreen,
+}
+
+/// Blue/green with plain Deployments: no CRDs or controllers needed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EksBlueGreen {
+    /// The Deployment (in the manifests) run as two slots.
+    pub deployment: String,
+    /// The Service whose selector is switched to the new slot.
+    pub service: String,
+    /// A Service that selects the idle slot, for the smoke check (created when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_service: Option<String>,
+    /// A check of the new slot before traffic switches to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_check: Option<SmokeCheck>,
+    /// How long the old slot keeps running after the switch, so a rollback is a selector flip
+    /// (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay: Option<HumanDuration>,
+}
+
+/// One of: an HTTP request through the preview Service, or a Job (a manifest file) that must
+/// succeed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<SmokeHttp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// How long the check may take (default 2m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeHttp {
+    pub path: String,
+    /// The preview Service's port (its first when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_expect_status() -> u16 {
+    200
+}
+
+impl EksTarget {
+    /// Each container this target sets the image of, with the image (a key of `images`).
+    pub fn container_images<'a>(&'a self, image: &'a str) -> BTreeMap<&'a str, &'a str> {
+        let mut containers: BTreeMap<&str, &str> = self
+            .containers
+            .iter()
+            .map(|(container, image)| (container.as_str(), image.as_str()))
+            .collect();
+        if let Some(container) = &self.container {
+            containers.insert(container, image);
+        }
+        containers
+    }
 }
 
 fn default_namespace() -> String {
@@ -645,26 +770,80 @@ impl ValidateConfig for EksTarget {
                 ),
             ));
         }
-        if !is_dns_subdomain(&self.deployment) {
+        if self.manifests.is_empty() {
             problems.push(ConfigProblem::new(
-                "deployment",
-                format!(
-                    "`{}` is not a Kubernetes object name: lowercase letters, digits, `-` and `.`, at most 253 characters",
-                    self.deployment
-                ),
+                "manifests",
+                "name at least one manifest file or glob",
             ));
         }
-        if !is_dns_label(&self.container) {
+        let mut containers: Vec<(String, &str)> = self
+            .containers
+            .keys()
+            .map(|name| (format!("containers.{name}"), name.as_str()))
+            .collect();
+        if let Some(container) = &self.container {
+            containers.push(("container".to_owned(), container));
+        } else if self.containers.is_empty() {
             problems.push(ConfigProblem::new(
                 "container",
-                format!(
-                    "`{}` is not a Kubernetes container name: lowercase letters, digits and `-`, at most 63 characters",
-                    self.container
-                ),
+                "name the container (in the pod templates) that runs the target's image",
             ));
         }
-        if self.timeout.as_ref().is_some_and(|t| t.0.is_zero()) {
-            problems.push(ConfigProblem::new("timeout", "must be longer than 0s"));
+        for (field, name) in containers {
+            if !is_dns_label(name) {
+                problems.push(ConfigProblem::new(
+                    field,
+                    format!(
+                        "`{name}` is not a Kubernetes container name: lowercase letters, digits and `-`, at most 63 characters"
+                    ),
+                ));
+            }
+        }
+        if self.cluster.is_some() && (self.kubeconfig.is_some() || self.context.is_some()) {
+            problems.push(ConfigProblem::new(
+                "cluster",
+                "name the EKS `cluster`, or a `kubeconfig`/`context`, not both",
+            ));
+        }
+        match (self.strategy, &self.blue_green) {
+            (EksStrategy::BlueGreen, None) => problems.push(ConfigProblem::new(
+                "blue_green",
+                "`strategy: blue_green` needs `blue_green: { deployment, service }`",
+            )),
+            (EksStrategy::Rolling, Some(_)) => problems.push(ConfigProblem::new(
+                "blue_green",
+                "only `strategy: blue_green` uses these settings; remove them or change the strategy",
+            )),
+            (EksStrategy::BlueGreen, Some(blue_green)) => {
+                for (field, name) in [
+                    ("blue_green.deployment", &blue_green.deployment),
+                    ("blue_green.service", &blue_green.service),
+                ] {
+                    if !is_dns_subdomain(name) {
+                        problems.push(ConfigProblem::new(
+                            field,
+                            format!("`{name}` is not a Kubernetes object name"),
+                        ));
+                    }
+                }
+                if let Some(check) = &blue_green.smoke_check
+                    && check.http.is_some() == check.job.is_some()
+                {
+                    problems.push(ConfigProblem::new(
+                        "blue_green.smoke_check",
+                        "name one of `http` or `job`",
+                    ));
+                }
+            }
+            (EksStrategy::Rolling, None) => {}
+        }
+        for (field, value) in [
+            ("timeout", &self.timeout),
+            ("unready_timeout", &self.unready_timeout),
+        ] {
+            if value.as_ref().is_some_and(|t| t.0.is_zero()) {
+                problems.push(ConfigProblem::new(field, "must be longer than 0s"));
+            }
         }
         problems
     }

@@ -178,15 +178,25 @@ pub(super) fn check(pipeline: &Pipeline) -> Vec<Diagnostic> {
                 ));
             }
         }
-        let referenced_file = match &target.kind {
+        let kind_path = path.key(target.kind.key());
+        let referenced_files: Vec<(DocPath, &str)> = match &target.kind {
             // `current` names the service's live task definition, not a file.
-            TargetKind::Ecs(ecs) if ecs.uses_current_task_definition() => None,
-            TargetKind::Ecs(ecs) => Some((ecs.task_definition.as_str(), "task_definition")),
-            TargetKind::Eks(eks) => eks.manifest.as_deref().map(|m| (m, "manifest")),
-            TargetKind::Docker(_) => None,
+            TargetKind::Ecs(ecs) if ecs.uses_current_task_definition() => Vec::new(),
+            TargetKind::Ecs(ecs) => vec![(
+                kind_path.key("task_definition"),
+                ecs.task_definition.as_str(),
+            )],
+            // Globs are matched when the stage runs.
+            TargetKind::Eks(eks) => eks
+                .manifests
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| !m.contains(['*', '?', '[']))
+                .map(|(i, m)| (kind_path.key("manifests").index(i), m.as_str()))
+                .collect(),
+            TargetKind::Docker(_) => Vec::new(),
         };
-        if let Some((relative, key)) = referenced_file {
-            let file_path = path.key(target.kind.key()).key(key);
+        for (file_path, relative) in referenced_files {
             if !has_expression(relative) && !pipeline.resolve_path(relative).is_file() {
                 problems.push(at(
                     &file_path,
@@ -362,14 +372,12 @@ pub(crate) fn is_name(name: &str) -> bool {
 }
 
 /// Each image a deploy target names, with where the file names it: `image`, and the values of
-/// an ECS target's `containers`.
+/// an ECS or EKS target's `containers`.
 fn deployed_images<'a>(path: &DocPath, target: &'a DeployTarget) -> Vec<(DocPath, &'a str)> {
     let mut images = vec![(path.key("image"), target.image.as_str())];
-    if let TargetKind::Ecs(ecs) = &target.kind {
-        for (container, image) in &ecs.containers {
-            let at = path.key("ecs").key("containers").key(container.clone());
-            images.push((at, image.as_str()));
-        }
+    let containers = path.key(target.kind.key()).key("containers");
+    for (container, image) in target.other_containers() {
+        images.push((containers.key(container.clone()), image.as_str()));
     }
     images
 }

@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::pinned_images::{ImageRefs, pinned_images};
 use super::{
-    FailureKind, ImageArtifact, Outputs, PreviewInput, StageContext, StageExecutor, StageFailure,
-    StageInput, StageOutputs, StageSink,
+    FailureKind, Outputs, PreviewInput, StageContext, StageExecutor, StageFailure, StageInput,
+    StageOutputs, StageSink,
 };
 use crate::deploy::ecs::{
     self, EcsCheckpoint, EcsClients, EcsDeployError, EcsDeployOutcome, EcsDeploySpec, EcsErrorKind,
@@ -89,26 +90,17 @@ fn read_task_definition(pipeline: &Pipeline, file: &str) -> Result<String, Stage
     })
 }
 
-/// The deploy's request. `image_ref` gives the digest-pinned reference of an image (a key of
-/// `images`); `None` when it has none to give.
+/// The deploy's request, with each container's image from `refs`.
 fn spec(
     pipeline: &Pipeline,
     target_name: &str,
     run_id: &str,
     target: &DeployTarget,
     values: &Values,
-    image_ref: impl Fn(&str) -> Option<String>,
+    refs: &ImageRefs<'_>,
 ) -> Result<EcsDeploySpec, StageFailure> {
     let ecs = ecs_target(target)?;
-    let mut images = std::collections::BTreeMap::new();
-    for (container, image) in ecs.container_images(&target.image) {
-        let reference = image_ref(image).ok_or_else(|| {
-            StageFailure::failed(format!(
-                "deploy:{target_name} has no pushed image `{image}` for container `{container}`: push:{image} recorded no digest"
-            ))
-        })?;
-        images.insert(container.to_owned(), reference);
-    }
+    let images = pinned_images(target_name, ecs.container_images(&target.image), refs)?;
     Ok(EcsDeploySpec {
         pipeline: pipeline.file.name.clone(),
         target: target_name.to_owned(),
@@ -130,14 +122,7 @@ fn spec_ahead(input: &PreviewInput<'_>) -> Result<EcsDeploySpec, StageFailure> {
         "plan",
         target,
         input.values,
-        |image| {
-            input
-                .values
-                .images
-                .get(image)
-                .and_then(|fields| fields.get("ref"))
-                .cloned()
-        },
+        &ImageRefs::Planned(input.values),
     )
 }
 
@@ -149,11 +134,7 @@ fn run_spec(input: &StageInput<'_>) -> Result<EcsDeploySpec, StageFailure> {
         input.run_id,
         target,
         input.values,
-        |image| {
-            ImageArtifact::of_image(image, input.upstream)
-                .filter(|artifact| artifact.reference.contains("@sha256:"))
-                .map(|artifact| artifact.reference)
-        },
+        &ImageRefs::Pushed(input.upstream),
     )
 }
 

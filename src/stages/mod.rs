@@ -8,6 +8,7 @@ mod deploy_ecs;
 mod docker_daemon;
 mod down_docker;
 pub mod outputs;
+mod pinned_images;
 mod push;
 
 use std::collections::BTreeMap;

@@ -19,9 +19,21 @@ fn revision(object: &Value) -> i64 {
         .unwrap_or(0)
 }
 
-/// The template without the `pod-template-hash` label, as templates are compared.
+/// The template without the `pod-template-hash` label and without nulls (Go clients send
+/// `creationTimestamp: null`, which means absent), as templates are compared.
 fn without_hash(template: &Value) -> Value {
+    fn drop_nulls(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(drop_nulls);
+            }
+            Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+            _ => {}
+        }
+    }
     let mut template = template.clone();
+    drop_nulls(&mut template);
     if let Some(labels) = template["metadata"]["labels"].as_object_mut() {
         labels.shift_remove("pod-template-hash");
     }
@@ -164,7 +176,7 @@ fn reconcile(world: &mut World, namespace: &str, name: &str) {
         }
         Some(rs) => rs.clone(),
         None => {
-            let hash = template_hash(template);
+            let hash = template_hash(&without_hash(template));
             let mut rs_template = template.clone();
             rs_template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
             let mut selector = spec["selector"].clone();

@@ -413,12 +413,12 @@ fn reconcile(world: &mut World, namespace: &str, name: &str) {
         .cloned()
         .unwrap_or(deployment);
     let new_revision = revision(&new_rs).to_string();
-    if current["metadata"]["annotations"][REVISION] != new_revision.as_str() {
-        if let Some(deployments) = resources::by_plural("apps", "v1", "deployments") {
-            let mut annotated = current.clone();
-            annotated["metadata"]["annotations"][REVISION] = json!(new_revision);
-            current = world.replace(deployments, &current, annotated);
-        }
+    if current["metadata"]["annotations"][REVISION] != new_revision.as_str()
+        && let Some(deployments) = resources::by_plural("apps", "v1", "deployments")
+    {
+        let mut annotated = current.clone();
+        annotated["metadata"]["annotations"][REVISION] = json!(new_revision);
+        current = world.replace(deployments, &current, annotated);
     }
     if complete {
         world

@@ -116,7 +116,7 @@ fn get_at<'a>(value: &'a Value, path: &[Segment]) -> Option<&'a Value> {
             Segment::Item(key, wanted) => current
                 .as_array()?
                 .iter()
-                .find(|item| item[key.as_str()].to_string() == *wanted)?,
+                .find(|item| has_key(item, key, wanted))?,
         };
     }
     Some(current)
@@ -130,7 +130,7 @@ fn get_at_mut<'a>(value: &'a mut Value, path: &[Segment]) -> Option<&'a mut Valu
             Segment::Item(key, wanted) => current
                 .as_array_mut()?
                 .iter_mut()
-                .find(|item| item[key.as_str()].to_string() == *wanted)?,
+                .find(|item| has_key(item, key, wanted))?,
         };
     }
     Some(current)
@@ -151,10 +151,15 @@ fn remove_at(value: &mut Value, path: &[Segment]) {
         }
         Segment::Item(key, wanted) => {
             if let Some(items) = parent.as_array_mut() {
-                items.retain(|item| item[key.as_str()].to_string() != *wanted);
+                items.retain(|item| !has_key(item, key, wanted));
             }
         }
     }
+}
+
+/// Whether a list item's key field holds the key value (kept as JSON text).
+fn has_key(item: &Value, key: &str, wanted: &str) -> bool {
+    serde_json::from_str::<Value>(wanted).is_ok_and(|value| item[key] == value)
 }
 
 /// `.spec.template.spec.containers[name="web"].image`, as conflicts name fields.

@@ -42,9 +42,12 @@ pub struct PodRun {
 }
 
 /// The test's knobs.
+/// Decides whether a bearer token is accepted.
+pub type TokenCheck = Box<dyn Fn(&str) -> bool + Send>;
+
 #[derive(Default)]
 pub struct Knobs {
-    pub token_check: Option<Box<dyn Fn(&str) -> bool + Send>>,
+    pub token_check: Option<TokenCheck>,
     /// (verb, resource plural) pairs answered 403.
     pub forbidden: HashSet<(String, String)>,
     pub fail_watches: bool,
@@ -133,11 +136,11 @@ impl World {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if name.is_empty() {
-            if let Some(prefix) = object["metadata"]["generateName"].as_str() {
-                name = format!("{prefix}{}", random_suffix(5));
-                object["metadata"]["name"] = json!(name);
-            }
+        if name.is_empty()
+            && let Some(prefix) = object["metadata"]["generateName"].as_str()
+        {
+            name = format!("{prefix}{}", random_suffix(5));
+            object["metadata"]["name"] = json!(name);
         }
         if name.is_empty() {
             return Err(ApiError::invalid(

@@ -1,0 +1,325 @@
+//! Cross-checks the Kubernetes API emulator with clients nobody here wrote: real `kubectl`
+//! (server-side apply and its conflicts, get, rollout status/undo, diff) and kube-rs (a list
+//! and a watcher following a rollout).
+
+#[path = "support/kube_emulator/mod.rs"]
+mod kube_emulator;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kube_emulator::{KubeEmulator, PodScenario, Timing};
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+const TOKEN: &str = "k8s-aws-v1.emulator-test-token";
+
+fn kubectl_present() {
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "{KUBECTL} is missing: install kubectl v1.32 (see scripts/README) to run this cross-check"
+    );
+}
+
+struct Cluster {
+    emulator: KubeEmulator,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+fn cluster(timing: Timing) -> Cluster {
+    kubectl_present();
+    let emulator = KubeEmulator::start_with(timing);
+    emulator.require_token(|token| token == TOKEN);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let kubeconfig = dir.path().join("kubeconfig");
+    emulator
+        .write_kubeconfig(&kubeconfig, "emulator", TOKEN)
+        .expect("the kubeconfig is written");
+    Cluster {
+        emulator,
+        dir,
+        kubeconfig,
+    }
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(KUBECTL)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+
+    fn manifest(&self, name: &str, image: &str, progress_deadline: u32) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let text = format!(
+            r#"{{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "shop"}}}}
+---
+{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "web", "namespace": "shop"}},
+    "spec": {{"replicas": 3, "progressDeadlineSeconds": {progress_deadline},
+      "selector": {{"matchLabels": {{"app": "web"}}}},
+      "template": {{"metadata": {{"labels": {{"app": "web"}}}},
+        "spec": {{"containers": [{{"name": "web", "image": "{image}", "ports": [{{"containerPort": 8080}}]}}]}}}}}}}}
+---
+{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "web", "namespace": "shop"}},
+    "spec": {{"selector": {{"app": "web"}}, "ports": [{{"port": 80, "targetPort": 8080}}]}}}}
+"#
+        );
+        std::fs::write(&path, text).expect("the manifest is written");
+        path
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn fast() -> Timing {
+    Timing {
+        step: std::time::Duration::from_millis(50),
+        seconds_per_step: 6,
+    }
+}
+
+#[test]
+fn kubectl_applies_rolls_out_diffs_and_undoes() {
+    let cluster = cluster(fast());
+    let v1 = cluster.manifest("v1.json", "registry.example/web:1", 600);
+    let applied = cluster.kubectl(&["apply", "--server-side", "-f", v1.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert!(
+        String::from_utf8_lossy(&applied.stdout).contains("deployment.apps/web serverside-applied"),
+        "{}",
+        text(&applied)
+    );
+
+    let status = cluster.kubectl(&[
+        "-n",
+        "shop",
+        "rollout",
+        "status",
+        "deploy/web",
+        "--timeout=20s",
+    ]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("successfully rolled out"),
+        "{}",
+        text(&status)
+    );
+
+    let got = cluster.kubectl(&["-n", "shop", "get", "deploy,rs,po", "-o", "json"]);
+    assert!(got.status.success(), "{}", text(&got));
+    let list: serde_json::Value = serde_json::from_slice(&got.stdout).expect("kubectl prints JSON");
+    let items = list["items"].as_array().expect("a list");
+    let kinds = |kind: &str| items.iter().filter(|i| i["kind"] == kind).count();
+    assert_eq!(
+        (kinds("Deployment"), kinds("ReplicaSet"), kinds("Pod")),
+        (1, 1, 3),
+        "{list:#}"
+    );
+    let deployment = items.iter().find(|i| i["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["status"]["updatedReplicas"], 3);
+    assert_eq!(deployment["status"]["availableReplicas"], 3);
+    let rs = items.iter().find(|i| i["kind"] == "ReplicaSet").unwrap();
+    let hash = rs["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap();
+    assert_eq!(rs["metadata"]["name"], format!("web-{hash}"));
+    assert!(cluster.emulator.completed_at("shop", "web", 1).is_some());
+
+    // Another manager setting the image conflicts, unless it forces.
+    let other = cluster.manifest("other.json", "registry.example/web:other", 600);
+    let conflict = cluster.kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "-f",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(conflict.status.code(), Some(1), "{}", text(&conflict));
+    let stderr = String::from_utf8_lossy(&conflict.stderr);
+    assert!(
+        stderr.contains(
+            r#"conflict with "kubectl": .spec.template.spec.containers[name="web"].image"#
+        ),
+        "{}",
+        text(&conflict)
+    );
+
+    // diff: unchanged exits 0, a changed image exits 1 with the change.
+    let same = cluster.kubectl(&["diff", "--server-side", "-f", v1.to_str().unwrap()]);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    let v2 = cluster.manifest("v2.json", "registry.example/web:2", 600);
+    let changed = cluster.kubectl(&["diff", "--server-side", "-f", v2.to_str().unwrap()]);
+    assert_eq!(changed.status.code(), Some(1), "{}", text(&changed));
+    assert!(
+        String::from_utf8_lossy(&changed.stdout).contains("+      - image: registry.example/web:2"),
+        "{}",
+        text(&changed)
+    );
+
+    let forced = cluster.kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "--force-conflicts",
+        "-f",
+        other.to_str().unwrap(),
+    ]);
+    assert!(forced.status.success(), "{}", text(&forced));
+    let status = cluster.kubectl(&[
+        "-n",
+        "shop",
+        "rollout",
+        "status",
+        "deploy/web",
+        "--timeout=20s",
+    ]);
+    assert!(status.status.success(), "{}", text(&status));
+
+    // Undo brings the first template back under a new revision.
+    let undo = cluster.kubectl(&["-n", "shop", "rollout", "undo", "deploy/web"]);
+    assert!(undo.status.success(), "{}", text(&undo));
+    let status = cluster.kubectl(&[
+        "-n",
+        "shop",
+        "rollout",
+        "status",
+        "deploy/web",
+        "--timeout=20s",
+    ]);
+    assert!(status.status.success(), "{}", text(&status));
+    let deployment = cluster
+        .emulator
+        .object("apps/v1", "Deployment", "shop", "web")
+        .unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example/web:1"
+    );
+    let first = cluster
+        .emulator
+        .object("apps/v1", "ReplicaSet", "shop", &format!("web-{hash}"))
+        .unwrap();
+    assert_eq!(
+        first["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    assert!(
+        cluster
+            .emulator
+            .requests()
+            .iter()
+            .all(|r| r.token.as_deref() == Some(TOKEN))
+    );
+}
+
+#[test]
+fn kubectl_rollout_status_fails_past_the_progress_deadline() {
+    let cluster = cluster(fast());
+    cluster
+        .emulator
+        .set_scenario("shop", "web", PodScenario::NeverReady);
+    let manifest = cluster.manifest("v1.json", "registry.example/web:1", 12);
+    let applied = cluster.kubectl(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let status = cluster.kubectl(&[
+        "-n",
+        "shop",
+        "rollout",
+        "status",
+        "deploy/web",
+        "--timeout=20s",
+    ]);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("exceeded its progress deadline"),
+        "{}",
+        text(&status)
+    );
+}
+
+#[test]
+fn a_wrong_token_is_refused() {
+    let cluster = cluster(fast());
+    cluster
+        .emulator
+        .write_kubeconfig(&cluster.kubeconfig, "emulator", "not-the-token")
+        .unwrap();
+    let got = cluster.kubectl(&["get", "ns"]);
+    assert_eq!(got.status.code(), Some(1), "{}", text(&got));
+    assert!(
+        String::from_utf8_lossy(&got.stderr).contains("provide credentials"),
+        "{}",
+        text(&got)
+    );
+}
+
+#[tokio::test]
+async fn kube_rs_lists_and_watches_a_rollout() {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::runtime::watcher;
+
+    // kube-rs takes the process-wide rustls provider; shipit builds rustls with ring only.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = cluster(fast());
+    cluster.emulator.seed(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).expect("the kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("a client config");
+    let client = kube::Client::try_from(config).expect("a client");
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client, "shop");
+    let mut events = watcher(deployments.clone(), watcher::Config::default()).boxed();
+
+    let manifest = cluster.manifest("v1.json", "registry.example/web:1", 600);
+    let applied = tokio::task::spawn_blocking({
+        let kubeconfig = cluster.kubeconfig.clone();
+        move || {
+            Command::new(KUBECTL)
+                .env("KUBECONFIG", kubeconfig)
+                .args(["apply", "--server-side", "-f", manifest.to_str().unwrap()])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(applied.status.success(), "{}", text(&applied));
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut available_seen = false;
+    while !available_seen {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("the watcher sees the rollout complete in time")
+            .expect("the watch goes on")
+            .expect("no watch error");
+        if let watcher::Event::Apply(deployment) = event {
+            available_seen = deployment.status.and_then(|s| s.available_replicas) == Some(3);
+        }
+    }
+    let listed = deployments
+        .list(&Default::default())
+        .await
+        .expect("kube-rs lists");
+    assert_eq!(listed.items.len(), 1);
+    assert!(
+        cluster
+            .emulator
+            .count("GET", "/apis/apps/v1/namespaces/shop/deployments")
+            >= 2
+    );
+}

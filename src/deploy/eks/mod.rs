@@ -9,11 +9,19 @@
 //! `observer` (progress and checkpoints out of the deploy), `error`.
 
 mod error;
+mod gate;
+mod image_pinning;
+mod manifest_parse;
+mod manifests;
+mod object_diff;
 mod observer;
 mod outcome;
+mod pods;
+mod replica_sets;
 mod spec;
 
 pub use error::{EksDeployError, EksErrorKind};
+pub use manifest_parse::parse_manifest;
 pub use observer::EksObserver;
 pub use outcome::{AppliedWorkload, EksCheckpoint, EksDeployOutcome, WorkloadOutcome};
 pub use spec::{EksDeploySpec, ManifestDocument};

@@ -8,6 +8,8 @@
 //! kubeconfig), `outcome` (the checkpoint a resume re-attaches from, and the result),
 //! `observer` (progress and checkpoints out of the deploy), `error`.
 
+mod api_failure;
+mod diagnosis;
 mod error;
 mod gate;
 mod image_pinning;

@@ -70,10 +70,12 @@ mod tests {
 
     #[test]
     fn a_conflict_names_the_fields_and_manager_and_hints_force_conflicts() {
-        let conflict = status(serde_json::json!({"kind": "Status", "status": "Failure", "code": 409, "reason": "Conflict",
+        let conflict = status(
+            serde_json::json!({"kind": "Status", "status": "Failure", "code": 409, "reason": "Conflict",
             "message": "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using apps/v1: .spec.replicas",
             "details": {"name": "web", "group": "apps", "kind": "deployments",
-                "causes": [{"reason": "FieldManagerConflict", "message": "conflict with \"kubectl-edit\" using apps/v1", "field": ".spec.replicas"}]}}));
+                "causes": [{"reason": "FieldManagerConflict", "message": "conflict with \"kubectl-edit\" using apps/v1", "field": ".spec.replicas"}]}}),
+        );
         let err = api_failure("apply Deployment/shop/web", &conflict);
         assert_eq!(err.kind, EksErrorKind::Remote);
         assert_eq!(
@@ -89,7 +91,9 @@ mod tests {
             "message": "deployments.apps \"web\" is forbidden: User \"ci\" cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"shop\""}));
         let err = api_failure("apply Deployment/shop/web", &forbidden);
         assert_eq!(err.kind, EksErrorKind::Remote);
-        assert!(err.message.contains("cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"shop\""));
+        assert!(err.message.contains(
+            "cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"shop\""
+        ));
         assert!(err.hint.unwrap().contains("RBAC"));
     }
 

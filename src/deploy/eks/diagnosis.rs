@@ -37,14 +37,21 @@ pub(crate) fn problem_summary(problem: &PodProblem) -> String {
     } else {
         format!(": {}", problem.message)
     };
-    format!("pod {}{container}: {}{message}", problem.pod, problem.reason)
+    format!(
+        "pod {}{container}: {}{message}",
+        problem.pod, problem.reason
+    )
 }
 
 fn event_time(event: &Value) -> &str {
-    ["/lastTimestamp", "/eventTime", "/metadata/creationTimestamp"]
-        .iter()
-        .find_map(|pointer| event.pointer(pointer).and_then(Value::as_str))
-        .unwrap_or_default()
+    [
+        "/lastTimestamp",
+        "/eventTime",
+        "/metadata/creationTimestamp",
+    ]
+    .iter()
+    .find_map(|pointer| event.pointer(pointer).and_then(Value::as_str))
+    .unwrap_or_default()
 }
 
 /// The last events, warnings first, each as `Warning BackOff (x5): message`.
@@ -65,7 +72,12 @@ pub(crate) fn event_lines(events: &[Value]) -> Vec<String> {
             } else {
                 String::new()
             };
-            format!("{} {}{times}: {}", text("type"), text("reason"), text("message").trim())
+            format!(
+                "{} {}{times}: {}",
+                text("type"),
+                text("reason"),
+                text("message").trim()
+            )
         })
         .collect()
 }
@@ -78,7 +90,11 @@ pub(crate) fn explain(report: &FailureReport) -> String {
         if let Some(code) = problem.last_exit_code {
             facts.push(format!("last exit code {code}"));
         }
-        lines.push(format!("  {} ({})", problem_summary(problem), facts.join(", ")));
+        lines.push(format!(
+            "  {} ({})",
+            problem_summary(problem),
+            facts.join(", ")
+        ));
     }
     let mut section = |title: String, source: &Option<Result<Vec<Value>, String>>| match source {
         None => {}
@@ -86,10 +102,17 @@ pub(crate) fn explain(report: &FailureReport) -> String {
         Some(Ok(events)) if events.is_empty() => lines.push(format!("  {title}: none")),
         Some(Ok(events)) => {
             lines.push(format!("  {title}:"));
-            lines.extend(event_lines(events).into_iter().map(|line| format!("    {line}")));
+            lines.extend(
+                event_lines(events)
+                    .into_iter()
+                    .map(|line| format!("    {line}")),
+            );
         }
     };
-    section(format!("events of {}", report.workload), &report.workload_events);
+    section(
+        format!("events of {}", report.workload),
+        &report.workload_events,
+    );
     if let Some(problem) = &report.problem {
         section(format!("events of pod {}", problem.pod), &report.pod_events);
     }
@@ -101,7 +124,9 @@ pub(crate) fn explain(report: &FailureReport) -> String {
         };
         let container = problem.container.as_deref().unwrap_or("?");
         match logs {
-            Err(why) => lines.push(format!("  {which}logs of {container}: could not be read: {why}")),
+            Err(why) => lines.push(format!(
+                "  {which}logs of {container}: could not be read: {why}"
+            )),
             Ok(text) if text.trim().is_empty() => {
                 lines.push(format!("  {which}logs of {container}: empty"))
             }
@@ -141,12 +166,29 @@ mod tests {
     #[test]
     fn the_last_events_come_warnings_first_then_in_time_order() {
         let mut events: Vec<Value> = (0..10)
-            .map(|i| event("Normal", "Pulled", &format!("pulled {i}"), &format!("2025-01-01T12:00:{i:02}Z"), 1))
+            .map(|i| {
+                event(
+                    "Normal",
+                    "Pulled",
+                    &format!("pulled {i}"),
+                    &format!("2025-01-01T12:00:{i:02}Z"),
+                    1,
+                )
+            })
             .collect();
-        events.push(event("Warning", "BackOff", "Back-off restarting failed container", "2025-01-01T12:00:05Z", 7));
+        events.push(event(
+            "Warning",
+            "BackOff",
+            "Back-off restarting failed container",
+            "2025-01-01T12:00:05Z",
+            7,
+        ));
         let lines = event_lines(&events);
         assert_eq!(lines.len(), EVENTS_SHOWN);
-        assert_eq!(lines[0], "Warning BackOff (x7): Back-off restarting failed container");
+        assert_eq!(
+            lines[0],
+            "Warning BackOff (x7): Back-off restarting failed container"
+        );
         assert_eq!(lines[1], "Normal Pulled: pulled 3");
         assert_eq!(lines[7], "Normal Pulled: pulled 9");
     }
@@ -159,7 +201,13 @@ mod tests {
             why: "a new pod fails".into(),
             problem: Some(crash()),
             workload_events: Some(Ok(vec![])),
-            pod_events: Some(Ok(vec![event("Warning", "BackOff", "Back-off restarting", "2025-01-01T12:00:05Z", 2)])),
+            pod_events: Some(Ok(vec![event(
+                "Warning",
+                "BackOff",
+                "Back-off restarting",
+                "2025-01-01T12:00:05Z",
+                2,
+            )])),
             logs: Some(Ok(logs)),
         };
         let text = explain(&report);
@@ -187,7 +235,17 @@ mod tests {
             logs: Some(Err("container not found".into())),
         };
         let text = explain(&report);
-        assert!(text.contains("  events of deployment/web: could not be read: forbidden: cannot list events"), "{text}");
-        assert!(text.contains("  previous instance's logs of web: could not be read: container not found"), "{text}");
+        assert!(
+            text.contains(
+                "  events of deployment/web: could not be read: forbidden: cannot list events"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  previous instance's logs of web: could not be read: container not found"
+            ),
+            "{text}"
+        );
     }
 }

@@ -21,6 +21,7 @@ mod outcome;
 mod pods;
 mod replica_sets;
 mod spec;
+mod workload_verdict;
 
 pub use error::{EksDeployError, EksErrorKind};
 pub use manifest_parse::parse_manifest;

@@ -55,14 +55,16 @@ fn time(value: &Value, pointer: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The pods of one ReplicaSet (by its `pod-template-hash`), leaving out those being deleted.
-pub(crate) fn pods_of_template<'a>(pods: &'a [Value], hash: &str) -> Vec<&'a Value> {
+/// The pods of the workload's new revision, marked by the controller's `label` (a
+/// ReplicaSet's `pod-template-hash`, a StatefulSet's `controller-revision-hash`, a DaemonSet's
+/// `pod-template-generation`), leaving out those being deleted.
+pub(crate) fn pods_of_revision<'a>(pods: &'a [Value], label: &str, value: &str) -> Vec<&'a Value> {
     pods.iter()
         .filter(|pod| {
             pod.pointer("/metadata/labels")
-                .and_then(|labels| labels.get(POD_TEMPLATE_HASH))
+                .and_then(|labels| labels.get(label))
                 .and_then(Value::as_str)
-                == Some(hash)
+                == Some(value)
         })
         .filter(|pod| pod.pointer("/metadata/deletionTimestamp").is_none())
         .collect()
@@ -366,7 +368,7 @@ pub(crate) mod tests {
             ),
             terminating_new,
         ];
-        let new: Vec<&str> = pods_of_template(&pods, "new")
+        let new: Vec<&str> = pods_of_revision(&pods, POD_TEMPLATE_HASH, "new")
             .iter()
             .map(|p| p["metadata"]["name"].as_str().unwrap())
             .collect();

@@ -9,6 +9,7 @@
 //! `observer` (progress and checkpoints out of the deploy), `error`.
 
 mod api_failure;
+mod cluster_apply;
 mod diagnosis;
 mod error;
 mod gate;
@@ -20,6 +21,7 @@ mod observer;
 mod outcome;
 mod pods;
 mod replica_sets;
+mod rollout_watch;
 mod spec;
 mod workload_verdict;
 

@@ -7,8 +7,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::replica_sets::POD_TEMPLATE_HASH;
-
 /// How much a new pod may misbehave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PodLimits {
@@ -228,6 +226,7 @@ fn seconds(duration: Duration) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::deploy::eks::replica_sets::POD_TEMPLATE_HASH;
     use serde_json::json;
 
     const LIMITS: PodLimits = PodLimits {

@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use super::gate::{RolloutState, WorkloadCounts, rollout_state, workload_counts};
 use super::pods::{PodLimits, PodProblem, pod_problem, pods_of_revision};
-use super::replica_sets::{POD_TEMPLATE_HASH, new_replica_set, pod_template_hash, revision};
+use super::replica_sets::{
+    POD_TEMPLATE_HASH, new_replica_set, pod_template_hash, previous_replica_set, revision,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WorkloadVerdict {
@@ -17,6 +19,7 @@ pub(crate) struct WorkloadVerdict {
     pub(crate) problem: Option<PodProblem>,
     /// Deployments: the new ReplicaSet and the revision.
     pub(crate) replica_set: Option<String>,
+    pub(crate) previous_replica_set: Option<String>,
     pub(crate) revision: Option<i64>,
 }
 
@@ -84,6 +87,12 @@ pub(crate) fn judge_workload(
         state,
         problem,
         replica_set: new_rs
+            .and_then(|rs| rs.pointer("/metadata/name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        previous_replica_set: (kind == "Deployment")
+            .then(|| previous_replica_set(object, replica_sets))
+            .flatten()
             .and_then(|rs| rs.pointer("/metadata/name"))
             .and_then(Value::as_str)
             .map(str::to_owned),

@@ -66,7 +66,7 @@ fn check_object(value: &Value, at: &str) -> Result<(), EksDeployError> {
         ),
     ]
     .into_iter()
-    .filter(|(_, field)| !field.and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
+    .filter(|(_, field)| field.and_then(Value::as_str).is_none_or(str::is_empty))
     .map(|(name, _)| name)
     .collect();
     if missing.is_empty() {

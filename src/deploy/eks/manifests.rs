@@ -31,13 +31,6 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-impl ObjectKey {
-    /// `deployment/web`: how kubectl names a workload in its messages.
-    pub(crate) fn short(&self) -> String {
-        format!("{}/{}", self.kind.to_lowercase(), self.name)
-    }
-}
-
 /// One object ready to apply.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PreparedObject {

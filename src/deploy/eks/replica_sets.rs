@@ -38,7 +38,7 @@ fn owned_by_revision<'a>(deployment: &Value, replica_sets: &'a [Value]) -> Vec<(
         .filter(|rs| is_owned_by(rs, deployment))
         .filter_map(|rs| Some((revision(rs)?, rs)))
         .collect();
-    owned.sort_by(|a, b| b.0.cmp(&a.0));
+    owned.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
     owned
 }
 

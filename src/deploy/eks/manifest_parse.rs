@@ -164,6 +164,14 @@ mod tests {
     }
 
     #[test]
+    fn a_document_that_is_only_null_is_skipped_like_an_empty_one() {
+        let text = "~\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n";
+        let documents = parse_manifest("a.yaml", text).unwrap();
+        assert_eq!(documents.len(), 1);
+        assert_eq!(documents[0].index, 2);
+    }
+
+    #[test]
     fn keeps_content_after_a_document_marker_and_block_scalars_intact() {
         let text = "--- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n--- \napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  script: |\n    echo ---\n    --- not a marker\n";
         let documents = parse_manifest("a.yaml", text).unwrap();

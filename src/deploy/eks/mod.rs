@@ -7,13 +7,39 @@
 //! Files: `spec` (what a deploy is asked to do), `access` (reaching the cluster: EKS or a
 //! kubeconfig), `outcome` (the checkpoint a resume re-attaches from, and the result),
 //! `observer` (progress and checkpoints out of the deploy), `error`.
+//! Pure: `manifest_parse` (YAML streams into documents), `image_pinning`, `manifests` (apply
+//! order, namespaces, marks, digest), `object_diff` (dry run against live), `gate` (kubectl's
+//! rollout status), `pods` (new-pod verdicts), `replica_sets` (revisions for undo),
+//! `workload_verdict` (the one place that decides), `diagnosis` (the explanation),
+//! `api_failure` (API refusals mapped to what to do).
+//! I/O: `cluster_apply` (discovery and server-side apply), `rollout_watch` (the watch),
+//! `failure_read` (events and logs), `rollout` (deploy, undo, rollback, still deployed),
+//! `preflight` (dry run and preview).
 
+mod api_failure;
+mod cluster_apply;
+mod diagnosis;
 mod error;
+mod failure_read;
+mod gate;
+mod image_pinning;
+mod manifest_parse;
+mod manifests;
+mod object_diff;
 mod observer;
 mod outcome;
+mod pods;
+mod preflight;
+mod replica_sets;
+mod rollout;
+mod rollout_watch;
 mod spec;
+mod workload_verdict;
 
 pub use error::{EksDeployError, EksErrorKind};
+pub use manifest_parse::parse_manifest;
 pub use observer::EksObserver;
 pub use outcome::{AppliedWorkload, EksCheckpoint, EksDeployOutcome, WorkloadOutcome};
+pub use preflight::{preflight, preview};
+pub use rollout::{deploy, roll_back, still_deployed};
 pub use spec::{EksDeploySpec, ManifestDocument};

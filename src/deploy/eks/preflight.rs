@@ -1,0 +1,88 @@
+//! Before anything changes: every object applied as a server-side dry run (the API server's
+//! validation, admission and RBAC all answer), and the preview of what a deploy would do.
+
+use std::collections::BTreeSet;
+
+use kube::Client;
+use serde_json::Value;
+
+use super::cluster_apply::dry_run;
+use super::error::EksDeployError;
+use super::manifests::PreparedObject;
+use super::object_diff::preview_line;
+use super::rollout::prepared_objects;
+use super::spec::EksDeploySpec;
+
+/// What the manifests themselves create, which a dry run cannot see yet: namespaces, and
+/// kinds defined by CRDs.
+struct CreatedByManifests {
+    namespaces: BTreeSet<String>,
+    kinds: BTreeSet<String>,
+}
+
+impl CreatedByManifests {
+    fn of(prepared: &[PreparedObject]) -> Self {
+        let of_kind = |kind: &'static str| prepared.iter().filter(move |p| p.key.kind == kind);
+        CreatedByManifests {
+            namespaces: of_kind("Namespace").map(|p| p.key.name.clone()).collect(),
+            kinds: of_kind("CustomResourceDefinition")
+                .filter_map(|p| p.object.pointer("/spec/names/kind").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    /// Whether a dry run of `object` may fail only because an earlier object is not applied.
+    fn needs_earlier_objects(&self, object: &PreparedObject) -> bool {
+        self.kinds.contains(&object.key.kind)
+            || object
+                .key
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| self.namespaces.contains(ns))
+    }
+}
+
+/// Dry-runs everything: the manifests are valid for this cluster, their namespaces exist (or
+/// are created by them), the target's containers are in them. Nothing is changed.
+pub async fn preflight(client: &Client, spec: &EksDeploySpec) -> Result<(), EksDeployError> {
+    let (mut kinds, prepared) = prepared_objects(client, spec).await?;
+    let created = CreatedByManifests::of(&prepared);
+    for object in &prepared {
+        if created.kinds.contains(&object.key.kind) {
+            continue;
+        }
+        if let Err(error) = dry_run(client, &mut kinds, object, spec.config.force_conflicts).await
+            && !created.needs_earlier_objects(object)
+        {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// One line per object: `create …`, `unchanged …` or `change …: field: old → new`. A Secret's
+/// values are never shown.
+pub async fn preview(client: &Client, spec: &EksDeploySpec) -> Result<Vec<String>, EksDeployError> {
+    let (mut kinds, prepared) = prepared_objects(client, spec).await?;
+    let created = CreatedByManifests::of(&prepared);
+    let mut lines = Vec::with_capacity(prepared.len());
+    for object in &prepared {
+        if created.kinds.contains(&object.key.kind) {
+            lines.push(format!(
+                "create {} (its kind is defined by these manifests)",
+                object.key
+            ));
+            continue;
+        }
+        match dry_run(client, &mut kinds, object, spec.config.force_conflicts).await {
+            Ok((live, result)) => lines.push(preview_line(&object.key, live.as_ref(), &result)),
+            Err(_) if created.needs_earlier_objects(object) => lines.push(format!(
+                "create {} (in a namespace these manifests create)",
+                object.key
+            )),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(lines)
+}

@@ -8,11 +8,13 @@
 //! kubeconfig), `outcome` (the checkpoint a resume re-attaches from, and the result),
 //! `observer` (progress and checkpoints out of the deploy), `error`.
 
+mod access;
 mod error;
 mod observer;
 mod outcome;
 mod spec;
 
+pub use access::{ClusterAccess, EksCluster, connect, describe_eks_cluster};
 pub use error::{EksDeployError, EksErrorKind};
 pub use observer::EksObserver;
 pub use outcome::{AppliedWorkload, EksCheckpoint, EksDeployOutcome, WorkloadOutcome};

@@ -16,6 +16,7 @@
 //! `failure_read` (events and logs), `rollout` (deploy, undo, rollback, still deployed),
 //! `preflight` (dry run and preview).
 
+mod access;
 mod api_failure;
 mod cluster_apply;
 mod diagnosis;
@@ -36,6 +37,7 @@ mod rollout_watch;
 mod spec;
 mod workload_verdict;
 
+pub use access::{ClusterAccess, EksCluster, connect, describe_eks_cluster};
 pub use error::{EksDeployError, EksErrorKind};
 pub use manifest_parse::parse_manifest;
 pub use observer::EksObserver;

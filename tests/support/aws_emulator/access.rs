@@ -53,6 +53,7 @@ fn action_prefix(service: &str) -> &str {
     match service {
         "codedeploy" => "codedeploy",
         "logs" => "logs",
+        "eks" => "eks",
         "elasticloadbalancing" => "elasticloadbalancing",
         _ => "ecs",
     }
@@ -61,6 +62,9 @@ fn action_prefix(service: &str) -> &str {
 /// The ARN IAM would name for the call's resource, `*` when the call names none.
 fn resource_arn(request: &Request) -> String {
     let body = &request.body;
+    if request.service == "eks" {
+        return super::eks::cluster_arn(text(body, "name").unwrap_or("*"));
+    }
     let cluster = text(body, "cluster").map(last_segment).unwrap_or("default");
     if let Some(service) = text(body, "service") {
         return ecs_arn(&format!("service/{cluster}/{}", last_segment(service)));

@@ -1,5 +1,6 @@
 //! An emulator of the parts of Amazon ECS, CodeDeploy (ECS platform), CloudWatch Logs
-//! (GetLogEvents) and ELBv2 (DescribeTargetHealth) that shipit's ECS deploy uses, whose
+//! (GetLogEvents) and ELBv2 (DescribeTargetHealth) that shipit's ECS deploy uses (and of EKS,
+//! DescribeCluster, that its EKS deploy uses), whose
 //! deployments progress over time through scripted scenarios (moto answers with the right
 //! shapes, but its deployments never move).
 //!
@@ -18,6 +19,7 @@ mod ecs_rollout;
 mod ecs_service_deployments;
 mod ecs_shapes;
 mod ecs_task_definitions;
+mod eks;
 mod elb;
 mod logs;
 mod scenario;

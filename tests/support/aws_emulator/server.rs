@@ -84,6 +84,7 @@ async fn answer(
     world: &Mutex<World>,
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
+    let rest_route = super::eks::route(request.method(), request.uri().path());
     let target = request
         .headers()
         .get("x-amz-target")
@@ -93,7 +94,8 @@ async fn answer(
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let response = match wire::decode(target.as_deref(), &body) {
+    let decoded = rest_route.map_or_else(|| wire::decode(target.as_deref(), &body), Ok);
+    let response = match decoded {
         Ok(decoded) => {
             let mut world = world.lock().expect("world lock");
             world.calls.push(EmulatorCall {
@@ -130,6 +132,7 @@ fn dispatch(
         "ecs" => super::ecs::handle(world, &request.operation, &request.body, now),
         "codedeploy" => super::codedeploy::handle(world, &request.operation, &request.body, now),
         "logs" => super::logs::handle(world, &request.operation, &request.body),
+        "eks" => super::eks::handle(world, &request.operation, &request.body),
         _ => super::elb::handle(world, &request.operation, &request.body),
     }
 }

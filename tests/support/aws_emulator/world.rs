@@ -356,6 +356,7 @@ pub struct World {
     pub calls: Vec<EmulatorCall>,
     pub completed_at: HashMap<String, Instant>,
     pub next_target: u32,
+    pub eks_clusters: BTreeMap<String, super::eks::EksCluster>,
 }
 
 impl World {
@@ -373,6 +374,7 @@ impl World {
             calls: Vec::new(),
             completed_at: HashMap::new(),
             next_target: 0,
+            eks_clusters: BTreeMap::new(),
         }
     }
 

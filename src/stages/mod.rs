@@ -5,6 +5,7 @@ mod build;
 mod config;
 mod deploy_docker;
 mod deploy_ecs;
+mod deploy_eks;
 mod docker_daemon;
 mod down_docker;
 pub mod outputs;
@@ -274,8 +275,7 @@ impl Executors {
                 daemon: daemon.clone(),
             }),
             deploy_ecs: Some(Arc::new(deploy_ecs::EcsDeployStage)),
-            // EKS deploys are not in this version: see README ("Coming next").
-            deploy_eks: None,
+            deploy_eks: Some(Arc::new(deploy_eks::EksDeployStage)),
         }
     }
 }

@@ -93,6 +93,12 @@ impl StageOutputs for crate::deploy::ecs::EcsCheckpoint {}
 /// `deploy:<target>` of an `ecs:` target: where the deploy ended (recorded on failure too).
 impl StageOutputs for crate::deploy::ecs::EcsDeployOutcome {}
 
+/// `deploy:<target>` of an `eks:` target, while it runs: what a resume re-attaches to.
+impl StageOutputs for crate::deploy::eks::EksCheckpoint {}
+
+/// `deploy:<target>` of an `eks:` target: where the deploy ended (recorded on failure too).
+impl StageOutputs for crate::deploy::eks::EksDeployOutcome {}
+
 /// The image a deploy runs and what `${{ images.NAME.id|digest|ref }}` resolve to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageArtifact {

@@ -10,6 +10,7 @@ pub mod demo_images;
 pub mod deploy_recorder;
 pub mod docker_build_support;
 pub mod fake_servers;
+pub mod kube_emulator;
 pub mod port_lease;
 pub mod scenario;
 pub mod step_beacon;

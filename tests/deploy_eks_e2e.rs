@@ -33,7 +33,9 @@ impl EksProject {
             step: Duration::from_millis(100),
             seconds_per_step: 6,
         });
-        emulator.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}));
+        emulator.seed(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+        );
         let name = unique_name(prefix);
         let registry = testenv("SHIPIT_TEST_REGISTRY");
         let project = Project::with_docker();
@@ -94,9 +96,13 @@ impl EksProject {
             .unwrap()
     }
 
+    /// The applies (not dry runs) of any object.
     fn applies(&self) -> usize {
         self.emulator
-            .count("PATCH", "/apis/apps/v1/namespaces/shop/deployments/web")
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && !r.query.contains("dryRun"))
+            .count()
     }
 }
 
@@ -127,13 +133,18 @@ fn a_healthy_rollout_completes_and_an_unchanged_rerun_applies_nothing() {
     let env = &eks.deployment()["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"];
     assert!(env.as_str().unwrap().starts_with("hello "), "{env}");
     assert!(!env.as_str().unwrap().contains("${{"), "{env}");
-    assert!(eks.emulator.object("v1", "Service", NAMESPACE, "web").is_some());
+    assert!(
+        eks.emulator
+            .object("v1", "Service", NAMESPACE, "web")
+            .is_some()
+    );
 
     let applies = eks.applies();
+    assert!(applies >= 1);
     let forced = eks.run(&["run", "--only", "deploy:web", "--force"]);
     assert_eq!(forced.code, 0, "{forced:?}");
     assert_eq!(
-        eks.emulator.requests().iter().filter(|r| r.method == "PATCH" && !r.query.contains("dryRun")).count(),
+        eks.applies(),
         applies,
         "an unchanged manifest is not applied again"
     );
@@ -153,7 +164,11 @@ fn a_crash_looping_rollout_is_rolled_back_with_the_container_s_exit_code_and_log
     eks.change_image("second");
     let run = eks.run(&["run"]);
     assert_eq!(run.code, 3, "{run:?}");
-    for evidence in ["CrashLoopBackOff", "exit code 3", "panic: DATABASE_URL is not set"] {
+    for evidence in [
+        "CrashLoopBackOff",
+        "exit code 3",
+        "panic: DATABASE_URL is not set",
+    ] {
         assert!(run.stderr.contains(evidence), "{evidence:?} in {run:?}");
     }
     let outputs = deploy_outputs(&run.json()).clone();
@@ -172,15 +187,25 @@ fn an_image_that_cannot_be_pulled_fails_early_and_is_rolled_back() {
     let started = Instant::now();
     let run = eks.run(&["run"]);
     assert_eq!(run.code, 3, "{run:?}");
-    assert!(started.elapsed() < Duration::from_secs(25), "it failed early");
-    assert!(run.stderr.contains("ImagePullBackOff") || run.stderr.contains("ErrImagePull"), "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "it failed early"
+    );
+    assert!(
+        run.stderr.contains("ImagePullBackOff") || run.stderr.contains("ErrImagePull"),
+        "{run:?}"
+    );
     assert_eq!(eks.live_image(), good);
 }
 
 #[test]
 fn pods_that_never_become_ready_fail_at_the_unready_timeout() {
-    let eks = EksProject::new("e2e-eks-unready", "      unready_timeout: 2s\n      rollback_on_failure: false\n");
-    eks.emulator.set_scenario(NAMESPACE, "web", PodScenario::NeverReady);
+    let eks = EksProject::new(
+        "e2e-eks-unready",
+        "      unready_timeout: 2s\n      rollback_on_failure: false\n",
+    );
+    eks.emulator
+        .set_scenario(NAMESPACE, "web", PodScenario::NeverReady);
     let run = eks.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("Readiness probe failed"), "{run:?}");
@@ -191,7 +216,10 @@ fn a_rollout_slower_than_its_timeout_exits_4() {
     let eks = EksProject::new("e2e-eks-slow", "      rollback_on_failure: false\n");
     let pipeline = std::fs::read_to_string(eks.project.path().join("shipit.yaml")).unwrap();
     eks.project
-        .file("shipit.yaml", pipeline.replace("timeout: 30s", "timeout: 2s"))
+        .file(
+            "shipit.yaml",
+            pipeline.replace("timeout: 30s", "timeout: 2s"),
+        )
         .commit();
     eks.emulator
         .set_scenario(NAMESPACE, "web", PodScenario::Slow { steps_per_pod: 200 });
@@ -225,18 +253,27 @@ fn a_deploy_killed_while_waiting_is_resumed_without_applying_again() {
 #[test]
 fn manifests_and_targets_that_do_not_fit_refuse_the_run_before_anything_is_built() {
     let eks = EksProject::new("e2e-eks-bad", "");
-    eks.project.file("k8s/web.yaml", "kind: [unclosed\n").commit();
+    eks.project
+        .file("k8s/web.yaml", "kind: [unclosed\n")
+        .commit();
     let run = eks.run(&["run"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("k8s/web.yaml"), "{run:?}");
     assert!(!run.stderr.contains("build:web: started"), "{run:?}");
 
     eks.project
-        .file("k8s/web.yaml", deployment_manifest(2).replace("name: web\n          image", "name: app\n          image"))
+        .file(
+            "k8s/web.yaml",
+            deployment_manifest(2)
+                .replace("name: web\n          image", "name: app\n          image"),
+        )
         .commit();
     let run = eks.run(&["run"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("app"), "the containers found are named: {run:?}");
+    assert!(
+        run.stderr.contains("app"),
+        "the containers found are named: {run:?}"
+    );
 }
 
 #[test]
@@ -254,7 +291,10 @@ fn plan_shows_what_the_apply_would_change() {
     let eks = EksProject::new("e2e-eks-plan", "");
     let plan = eks.project.shipit(&["plan"]);
     assert_eq!(plan.code, 0, "{plan:?}");
-    assert!(plan.stdout.contains("deployment") || plan.stdout.contains("Deployment"), "{plan:?}");
+    assert!(
+        plan.stdout.contains("deployment") || plan.stdout.contains("Deployment"),
+        "{plan:?}"
+    );
     assert!(eks.deployment().is_null(), "plan changes nothing");
 }
 

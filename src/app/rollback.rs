@@ -99,8 +99,8 @@ async fn roll_back(
     .await)
 }
 
-/// What identifies the version a deploy put in place: the ECS task definition, or the image a
-/// docker target runs.
+/// What identifies the version a deploy put in place: the ECS task definition, the image a
+/// docker target runs, or the images an EKS target's containers run.
 fn deployed_version(outputs: &Outputs) -> Option<String> {
     ["task_definition_arn", "image_digest"]
         .iter()
@@ -109,6 +109,12 @@ fn deployed_version(outputs: &Outputs) -> Option<String> {
                 .get(*key)
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
+        })
+        .or_else(|| {
+            outputs
+                .get("images")
+                .filter(|images| images.as_object().is_some_and(|m| !m.is_empty()))
+                .map(|images| images.to_string())
         })
 }
 

@@ -58,7 +58,10 @@ fn eks_target(target: &DeployTarget) -> Result<&EksTarget, StageFailure> {
 
 /// The manifest files the target names, in the order named; a glob's matches sorted. A glob
 /// that matches nothing, or a file that cannot be read, is the pipeline's mistake.
-fn manifest_files(pipeline: &Pipeline, eks: &EksTarget) -> Result<Vec<(String, String)>, StageFailure> {
+fn manifest_files(
+    pipeline: &Pipeline,
+    eks: &EksTarget,
+) -> Result<Vec<(String, String)>, StageFailure> {
     let mut files = Vec::new();
     for pattern in &eks.manifests {
         let paths: Vec<std::path::PathBuf> = if pattern.contains(['*', '?', '[']) {
@@ -203,7 +206,10 @@ impl StageExecutor for EksDeployStage {
             hasher.update(text.as_bytes());
             hasher.update([0]);
         }
-        Ok(Value::String(format!("sha256:{}", hex::encode(hasher.finalize()))))
+        Ok(Value::String(format!(
+            "sha256:{}",
+            hex::encode(hasher.finalize())
+        )))
     }
 
     async fn outputs_exist(
@@ -226,9 +232,7 @@ impl StageExecutor for EksDeployStage {
         input: &StageInput<'_>,
         context: &StageContext<'_>,
     ) -> Result<(), StageFailure> {
-        let observer = StageObserver {
-            sink: context.sink,
-        };
+        let observer = StageObserver { sink: context.sink };
         let cancel = context.cancel.clone();
         let deployed = if input.id.kind == StageKind::Rollback {
             // A rollback returns to what an earlier run deployed: its record is the upstream.
@@ -296,8 +300,9 @@ impl StageExecutor for EksDeployStage {
     }
 }
 
-/// A rollback's request: the target as configured now; the manifests are not read (the
-/// workloads return to the pod templates the earlier run's revisions hold).
+/// A rollback's request: the target and its manifests as they are now (the workloads are applied
+/// as the manifests say, with the pod templates the earlier run's revisions hold), and the
+/// images the earlier run deployed.
 fn run_spec_for_rollback(
     input: &StageInput<'_>,
     earlier: &EksDeployOutcome,
@@ -310,7 +315,7 @@ fn run_spec_for_rollback(
         git_sha: input.values.git.get("sha").cloned(),
         config: eks.clone(),
         base_dir: input.pipeline.base_dir.clone(),
-        documents: Vec::new(),
+        documents: documents(input.pipeline, eks, input.values)?,
         images: earlier.images.clone(),
     })
 }

@@ -204,64 +204,6 @@ fn an_unresolvable_environment_variable_stops_the_run_before_it_starts() {
     assert!(project.run_ids().is_empty(), "no run is journaled");
 }
 
-/// ECS and EKS targets are accepted by the file format but not deployed by this version: the
-/// commands say so plainly, and a run that selects one is refused before anything is built.
-#[test]
-fn a_target_kind_this_version_cannot_deploy_is_named_by_validate_and_plan_and_refused_by_run() {
-    let project = Project::new();
-    project
-        .file(
-            "shipit.yaml",
-            "version: 1\nname: app\nimages:\n  web:\n    context: web\n    push: { registry: 127.0.0.1:1, repository: app/web }\ndeploy:\n  web:\n    image: web\n    eks: { manifests: [\"k8s/*.yaml\"], container: web }\n",
-        )
-        .file("web/Dockerfile", "FROM scratch\n");
-    let unavailable =
-        "deploy.web: the `eks` deploy target is not available in this version of shipit";
-
-    let validate = project.shipit(&["validate"]);
-    assert_eq!(validate.code, 0, "the file itself is valid: {validate:?}");
-    assert!(
-        validate.stderr.contains(&format!("warning: {unavailable}")),
-        "{validate:?}"
-    );
-
-    let plan = project.shipit(&["plan", "--output", "json"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
-    let plan = plan.json();
-    let deploy = &plan["stages"][2];
-    assert_eq!(deploy["stage"], "deploy:web");
-    assert_eq!(deploy["action"], "unavailable", "{plan}");
-    assert_eq!(plan["stages"][0]["action"], "run", "{plan}");
-
-    let run = project.shipit(&["run", "--output", "json"]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(
-        run.stderr.contains(&format!("error: {unavailable}")),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr
-            .contains("hint: run the other stages with --only build:web --only push:web"),
-        "{run:?}"
-    );
-    assert!(run.stdout.is_empty(), "no result: nothing ran: {run:?}");
-    assert!(project.run_ids().is_empty(), "no run is journaled");
-
-    // The stages that work still run on their own.
-    let build = project.shipit(&["run", "--only", "build:web", "--output", "json"]);
-    assert_eq!(build.code, 0, "{build:?}");
-    let result = build.json();
-    let stages: Vec<&str> = result["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
-    assert_eq!(stages, ["build:web", "push:web", "deploy:web"]);
-    assert_eq!(result["stages"][0]["status"], "succeeded", "{result}");
-    assert_eq!(result["stages"][2]["reason"], "not selected", "{result}");
-}
-
 #[test]
 fn the_result_file_holds_the_same_json_as_stdout_and_stderr_carries_none() {
     let project = minimal_project();

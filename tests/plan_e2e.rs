@@ -149,10 +149,10 @@ fn plan_says_which_tags_a_push_moves_and_which_are_new() {
     );
 }
 
-/// The ECS examples of `pipelines/` validate and plan with no AWS to talk to: the plan runs,
+/// The ECS and EKS examples of `pipelines/` validate and plan with no AWS to talk to: the plan runs,
 /// and says of each deploy why it cannot show the task definition diff.
 #[test]
-fn the_ecs_examples_validate_and_plan_offline() {
+fn the_cluster_examples_validate_and_plan_offline() {
     let state = tempfile::tempdir().unwrap();
     for file in [
         "pipelines/ecs-rolling.yaml",

@@ -815,6 +815,12 @@ impl ValidateConfig for EksTarget {
                 "only `strategy: blue_green` uses these settings; remove them or change the strategy",
             )),
             (EksStrategy::BlueGreen, Some(blue_green)) => {
+                // The settings are checked, so a file written for the coming version is right
+                // the day it can run.
+                problems.push(ConfigProblem::new(
+                    "strategy",
+                    "blue_green is not available for eks targets in this version of shipit; use `strategy: rolling`",
+                ));
                 for (field, name) in [
                     ("blue_green.deployment", &blue_green.deployment),
                     ("blue_green.service", &blue_green.service),

@@ -149,14 +149,15 @@ fn plan_says_which_tags_a_push_moves_and_which_are_new() {
     );
 }
 
-/// The ECS and EKS examples of `pipelines/` validate and plan with no AWS to talk to: the plan runs,
-/// and says of each deploy why it cannot show the task definition diff.
+/// The ECS and EKS examples of `pipelines/` validate and plan with no AWS to talk to: the plan
+/// runs, and says of each deploy why it cannot show what it would change.
 #[test]
 fn the_cluster_examples_validate_and_plan_offline() {
     let state = tempfile::tempdir().unwrap();
     for file in [
         "pipelines/ecs-rolling.yaml",
         "pipelines/ecs-blue-green.yaml",
+        "pipelines/eks-rolling.yaml",
     ] {
         let shipit = |args: &[&str]| {
             let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shipit"));

@@ -10,7 +10,7 @@ use crate::plan::StageId;
 #[command(
     name = "shipit",
     version,
-    about = "Build container images, push them to ECR or any OCI registry, deploy them to a Docker host or Amazon ECS (EKS coming): one resumable pipeline.",
+    about = "Build container images, push them to ECR or any OCI registry, deploy them to a Docker host, Amazon ECS or Kubernetes (EKS): one resumable pipeline.",
     after_help = "Exit codes: 0 ok, 1 a stage failed, 2 invalid input, 3 deploy rolled back, 4 deploy not healthy before its deadline, 130/143 interrupted."
 )]
 pub struct Cli {

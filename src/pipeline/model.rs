@@ -486,15 +486,7 @@ impl EcsTarget {
     /// Each container this target sets the image of, with the image (a key of `images`) it
     /// runs: `container` runs the target's `image`, `containers` name the others.
     pub fn container_images<'a>(&'a self, image: &'a str) -> BTreeMap<&'a str, &'a str> {
-        let mut containers: BTreeMap<&str, &str> = self
-            .containers
-            .iter()
-            .map(|(container, image)| (container.as_str(), image.as_str()))
-            .collect();
-        if let Some(container) = &self.container {
-            containers.insert(container, image);
-        }
-        containers
+        container_images(self.container.as_deref(), &self.containers, image)
     }
 
     /// The CodeDeploy application, by default the name the ECS console gives it.
@@ -628,6 +620,23 @@ pub struct SmokeHttp {
     pub expect_status: u16,
 }
 
+/// A cluster target's containers and the image each runs: `container` runs the target's
+/// `image`, `containers` name the others.
+fn container_images<'a>(
+    container: Option<&'a str>,
+    containers: &'a BTreeMap<String, String>,
+    image: &'a str,
+) -> BTreeMap<&'a str, &'a str> {
+    let mut images: BTreeMap<&str, &str> = containers
+        .iter()
+        .map(|(container, image)| (container.as_str(), image.as_str()))
+        .collect();
+    if let Some(container) = container {
+        images.insert(container, image);
+    }
+    images
+}
+
 fn default_true() -> bool {
     true
 }
@@ -639,15 +648,7 @@ fn default_expect_status() -> u16 {
 impl EksTarget {
     /// Each container this target sets the image of, with the image (a key of `images`).
     pub fn container_images<'a>(&'a self, image: &'a str) -> BTreeMap<&'a str, &'a str> {
-        let mut containers: BTreeMap<&str, &str> = self
-            .containers
-            .iter()
-            .map(|(container, image)| (container.as_str(), image.as_str()))
-            .collect();
-        if let Some(container) = &self.container {
-            containers.insert(container, image);
-        }
-        containers
+        container_images(self.container.as_deref(), &self.containers, image)
     }
 }
 

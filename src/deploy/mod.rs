@@ -1,3 +1,4 @@
+mod aws_failure;
 pub mod docker;
 pub mod ecs;
 pub mod eks;

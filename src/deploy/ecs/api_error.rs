@@ -5,8 +5,8 @@
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 
-use super::aws_failure::AwsFailure;
 use super::error::{EcsDeployError, EcsErrorKind};
+use crate::deploy::aws_failure::AwsFailure;
 
 /// Where a call went, for messages.
 #[derive(Debug, Clone, Copy)]

@@ -65,3 +65,26 @@ impl EcsDeployError {
         self
     }
 }
+
+impl From<crate::deploy::aws_failure::Explained> for EcsDeployError {
+    fn from(explained: crate::deploy::aws_failure::Explained) -> Self {
+        let kind = if explained.config {
+            EcsErrorKind::Config
+        } else {
+            EcsErrorKind::Remote
+        };
+        EcsDeployError {
+            kind,
+            message: explained.message,
+            hint: explained.hint,
+            outcome: None,
+        }
+    }
+}
+
+impl crate::deploy::aws_failure::AwsFailure {
+    /// The ECS deploy's error for this failure.
+    pub(crate) fn into_error(self) -> EcsDeployError {
+        self.explain().into()
+    }
+}

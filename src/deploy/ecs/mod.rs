@@ -13,7 +13,6 @@
 //! controller's strategy (the loop, the gate, the failure explanation).
 
 mod api_error;
-mod aws_failure;
 mod blue_green;
 mod clients;
 mod deploy;

@@ -63,3 +63,19 @@ impl EksDeployError {
         self
     }
 }
+
+impl From<crate::deploy::aws_failure::Explained> for EksDeployError {
+    fn from(explained: crate::deploy::aws_failure::Explained) -> Self {
+        let kind = if explained.config {
+            EksErrorKind::Config
+        } else {
+            EksErrorKind::Remote
+        };
+        EksDeployError {
+            kind,
+            message: explained.message,
+            hint: explained.hint,
+            outcome: None,
+        }
+    }
+}

@@ -4,8 +4,8 @@
 
 use aws_sdk_codedeploy::types::{DeploymentGroupInfo, DeploymentReadyAction};
 
-use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, EcsDeployError, EcsDeploySpec};
+use crate::deploy::aws_failure::AwsFailure;
 
 /// What the deploy needs to know about its deployment group.
 #[derive(Debug, Clone, PartialEq, Eq)]

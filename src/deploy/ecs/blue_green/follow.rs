@@ -9,13 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::model::RerouteMode;
 
-use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, EcsDeployError, EcsErrorKind, EcsObserver, PollPace};
 use super::gate::{Verdict, judge};
 use super::poll::Poller;
 use super::reroute::continue_to_production;
 use super::snapshot::Snapshot;
 use super::stop::{STOP_WAIT, Stopped, stop_with_rollback};
+use crate::deploy::aws_failure::AwsFailure;
 
 /// A quiet deployment's target is read at least every this many polls.
 const TARGET_EVERY: u32 = 4;

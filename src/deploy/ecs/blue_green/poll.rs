@@ -3,8 +3,8 @@
 //! GetDeploymentTarget when the loop asks for it.
 
 use super::super::EcsClients;
-use super::super::aws_failure::AwsFailure;
 use super::snapshot::{DeploymentView, TargetView};
+use crate::deploy::aws_failure::AwsFailure;
 
 pub(crate) struct Poller<'a> {
     clients: &'a EcsClients,

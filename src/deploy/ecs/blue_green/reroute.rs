@@ -4,9 +4,9 @@
 
 use aws_sdk_codedeploy::types::DeploymentWaitType;
 
-use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, EcsDeployError};
 use super::poll::Poller;
+use crate::deploy::aws_failure::AwsFailure;
 
 /// ContinueDeployment(READY_WAIT) on `deployment_id`.
 pub(crate) async fn continue_to_production(

@@ -6,11 +6,11 @@ use aws_sdk_codedeploy::types::{
     AppSpecContent, DeploymentStatus, RevisionLocation, RevisionLocationType,
 };
 
-use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, EcsDeployError, EcsDeploySpec, EcsErrorKind};
 use super::appspec::AppSpec;
 use super::deployment_group::DeploymentGroup;
 use super::snapshot::DeploymentView;
+use crate::deploy::aws_failure::AwsFailure;
 
 /// The deployments of a group that have not ended.
 const UNFINISHED: [DeploymentStatus; 5] = [

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::super::aws_failure::AwsFailure;
 use super::super::{EcsClients, PollPace};
 use super::poll::Poller;
 use super::snapshot::DeploymentView;
+use crate::deploy::aws_failure::AwsFailure;
 
 /// How long to wait for a stopped deployment to end.
 pub(crate) const STOP_WAIT: Duration = Duration::from_secs(120);

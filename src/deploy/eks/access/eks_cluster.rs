@@ -2,27 +2,16 @@
 //! endpoint's certificate (`DescribeCluster`), read through the run's shared AWS configuration.
 
 use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_sdk_eks::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_eks::error::SdkError;
 use aws_sdk_eks::operation::describe_cluster::DescribeClusterError;
 use aws_sdk_eks::types::ClusterStatus;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::credentials::aws::{AwsIdentity, AwsSettings, load_aws_config};
+use crate::deploy::aws_failure::AwsFailure;
 use crate::deploy::eks::EksDeployError;
-use crate::error_summary::summarize;
 use crate::pipeline::model::EksTarget;
-
-/// Error codes that say the credentials, not the permissions, are wrong.
-const CREDENTIAL_CODES: &[&str] = &[
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "RequestExpired",
-    "InvalidClientTokenId",
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "SignatureDoesNotMatch",
-];
 
 /// An EKS cluster as `DescribeCluster` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,34 +120,9 @@ impl EksApi {
                 "check `eks.cluster` and `eks.region` (`aws eks list-clusters --region {region}`)"
             ));
         }
-        let code = err.code().unwrap_or_default();
-        if code.starts_with("AccessDenied") {
-            return EksDeployError::remote(format!(
-                "AWS refused eks:DescribeCluster on the cluster `{name}` in {region} ({code}): \
-                 the identity shipit deploys with may not call it"
-            ))
-            .with_hint("grant `eks:DescribeCluster` on the cluster to the role or user shipit deploys with");
-        }
-        if CREDENTIAL_CODES.contains(&code) {
-            return EksDeployError::remote(format!(
-                "AWS refused the credentials calling eks:DescribeCluster ({code}): the session expired or is not valid"
-            ))
-            .with_hint("renew the credentials (a longer `aws.duration`, or a fresh login)");
-        }
-        if format!("{err:?}").contains("CredentialsNotLoaded") {
-            return EksDeployError::config("no AWS credentials found for eks:DescribeCluster")
-                .with_hint("set `aws.role_arn` in the pipeline, AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
-        }
-        match (err.code(), err.message()) {
-            (Some(code), message) => EksDeployError::remote(format!(
-                "eks:DescribeCluster of `{name}` failed ({code}): {}",
-                summarize(message.unwrap_or_default())
-            )),
-            (None, _) => EksDeployError::remote(format!(
-                "eks:DescribeCluster of `{name}` could not reach AWS: {}",
-                summarize(&DisplayErrorContext(err).to_string())
-            )),
-        }
+        AwsFailure::from_sdk("eks:DescribeCluster", err)
+            .explain()
+            .into()
     }
 }
 

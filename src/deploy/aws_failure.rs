@@ -1,13 +1,12 @@
-//! A failed AWS call of the deploy (ECS, CodeDeploy), read once for every client: whether
+//! A failed AWS call of a deploy (ECS, CodeDeploy, EKS), read once for every client: whether
 //! waiting and asking again can help (throttling, no answer at all), and otherwise what to tell
 //! people (the permission to grant, the credentials to renew or set, the API's own code and
-//! message).
+//! message). Each deploy kind turns the explanation into its own error type.
 
 use std::error::Error;
 
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use super::error::EcsDeployError;
 use crate::error_summary::summarize;
 
 /// A call that did not succeed, reduced to what shipit decides on.
@@ -88,13 +87,13 @@ impl AwsFailure {
         self.is_throttling() || self.transport
     }
 
-    /// The error people read, with what to do about it.
-    pub(crate) fn into_error(self) -> EcsDeployError {
+    /// What people read, with what to do about it.
+    pub(crate) fn explain(self) -> Explained {
         let action = &self.action;
         let code = self.code.as_deref().unwrap_or("");
         if code.starts_with("AccessDenied") || code == "UnauthorizedOperation" {
             let permission = denied_permission(&self.message).unwrap_or(action);
-            return EcsDeployError::remote(format!(
+            return Explained::remote(format!(
                 "AWS refused {permission}: the identity shipit deploys with may not call it ({code})"
             ))
             .with_hint(format!(
@@ -102,26 +101,56 @@ impl AwsFailure {
             ));
         }
         if CREDENTIAL_CODES.contains(&code) {
-            return EcsDeployError::remote(format!(
+            return Explained::remote(format!(
                 "AWS refused the credentials calling {action} ({code}): the session expired or is not valid; the deployment goes on, `shipit resume` re-attaches"
             ))
             .with_hint("renew the credentials (a longer `aws.duration`, or a fresh login) and run `shipit resume`");
         }
         if self.is_throttling() {
-            return EcsDeployError::remote(format!(
-                "AWS throttled {action} past every retry ({code})"
-            ))
-            .with_hint("other tools share this account's API rate; try again later");
+            return Explained::remote(format!("AWS throttled {action} past every retry ({code})"))
+                .with_hint("other tools share this account's API rate; try again later");
         }
         if self.no_credentials {
-            return EcsDeployError::config(format!("no AWS credentials found for {action}"))
+            return Explained::config(format!("no AWS credentials found for {action}"))
                 .with_hint("set `aws.role_arn` in the pipeline, AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
         }
         let message = summarize(&self.message);
         match self.code {
-            Some(code) => EcsDeployError::remote(format!("{action} failed ({code}): {message}")),
-            None => EcsDeployError::remote(format!("{action} could not reach AWS: {message}")),
+            Some(code) => Explained::remote(format!("{action} failed ({code}): {message}")),
+            None => Explained::remote(format!("{action} could not reach AWS: {message}")),
         }
+    }
+}
+
+/// A failed call explained: whose mistake it is, what happened, what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Explained {
+    /// The configuration's (no credentials at all), not AWS's.
+    pub config: bool,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Explained {
+    fn remote(message: String) -> Self {
+        Explained {
+            config: false,
+            message,
+            hint: None,
+        }
+    }
+
+    fn config(message: String) -> Self {
+        Explained {
+            config: true,
+            message,
+            hint: None,
+        }
+    }
+
+    fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
     }
 }
 
@@ -142,7 +171,6 @@ mod tests {
     use aws_sdk_codedeploy::operation::create_deployment::CreateDeploymentError;
 
     use super::*;
-    use crate::deploy::ecs::EcsErrorKind;
 
     fn service_error(code: &str, message: &str) -> AwsFailure {
         let err = CreateDeploymentError::generic(
@@ -161,8 +189,8 @@ mod tests {
             "User: arn:aws:sts::123456789012:assumed-role/ci/run is not authorized to perform: codedeploy:CreateDeployment on resource: arn:aws:codedeploy:eu-west-1:123456789012:deploymentgroup:AppECS-main-web/DgpECS-main-web because no identity-based policy allows the codedeploy:CreateDeployment action",
         );
         assert!(!failure.is_retryable());
-        let err = failure.into_error();
-        assert_eq!(err.kind, EcsErrorKind::Remote);
+        let err = failure.explain();
+        assert!(!err.config);
         assert!(
             err.message
                 .starts_with("AWS refused codedeploy:CreateDeployment:"),
@@ -181,14 +209,14 @@ mod tests {
             "AccessDeniedException",
             "User: arn:aws:sts::123456789012:assumed-role/ci/run is not authorized to perform: codedeploy:GetDeploymentConfig on resource: arn:aws:codedeploy:eu-west-1:123456789012:deploymentconfig:CodeDeployDefault.ECSAllAtOnce",
         )
-        .into_error();
+        .explain();
         assert!(
             err.message
                 .contains("refused codedeploy:GetDeploymentConfig:"),
             "{}",
             err.message
         );
-        let unparsed = service_error("AccessDeniedException", "denied").into_error();
+        let unparsed = service_error("AccessDeniedException", "denied").explain();
         assert!(
             unparsed.message.contains("codedeploy:CreateDeployment"),
             "{}",
@@ -202,8 +230,8 @@ mod tests {
             "ExpiredTokenException",
             "The security token included in the request is expired",
         )
-        .into_error();
-        assert_eq!(err.kind, EcsErrorKind::Remote);
+        .explain();
+        assert!(!err.config);
         assert!(err.message.contains("expired"), "{}", err.message);
         assert!(
             err.message.contains("`shipit resume` re-attaches"),
@@ -239,7 +267,7 @@ mod tests {
         );
         assert!(failure.is("DeploymentLimitExceededException"));
         assert_eq!(
-            failure.into_error().message,
+            failure.explain().message,
             "codedeploy:CreateDeployment failed (DeploymentLimitExceededException): The Deployment Group 'DgpECS-main-web' already has an active Deployment 'd-X'"
         );
     }
@@ -253,8 +281,8 @@ mod tests {
             transport: false,
             no_credentials: true,
         };
-        let err = failure.into_error();
-        assert_eq!(err.kind, EcsErrorKind::Config);
+        let err = failure.explain();
+        assert!(err.config);
         assert!(
             err.message.contains("no AWS credentials"),
             "{}",

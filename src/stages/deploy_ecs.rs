@@ -7,14 +7,15 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::cluster_deploy::{JournalingObserver, record_end};
 use super::pinned_images::{ImageRefs, pinned_images};
 use super::{
     FailureKind, Outputs, PreviewInput, StageContext, StageExecutor, StageFailure, StageInput,
-    StageOutputs, StageSink,
+    StageOutputs,
 };
 use crate::deploy::ecs::{
     self, EcsCheckpoint, EcsClients, EcsDeployError, EcsDeployOutcome, EcsDeploySpec, EcsErrorKind,
-    EcsObserver, TaskDefinitionSource,
+    TaskDefinitionSource,
 };
 use crate::pipeline::Pipeline;
 use crate::pipeline::interpolate::{Values, interpolate_value};
@@ -24,25 +25,6 @@ use crate::plan::{StageId, StageKind};
 use crate::stages::AwsIdentity;
 
 pub struct EcsDeployStage;
-
-/// The deploy's progress as the stage's progress lines, its checkpoints as journaled outputs.
-struct StageObserver<'a> {
-    sink: &'a dyn StageSink,
-}
-
-#[async_trait]
-impl EcsObserver for StageObserver<'_> {
-    fn on_progress(&self, line: &str) {
-        self.sink.change(line);
-    }
-
-    async fn on_checkpoint(&self, checkpoint: &EcsCheckpoint) -> Result<(), String> {
-        self.sink
-            .record_outputs(checkpoint.to_outputs())
-            .await
-            .map_err(|failure| failure.message)
-    }
-}
 
 fn ecs_target(target: &DeployTarget) -> Result<&EcsTarget, StageFailure> {
     match &target.kind {
@@ -237,7 +219,7 @@ impl StageExecutor for EcsDeployStage {
                 .sink
                 .progress("re-attaching to the deployment the interrupted attempt started");
         }
-        let observer = StageObserver { sink: context.sink };
+        let observer = JournalingObserver { sink: context.sink };
         let cancel = context.cancel.clone();
         let deployed = match &return_to {
             Some(arn) => {
@@ -245,17 +227,7 @@ impl StageExecutor for EcsDeployStage {
             }
             None => ecs::deploy(&clients, &spec, previous.as_ref(), &observer, cancel).await,
         };
-        match deployed {
-            Ok(outcome) => context.record(&outcome).await,
-            Err(err) => {
-                let (failure, outcome) = failure(err);
-                if let Some(outcome) = outcome {
-                    // The failure stands even when its record cannot be written.
-                    let _ = context.record(&outcome).await;
-                }
-                Err(failure)
-            }
-        }
+        record_end(context, deployed.map_err(failure)).await
     }
 
     async fn preview(&self, input: &PreviewInput<'_>) -> Vec<String> {

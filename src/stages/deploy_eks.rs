@@ -9,14 +9,15 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::cluster_deploy::{JournalingObserver, record_end};
 use super::pinned_images::{ImageRefs, pinned_images};
 use super::{
     FailureKind, Outputs, PreviewInput, StageContext, StageExecutor, StageFailure, StageInput,
-    StageOutputs, StageSink,
+    StageOutputs,
 };
 use crate::deploy::eks::{
     self, ClusterAccess, EksCheckpoint, EksDeployError, EksDeployOutcome, EksDeploySpec,
-    EksErrorKind, EksObserver, ManifestDocument,
+    EksErrorKind, ManifestDocument,
 };
 use crate::pipeline::Pipeline;
 use crate::pipeline::interpolate::{Values, interpolate_value};
@@ -26,25 +27,6 @@ use crate::plan::{StageId, StageKind};
 use crate::stages::AwsIdentity;
 
 pub struct EksDeployStage;
-
-/// The deploy's progress as the stage's lines, its checkpoints as journaled outputs.
-struct StageObserver<'a> {
-    sink: &'a dyn StageSink,
-}
-
-#[async_trait]
-impl EksObserver for StageObserver<'_> {
-    fn on_progress(&self, line: &str) {
-        self.sink.change(line);
-    }
-
-    async fn on_checkpoint(&self, checkpoint: &EksCheckpoint) -> Result<(), String> {
-        self.sink
-            .record_outputs(checkpoint.to_outputs())
-            .await
-            .map_err(|failure| failure.message)
-    }
-}
 
 fn eks_target(target: &DeployTarget) -> Result<&EksTarget, StageFailure> {
     match &target.kind {
@@ -232,7 +214,7 @@ impl StageExecutor for EksDeployStage {
         input: &StageInput<'_>,
         context: &StageContext<'_>,
     ) -> Result<(), StageFailure> {
-        let observer = StageObserver { sink: context.sink };
+        let observer = JournalingObserver { sink: context.sink };
         let cancel = context.cancel.clone();
         let deployed = if input.id.kind == StageKind::Rollback {
             // A rollback returns to what an earlier run deployed: its record is the upstream.
@@ -261,17 +243,7 @@ impl StageExecutor for EksDeployStage {
             }
             eks::deploy(&access.client, &spec, previous.as_ref(), &observer, cancel).await
         };
-        match deployed {
-            Ok(outcome) => context.record(&outcome).await,
-            Err(err) => {
-                let (failure, outcome) = failure(err);
-                if let Some(outcome) = outcome {
-                    // The failure stands even when its record cannot be written.
-                    let _ = context.record(&outcome).await;
-                }
-                Err(failure)
-            }
-        }
+        record_end(context, deployed.map_err(failure)).await
     }
 
     async fn preview(&self, input: &PreviewInput<'_>) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! the runner decides when each runs and records what happened.
 
 mod build;
+mod cluster_deploy;
 mod config;
 mod deploy_docker;
 mod deploy_ecs;

@@ -13,9 +13,10 @@
 
 #[path = "../tests/support/aws_emulator/mod.rs"]
 mod aws_emulator;
+#[path = "bench_project/mod.rs"]
+mod bench_project;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_emulator::{AwsEmulator, Scenario, ServiceSeed, Timing};
@@ -53,13 +54,13 @@ fn main() {
     ));
 
     // Build, push and a first deploy.
-    let first = shipit_run(shipit, dir, &["run"]);
+    let first = bench_project::shipit_run(shipit, dir, &["run"]);
     assert_eq!(first.0, 0, "the first run failed:\n{}", first.2);
 
     let mut latencies = Vec::new();
     for run in 0..runs {
         let (code, result, stderr) =
-            shipit_run(shipit, dir, &["run", "--only", "deploy:web", "--force"]);
+            bench_project::shipit_run(shipit, dir, &["run", "--only", "deploy:web", "--force"]);
         let exited = Instant::now();
         assert_eq!(code, 0, "run {run} failed:\n{stderr}");
         let deployment = deployment_id(&result);
@@ -80,7 +81,8 @@ fn main() {
     // One slow rollout: each task takes 480 steps (two minutes) to start.
     emulator.set_scenario(CLUSTER, SERVICE, Scenario::Slow { step_per_task: 480 });
     let before = emulator.calls().len();
-    let (code, _, stderr) = shipit_run(shipit, dir, &["run", "--only", "deploy:web", "--force"]);
+    let (code, _, stderr) =
+        bench_project::shipit_run(shipit, dir, &["run", "--only", "deploy:web", "--force"]);
     assert_eq!(code, 0, "the slow run failed:\n{stderr}");
     let calls: Vec<Instant> = emulator.calls()[before..]
         .iter()
@@ -128,65 +130,25 @@ fn task_definition(image: &str) -> Value {
 }
 
 fn write_project(dir: &Path, registry: &str, endpoint: &str) {
-    let file = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
-    file(
-        "shipit.yaml",
-        format!(
-            "version: 1\nname: bench-ecs\nimages:\n  web:\n    context: web\n    push: {{ registry: \"{registry}\", repository: bench/ecs-web }}\ndeploy:\n  web:\n    image: web\n    ecs:\n      cluster: {CLUSTER}\n      service: {SERVICE}\n      region: us-east-1\n      endpoint_url: {endpoint}\n      task_definition: taskdef.json\n      container: web\n      force_new_deployment: true\n      timeout: 10m\n"
-        ),
-    );
-    file(
-        "taskdef.json",
-        serde_json::to_string_pretty(&task_definition("replaced")).unwrap(),
-    );
-    file(
-        "web/Dockerfile",
-        "FROM busybox:latest\nRUN echo bench > /id.txt\n".to_owned(),
-    );
-    file(".gitignore", ".shipit/\n".to_owned());
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "-A"],
+    bench_project::write_project(
+        dir,
         &[
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@shipit.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "bench",
+            (
+                "shipit.yaml",
+                format!(
+                    "version: 1\nname: bench-ecs\nimages:\n  web:\n    context: web\n    push: {{ registry: \"{registry}\", repository: bench/ecs-web }}\ndeploy:\n  web:\n    image: web\n    ecs:\n      cluster: {CLUSTER}\n      service: {SERVICE}\n      region: us-east-1\n      endpoint_url: {endpoint}\n      task_definition: taskdef.json\n      container: web\n      force_new_deployment: true\n      timeout: 10m\n"
+                ),
+            ),
+            (
+                "taskdef.json",
+                serde_json::to_string_pretty(&task_definition("replaced")).unwrap(),
+            ),
+            (
+                "web/Dockerfile",
+                "FROM busybox:latest\nRUN echo bench > /id.txt\n".to_owned(),
+            ),
         ],
-    ] {
-        let status = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    }
-}
-
-/// Runs shipit in `dir` with `--output json`: exit code, JSON result, stderr.
-fn shipit_run(shipit: &Path, dir: &Path, args: &[&str]) -> (i32, Value, String) {
-    let output = Command::new(shipit)
-        .args(args)
-        .args(["--output", "json"])
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("CI", "true")
-        .output()
-        .expect("shipit starts");
-    let result = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (
-        output.status.code().unwrap_or(-1),
-        result,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    );
 }
 
 fn deployment_id(result: &Value) -> String {

@@ -12,15 +12,16 @@
 //!
 //! Usage: bench_eks_detection SHIPIT_BINARY REGISTRY [RUNS]
 
+#[path = "bench_project/mod.rs"]
+mod bench_project;
 #[path = "../tests/support/kube_emulator/mod.rs"]
 mod kube_emulator;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kube_emulator::{KubeEmulator, PodScenario, Timing};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -45,7 +46,7 @@ fn main() {
     emulator
         .write_kubeconfig(&dir.join("kubeconfig.yaml"), "bench", "bench-token")
         .expect("a kubeconfig");
-    let first = shipit_run(shipit, dir, &["run"]);
+    let first = bench_project::shipit_run(shipit, dir, &["run"]);
     assert_eq!(first.0, 0, "the first run failed:\n{}", first.2);
 
     let mut latencies = Vec::new();
@@ -55,7 +56,7 @@ fn main() {
         let before = emulator.requests().len();
         let started = Instant::now();
         let (code, _, stderr) =
-            shipit_run(shipit, dir, &["run", "--only", "deploy:web", "--force"]);
+            bench_project::shipit_run(shipit, dir, &["run", "--only", "deploy:web", "--force"]);
         let exited = Instant::now();
         assert_eq!(code, 0, "run {run} failed:\n{stderr}");
         let deployment = emulator
@@ -87,63 +88,23 @@ fn main() {
 }
 
 fn write_project(dir: &Path, registry: &str) {
-    let file = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
-    file(
-        "shipit.yaml",
-        format!(
-            "version: 1\nname: bench-eks\nimages:\n  web:\n    context: web\n    push: {{ registry: \"{registry}\", repository: bench/eks-web }}\ndeploy:\n  web:\n    image: web\n    eks:\n      kubeconfig: kubeconfig.yaml\n      context: bench\n      namespace: bench\n      manifests: [k8s.yaml]\n      container: web\n      timeout: 5m\n"
-        ),
-    );
-    file(
-        "k8s.yaml",
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: { app: web }\n  template:\n    metadata:\n      labels: { app: web }\n      annotations: { bench/run: \"${{ run.id }}\" }\n    spec:\n      containers:\n        - name: web\n          image: replaced\n".to_owned(),
-    );
-    file(
-        "web/Dockerfile",
-        "FROM busybox:latest\nRUN echo bench > /id.txt\n".to_owned(),
-    );
-    file(".gitignore", ".shipit/\n".to_owned());
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "-A"],
+    bench_project::write_project(
+        dir,
         &[
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@shipit.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "bench",
+            (
+                "shipit.yaml",
+                format!(
+                    "version: 1\nname: bench-eks\nimages:\n  web:\n    context: web\n    push: {{ registry: \"{registry}\", repository: bench/eks-web }}\ndeploy:\n  web:\n    image: web\n    eks:\n      kubeconfig: kubeconfig.yaml\n      context: bench\n      namespace: bench\n      manifests: [k8s.yaml]\n      container: web\n      timeout: 5m\n"
+                ),
+            ),
+            (
+                "k8s.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: { app: web }\n  template:\n    metadata:\n      labels: { app: web }\n      annotations: { bench/run: \"${{ run.id }}\" }\n    spec:\n      containers:\n        - name: web\n          image: replaced\n".to_owned(),
+            ),
+            (
+                "web/Dockerfile",
+                "FROM busybox:latest\nRUN echo bench > /id.txt\n".to_owned(),
+            ),
         ],
-    ] {
-        let status = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    }
-}
-
-/// Runs shipit in `dir` with `--output json`: exit code, JSON result, stderr.
-fn shipit_run(shipit: &Path, dir: &Path, args: &[&str]) -> (i32, Value, String) {
-    let output = Command::new(shipit)
-        .args(args)
-        .args(["--output", "json"])
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("CI", "true")
-        .output()
-        .expect("shipit starts");
-    let result = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (
-        output.status.code().unwrap_or(-1),
-        result,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    );
 }

@@ -13,6 +13,7 @@
 pub mod app;
 pub mod cli;
 pub mod config_problem;
+pub mod daemon;
 mod credentials;
 pub mod deploy;
 pub mod docker;

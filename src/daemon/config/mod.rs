@@ -1,0 +1,6 @@
+//! The daemon's configuration file.
+
+mod model;
+mod secret_value;
+
+pub use model::*;

@@ -163,6 +163,16 @@ pub trait Queue: Send + Sync {
     async fn list(&self, limit: usize) -> Result<Vec<QueuedRun>, QueueError>;
     /// Runs by state, for `/metrics` (`queued`, `running`, …).
     async fn count_by_state(&self) -> Result<Vec<(QueueState, u64)>, QueueError>;
+    /// Appends lines to a run's log (what its reporter printed, masked), numbered from 1 in
+    /// the order appended; any daemon can serve them.
+    async fn append_log(&self, id: QueueId, lines: &[String]) -> Result<(), QueueError>;
+    /// The run's log lines numbered above `after`, in order, at most `limit`.
+    async fn log_after(
+        &self,
+        id: QueueId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, QueueError>;
     /// Reachable and writable, for `/readyz`.
     async fn ping(&self) -> Result<(), QueueError>;
 }

@@ -13,6 +13,12 @@ pub fn apply(resource: &ResourceType, object: &mut Value) {
             pod_spec(&mut object["spec"]["template"]["spec"]);
         }
         "Pod" => pod_spec(&mut object["spec"]),
+        "Job" => {
+            for (field, value) in [("backoffLimit", 6), ("completions", 1), ("parallelism", 1)] {
+                default(&mut object["spec"], field, json!(value));
+            }
+            pod_spec(&mut object["spec"]["template"]["spec"]);
+        }
         "Service" => service(object),
         "Namespace" => {
             let name = object["metadata"]["name"].clone();

@@ -816,12 +816,6 @@ impl ValidateConfig for EksTarget {
                 "only `strategy: blue_green` uses these settings; remove them or change the strategy",
             )),
             (EksStrategy::BlueGreen, Some(blue_green)) => {
-                // The settings are checked, so a file written for the coming version is right
-                // the day it can run.
-                problems.push(ConfigProblem::new(
-                    "strategy",
-                    "blue_green is not available for eks targets in this version of shipit; use `strategy: rolling`",
-                ));
                 for (field, name) in [
                     ("blue_green.deployment", &blue_green.deployment),
                     ("blue_green.service", &blue_green.service),
@@ -839,6 +833,25 @@ impl ValidateConfig for EksTarget {
                     problems.push(ConfigProblem::new(
                         "blue_green.smoke_check",
                         "name one of `http` or `job`",
+                    ));
+                }
+                if blue_green
+                    .smoke_check
+                    .as_ref()
+                    .is_some_and(|check| check.http.is_some())
+                    && blue_green.preview_service.is_none()
+                {
+                    problems.push(ConfigProblem::new(
+                        "blue_green.smoke_check.http",
+                        "is sent through the preview Service: name it in `blue_green.preview_service`",
+                    ));
+                }
+                if let Some(preview) = &blue_green.preview_service
+                    && (preview == &blue_green.service || !is_dns_subdomain(preview))
+                {
+                    problems.push(ConfigProblem::new(
+                        "blue_green.preview_service",
+                        format!("`{preview}` must be a Kubernetes object name other than the service's"),
                     ));
                 }
             }

@@ -6,12 +6,14 @@ use std::collections::BTreeSet;
 use kube::Client;
 use serde_json::Value;
 
-use super::cluster_apply::dry_run;
+use super::blue_green::{planned_objects, slot_line};
+use super::cluster_apply::{ClusterKinds, dry_run};
 use super::error::EksDeployError;
 use super::manifests::PreparedObject;
 use super::object_diff::preview_line;
 use super::rollout::prepared_objects;
 use super::spec::EksDeploySpec;
+use crate::pipeline::model::EksStrategy;
 
 /// What the manifests themselves create, which a dry run cannot see yet: namespaces, and
 /// kinds defined by CRDs.
@@ -43,10 +45,28 @@ impl CreatedByManifests {
     }
 }
 
+/// The objects a deploy applies now: the manifests, or for blue/green the slot it goes to
+/// (with the line saying which).
+async fn objects_to_apply(
+    client: &Client,
+    spec: &EksDeploySpec,
+) -> Result<(ClusterKinds, Vec<PreparedObject>, Option<String>), EksDeployError> {
+    match (spec.config.strategy, &spec.config.blue_green) {
+        (EksStrategy::BlueGreen, Some(config)) => {
+            let (kinds, objects, choice) = planned_objects(client, spec).await?;
+            Ok((kinds, objects, Some(slot_line(config, choice))))
+        }
+        _ => {
+            let (kinds, prepared) = prepared_objects(client, spec).await?;
+            Ok((kinds, prepared, None))
+        }
+    }
+}
+
 /// Dry-runs everything: the manifests are valid for this cluster, their namespaces exist (or
 /// are created by them), the target's containers are in them. Nothing is changed.
 pub async fn preflight(client: &Client, spec: &EksDeploySpec) -> Result<(), EksDeployError> {
-    let (mut kinds, prepared) = prepared_objects(client, spec).await?;
+    let (mut kinds, prepared, _) = objects_to_apply(client, spec).await?;
     let created = CreatedByManifests::of(&prepared);
     for object in &prepared {
         if created.kinds.contains(&object.key.kind) {
@@ -64,9 +84,10 @@ pub async fn preflight(client: &Client, spec: &EksDeploySpec) -> Result<(), EksD
 /// One line per object: `create …`, `unchanged …` or `change …: field: old → new`. A Secret's
 /// values are never shown.
 pub async fn preview(client: &Client, spec: &EksDeploySpec) -> Result<Vec<String>, EksDeployError> {
-    let (mut kinds, prepared) = prepared_objects(client, spec).await?;
+    let (mut kinds, prepared, slot_line) = objects_to_apply(client, spec).await?;
     let created = CreatedByManifests::of(&prepared);
-    let mut lines = Vec::with_capacity(prepared.len());
+    let mut lines = Vec::with_capacity(prepared.len() + 1);
+    lines.extend(slot_line);
     for object in &prepared {
         if created.kinds.contains(&object.key.kind) {
             lines.push(format!(

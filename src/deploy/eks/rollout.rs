@@ -29,7 +29,7 @@ use crate::pipeline::model::EksStrategy;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_UNREADY: Duration = Duration::from_secs(180);
 
-fn limits(spec: &EksDeploySpec) -> PodLimits {
+pub(super) fn limits(spec: &EksDeploySpec) -> PodLimits {
     PodLimits {
         max_restarts: spec.config.max_restarts.unwrap_or(2),
         unready_timeout: spec
@@ -41,7 +41,7 @@ fn limits(spec: &EksDeploySpec) -> PodLimits {
     }
 }
 
-fn timeout(spec: &EksDeploySpec) -> Duration {
+pub(super) fn timeout(spec: &EksDeploySpec) -> Duration {
     spec.config
         .timeout
         .as_ref()
@@ -49,7 +49,7 @@ fn timeout(spec: &EksDeploySpec) -> Duration {
         .unwrap_or(DEFAULT_TIMEOUT)
 }
 
-fn base_outcome(spec: &EksDeploySpec) -> EksDeployOutcome {
+pub(super) fn base_outcome(spec: &EksDeploySpec) -> EksDeployOutcome {
     EksDeployOutcome {
         cluster: spec
             .config
@@ -94,12 +94,10 @@ pub async fn deploy(
     observer: &dyn EksObserver,
     cancel: CancellationToken,
 ) -> Result<EksDeployOutcome, EksDeployError> {
-    let mut outcome = base_outcome(spec);
     if spec.config.strategy == EksStrategy::BlueGreen {
-        return Err(EksDeployError::config("blue_green is not available yet")
-            .with_hint("use `strategy: rolling`")
-            .with_outcome(outcome));
+        return super::blue_green::deploy(client, spec, previous, observer, cancel).await;
     }
+    let mut outcome = base_outcome(spec);
     let fail = |error: EksDeployError, outcome: &EksDeployOutcome| {
         let mut outcome = outcome.clone();
         outcome.failure.get_or_insert_with(|| error.message.clone());
@@ -180,7 +178,7 @@ pub async fn deploy(
     .await
     .map_err(|e| fail(e, &outcome))?;
     outcome.workloads = workload_outcomes(&waited);
-    let (failed, why, problem, kind) = match waited.end {
+    match waited.end {
         WaitEnd::Complete => return Ok(outcome),
         WaitEnd::Cancelled => {
             return Err(fail(
@@ -191,50 +189,14 @@ pub async fn deploy(
                 &outcome,
             ));
         }
-        WaitEnd::TimedOut => {
-            let failed = waited
-                .verdicts
-                .iter()
-                .position(|(_, v)| {
-                    !v.as_ref()
-                        .is_some_and(|v| matches!(v.state, RolloutState::Complete(_)))
-                })
-                .unwrap_or(0);
-            let why = match waited.verdicts.get(failed).and_then(|(_, v)| v.as_ref()) {
-                Some(verdict) => match &verdict.state {
-                    RolloutState::Waiting(what) => format!(
-                        "timed out after {} waiting: {what}",
-                        humantime::format_duration(timeout(spec))
-                    ),
-                    other => format!("timed out: {other:?}"),
-                },
-                None => "timed out before the workload could be read".to_owned(),
-            };
-            (failed, why, None, EksErrorKind::TimedOut)
-        }
-        WaitEnd::Failed { failed } => {
-            let verdict = waited.verdicts.get(failed).and_then(|(_, v)| v.clone());
-            let problem = verdict.as_ref().and_then(|v| v.problem.clone());
-            let why = match (&problem, verdict.as_ref().map(|v| &v.state)) {
-                (Some(problem), _) => format!("a new pod fails: {}", problem_summary(problem)),
-                (None, Some(RolloutState::Failed(why))) => why.clone(),
-                _ => "failed".to_owned(),
-            };
-            (failed, why, problem, EksErrorKind::Remote)
-        }
-    };
-    let Some((workload, _)) = waited.verdicts.get(failed) else {
-        return Err(fail(EksDeployError::new(kind, why), &outcome));
-    };
-    let report = read_failure(client, workload, why, problem).await;
-    outcome.last_events = report
-        .workload_events
-        .iter()
-        .chain(report.pod_events.iter())
-        .filter_map(|events| events.as_ref().ok())
-        .flat_map(|events| event_lines(events))
-        .collect();
-    let mut message = explain(&report);
+        WaitEnd::TimedOut | WaitEnd::Failed { .. } => {}
+    }
+    let WaitFailure {
+        kind,
+        mut message,
+        last_events,
+    } = explain_wait(client, spec, &waited).await;
+    outcome.last_events = last_events;
     if !spec.config.rollback_on_failure {
         message.push_str("\nnot rolled back (rollback_on_failure: false)");
         let error = EksDeployError::new(kind, message).with_hint(
@@ -275,11 +237,81 @@ pub async fn deploy(
     Err(fail(EksDeployError::new(kind, message), &outcome))
 }
 
+/// Why a wait that neither completed nor was cancelled ended: timed out or failed, explained
+/// with the failing workload's and pod's events and the failing container's logs.
+pub(super) struct WaitFailure {
+    /// `TimedOut`, or `Remote` for a failed rollout (the caller decides whether it was rolled
+    /// back).
+    pub(super) kind: EksErrorKind,
+    pub(super) message: String,
+    pub(super) last_events: Vec<String>,
+}
+
+pub(super) async fn explain_wait(
+    client: &Client,
+    spec: &EksDeploySpec,
+    waited: &WaitResult,
+) -> WaitFailure {
+    let (failed, why, problem, kind) = match waited.end {
+        WaitEnd::Failed { failed } => {
+            let verdict = waited.verdicts.get(failed).and_then(|(_, v)| v.clone());
+            let problem = verdict.as_ref().and_then(|v| v.problem.clone());
+            let why = match (&problem, verdict.as_ref().map(|v| &v.state)) {
+                (Some(problem), _) => format!("a new pod fails: {}", problem_summary(problem)),
+                (None, Some(RolloutState::Failed(why))) => why.clone(),
+                _ => "failed".to_owned(),
+            };
+            (failed, why, problem, EksErrorKind::Remote)
+        }
+        _ => {
+            let failed = waited
+                .verdicts
+                .iter()
+                .position(|(_, v)| {
+                    !v.as_ref()
+                        .is_some_and(|v| matches!(v.state, RolloutState::Complete(_)))
+                })
+                .unwrap_or(0);
+            let why = match waited.verdicts.get(failed).and_then(|(_, v)| v.as_ref()) {
+                Some(verdict) => match &verdict.state {
+                    RolloutState::Waiting(what) => format!(
+                        "timed out after {} waiting: {what}",
+                        humantime::format_duration(timeout(spec))
+                    ),
+                    other => format!("timed out: {other:?}"),
+                },
+                None => "timed out before the workload could be read".to_owned(),
+            };
+            (failed, why, None, EksErrorKind::TimedOut)
+        }
+    };
+    let Some((workload, _)) = waited.verdicts.get(failed) else {
+        return WaitFailure {
+            kind,
+            message: why,
+            last_events: Vec::new(),
+        };
+    };
+    let report = read_failure(client, workload, why, problem).await;
+    let last_events = report
+        .workload_events
+        .iter()
+        .chain(report.pod_events.iter())
+        .filter_map(|events| events.as_ref().ok())
+        .flat_map(|events| event_lines(events))
+        .collect();
+    WaitFailure {
+        kind,
+        message: explain(&report),
+        last_events,
+    }
+}
+
 fn workload_key(workload: &AppliedWorkload) -> String {
     format!("{}/{}/{}", workload.kind, workload.namespace, workload.name)
 }
 
-fn workload_outcomes(waited: &WaitResult) -> Vec<WorkloadOutcome> {
+pub(super) fn workload_outcomes(waited: &WaitResult) -> Vec<WorkloadOutcome> {
     waited
         .verdicts
         .iter()
@@ -304,7 +336,7 @@ fn workload_outcomes(waited: &WaitResult) -> Vec<WorkloadOutcome> {
 }
 
 /// Each Deployment among `workloads` and the pod template `choose` picks from its ReplicaSets.
-async fn rollback_targets(
+pub(super) async fn rollback_targets(
     client: &Client,
     kinds: &mut ClusterKinds,
     workloads: &[AppliedWorkload],
@@ -339,7 +371,7 @@ async fn rollback_targets(
 
 /// Puts each target's template back (server-side apply of the manifest with that template, by
 /// the same field manager, so the next deploy owns exactly the same fields) and waits.
-async fn undo(
+pub(super) async fn undo(
     client: &Client,
     kinds: &mut ClusterKinds,
     spec: &EksDeploySpec,
@@ -413,6 +445,9 @@ pub async fn roll_back(
     observer: &dyn EksObserver,
     cancel: CancellationToken,
 ) -> Result<EksDeployOutcome, EksDeployError> {
+    if spec.config.strategy == EksStrategy::BlueGreen {
+        return super::blue_green::roll_back(client, spec, to, observer, cancel).await;
+    }
     let mut outcome = base_outcome(spec);
     outcome.images = to.images.clone();
     let (mut kinds, prepared) = prepared_objects(client, spec)
@@ -478,7 +513,11 @@ pub async fn still_deployed(
     spec: &EksDeploySpec,
     outcome: &EksDeployOutcome,
 ) -> Result<bool, EksDeployError> {
-    let _ = spec;
+    if spec.config.strategy == EksStrategy::BlueGreen
+        && !super::blue_green::still_serving(client, spec, outcome).await?
+    {
+        return Ok(false);
+    }
     let mut kinds = ClusterKinds::default();
     for workload in &outcome.workloads {
         let resource = kinds

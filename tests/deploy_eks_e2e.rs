@@ -310,3 +310,243 @@ fn rollback_returns_the_workload_to_the_previous_runs_template() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(eks.live_image(), first);
 }
+
+/// Blue/green settings for `EksProject::new`: the `web` Deployment as two slots behind the
+/// `web` Service, `smoke_check` (YAML flow) checked through `web-preview`, the old slot scaled
+/// down at once.
+fn blue_green(smoke_check: &str) -> String {
+    format!(
+        "      strategy: blue_green\n      blue_green:\n        deployment: web\n        service: web\n        preview_service: web-preview\n        smoke_check: {smoke_check}\n        scale_down_delay: 0s\n"
+    )
+}
+
+const HTTP_SMOKE: &str = "{ http: { path: /health }, timeout: 20s }";
+const JOB_SMOKE: &str = "{ job: smoke/job.yaml, timeout: 20s }";
+
+fn smoke_job_manifest() -> &'static str {
+    "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: web-smoke\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: check\n          image: registry.example/curl:8\n          args: [\"http://web-preview/health\"]\n"
+}
+
+impl EksProject {
+    fn blue_green(prefix: &str, smoke_check: &str) -> EksProject {
+        let eks = EksProject::new(prefix, &blue_green(smoke_check));
+        eks.project
+            .file("smoke/job.yaml", smoke_job_manifest())
+            .commit();
+        eks
+    }
+
+    /// The slot the `web` Service selects.
+    fn serving_slot(&self) -> Option<String> {
+        self.emulator
+            .object("v1", "Service", NAMESPACE, "web")?
+            .pointer("/spec/selector/shipit.dev~1slot")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    fn slot(&self, slot: &str) -> Value {
+        self.emulator
+            .object("apps/v1", "Deployment", NAMESPACE, &format!("web-{slot}"))
+            .unwrap_or(Value::Null)
+    }
+
+    fn slot_image(&self, slot: &str) -> String {
+        self.slot(slot)["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn slot_replicas(&self, slot: &str) -> i64 {
+        self.slot(slot)["spec"]["replicas"].as_i64().unwrap_or(-1)
+    }
+}
+
+#[test]
+fn blue_green_deploys_to_the_idle_slot_switches_the_service_and_scales_the_old_slot_down() {
+    let eks = EksProject::blue_green("e2e-eks-bg", HTTP_SMOKE);
+    let first = eks.run(&["run"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+    assert_eq!(eks.slot_image("blue"), pushed_ref(&first.json()));
+    assert!(eks.deployment().is_null(), "the Deployment runs as slots only");
+    let preview = eks
+        .emulator
+        .object("v1", "Service", NAMESPACE, "web-preview")
+        .expect("the preview Service is created");
+    assert_eq!(preview["spec"]["selector"]["shipit.dev/slot"], "blue");
+
+    eks.change_image("second");
+    let second = eks.run(&["run"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let result = second.json();
+    let outputs = deploy_outputs(&result);
+    assert_eq!(outputs["slot"], "green", "{outputs}");
+    assert_eq!(outputs["previous_slot"], "blue", "{outputs}");
+    assert_eq!(outputs["previous_slot_scaled_down"], true, "{outputs}");
+    assert!(
+        outputs["smoke_check"]
+            .as_str()
+            .is_some_and(|s| s.contains("answered 200")),
+        "{outputs}"
+    );
+    assert_eq!(eks.serving_slot().as_deref(), Some("green"));
+    assert_eq!(eks.slot_image("green"), pushed_ref(&result));
+    assert_eq!(eks.slot_replicas("green"), 2);
+    assert_eq!(eks.slot_replicas("blue"), 0, "the old slot is scaled down");
+    // The smoke check went through the API server's service proxy to the preview Service.
+    assert!(
+        eks.emulator
+            .count("GET", "/services/web-preview:80/proxy/health")
+            >= 2
+    );
+}
+
+#[test]
+fn blue_green_switches_nothing_when_the_new_slot_fails_its_rollout() {
+    let eks = EksProject::blue_green("e2e-eks-bg-crash", HTTP_SMOKE);
+    assert_eq!(eks.run(&["run"]).code, 0);
+    eks.emulator.set_scenario(
+        NAMESPACE,
+        "web-green",
+        PodScenario::crash_loop(3, &["panic: DATABASE_URL is not set"]),
+    );
+    eks.change_image("second");
+    let run = eks.run(&["run"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    for evidence in [
+        "deployment/web-green",
+        "CrashLoopBackOff",
+        "panic: DATABASE_URL is not set",
+        "not switched: the service still selects slot blue",
+        "web-green scaled to 0",
+    ] {
+        assert!(run.stderr.contains(evidence), "{evidence:?} in {run:?}");
+    }
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+    assert_eq!(eks.slot_replicas("green"), 0);
+    assert_eq!(eks.slot_replicas("blue"), 2);
+    let outputs = deploy_outputs(&run.json()).clone();
+    assert_eq!(outputs["rolled_back"], true, "{outputs}");
+    assert_eq!(outputs["slot"], "blue", "{outputs}");
+}
+
+#[test]
+fn blue_green_switches_nothing_when_the_smoke_check_job_fails() {
+    let eks = EksProject::blue_green("e2e-eks-bg-job", JOB_SMOKE);
+    let first = eks.run(&["run"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+    eks.emulator.set_scenario(
+        NAMESPACE,
+        "web-smoke",
+        PodScenario::job_fails(7, &["GET http://web-preview/health: 500"]),
+    );
+    eks.change_image("second");
+    let run = eks.run(&["run"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    for evidence in [
+        "job/web-smoke",
+        "BackoffLimitExceeded",
+        "container check",
+        "last exit code 7",
+        "GET http://web-preview/health: 500",
+        "not switched: the service still selects slot blue",
+    ] {
+        assert!(run.stderr.contains(evidence), "{evidence:?} in {run:?}");
+    }
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+    assert_eq!(eks.slot_replicas("green"), 0);
+}
+
+#[test]
+fn blue_green_switches_nothing_when_the_smoke_check_request_fails() {
+    let eks = EksProject::blue_green("e2e-eks-bg-http", HTTP_SMOKE);
+    assert_eq!(eks.run(&["run"]).code, 0);
+    eks.emulator
+        .set_proxy_answer(NAMESPACE, "web-preview", 500, "database unreachable");
+    eks.change_image("second");
+    let run = eks.run(&["run"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("GET /health through service web-preview:80 answered 500, expected 200: database unreachable"),
+        "{run:?}"
+    );
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+    assert_eq!(eks.slot_replicas("green"), 0);
+}
+
+#[test]
+fn blue_green_rollback_brings_the_previous_slot_back_and_flips_the_service() {
+    let eks = EksProject::blue_green("e2e-eks-bg-rollback", HTTP_SMOKE);
+    assert_eq!(eks.run(&["run"]).code, 0);
+    let first = eks.slot_image("blue");
+    eks.change_image("second");
+    assert_eq!(eks.run(&["run"]).code, 0);
+    assert_eq!(eks.serving_slot().as_deref(), Some("green"));
+    assert_eq!(eks.slot_replicas("blue"), 0);
+    let blue_generation = eks.slot("blue")["metadata"]["generation"].clone();
+
+    let run = eks.run(&["rollback", "deploy:web"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+    assert_eq!(eks.slot_image("blue"), first, "the earlier images serve again");
+    assert_eq!(eks.slot_replicas("blue"), 2);
+    assert_eq!(eks.slot("blue")["status"]["readyReplicas"], 2);
+    assert_eq!(eks.slot_replicas("green"), 0);
+    // The slot still held the earlier template: it was scaled up, not rolled out again.
+    assert_eq!(
+        eks.slot("blue")["metadata"]["generation"].as_i64(),
+        blue_generation.as_i64().map(|g| g + 1)
+    );
+    assert!(run.stderr.contains("switched service/web back to slot blue"), "{run:?}");
+}
+
+#[test]
+fn a_blue_green_deploy_killed_while_waiting_is_resumed_without_applying_again() {
+    let eks = EksProject::blue_green("e2e-eks-bg-resume", HTTP_SMOKE);
+    eks.emulator
+        .set_scenario(NAMESPACE, "web-blue", PodScenario::Slow { steps_per_pod: 30 });
+    let mut child = eks.start_run();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while eks.slot("blue").is_null() {
+        assert!(Instant::now() < deadline, "the deploy never applied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(eks.serving_slot(), None, "killed before the switch");
+    let slot_applies = || {
+        eks.emulator
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "PATCH"
+                    && r.path.ends_with("/deployments/web-blue")
+                    && !r.query.contains("dryRun")
+            })
+            .count()
+    };
+    let applied = slot_applies();
+    let run = eks.run(&["resume"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("re-attaching"), "{run:?}");
+    assert_eq!(slot_applies(), applied, "the resume applied the slot not again");
+    assert_eq!(eks.slot("blue")["metadata"]["generation"], 1);
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+}
+
+#[test]
+fn plan_says_which_slot_receives_the_deploy() {
+    let eks = EksProject::blue_green("e2e-eks-bg-plan", HTTP_SMOKE);
+    let plan = eks.project.shipit(&["plan"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains("the deploy goes to slot blue (web-blue)"),
+        "{plan:?}"
+    );
+    assert!(eks.slot("blue").is_null(), "plan changes nothing");
+}

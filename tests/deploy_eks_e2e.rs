@@ -370,7 +370,10 @@ fn blue_green_deploys_to_the_idle_slot_switches_the_service_and_scales_the_old_s
     assert_eq!(first.code, 0, "{first:?}");
     assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
     assert_eq!(eks.slot_image("blue"), pushed_ref(&first.json()));
-    assert!(eks.deployment().is_null(), "the Deployment runs as slots only");
+    assert!(
+        eks.deployment().is_null(),
+        "the Deployment runs as slots only"
+    );
     let preview = eks
         .emulator
         .object("v1", "Service", NAMESPACE, "web-preview")
@@ -444,9 +447,15 @@ fn blue_green_switches_nothing_when_the_smoke_check_job_fails() {
         PodScenario::job_fails(7, &["GET http://web-preview/health: 500"]),
     );
     eks.change_image("second");
+    let started = Instant::now();
     let run = eks.run(&["run"]);
     assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(19),
+        "the failed Job ends the check, not its 20s timeout"
+    );
     for evidence in [
+        "smoke check failed: BackoffLimitExceeded",
         "job/web-smoke",
         "BackoffLimitExceeded",
         "container check",
@@ -492,7 +501,11 @@ fn blue_green_rollback_brings_the_previous_slot_back_and_flips_the_service() {
     let run = eks.run(&["rollback", "deploy:web"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
-    assert_eq!(eks.slot_image("blue"), first, "the earlier images serve again");
+    assert_eq!(
+        eks.slot_image("blue"),
+        first,
+        "the earlier images serve again"
+    );
     assert_eq!(eks.slot_replicas("blue"), 2);
     assert_eq!(eks.slot("blue")["status"]["readyReplicas"], 2);
     assert_eq!(eks.slot_replicas("green"), 0);
@@ -501,14 +514,21 @@ fn blue_green_rollback_brings_the_previous_slot_back_and_flips_the_service() {
         eks.slot("blue")["metadata"]["generation"].as_i64(),
         blue_generation.as_i64().map(|g| g + 1)
     );
-    assert!(run.stderr.contains("switched service/web back to slot blue"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("switched service/web back to slot blue"),
+        "{run:?}"
+    );
 }
 
 #[test]
 fn a_blue_green_deploy_killed_while_waiting_is_resumed_without_applying_again() {
     let eks = EksProject::blue_green("e2e-eks-bg-resume", HTTP_SMOKE);
-    eks.emulator
-        .set_scenario(NAMESPACE, "web-blue", PodScenario::Slow { steps_per_pod: 30 });
+    eks.emulator.set_scenario(
+        NAMESPACE,
+        "web-blue",
+        PodScenario::Slow { steps_per_pod: 30 },
+    );
     let mut child = eks.start_run();
     let deadline = Instant::now() + Duration::from_secs(120);
     while eks.slot("blue").is_null() {
@@ -533,8 +553,16 @@ fn a_blue_green_deploy_killed_while_waiting_is_resumed_without_applying_again() 
     let applied = slot_applies();
     let run = eks.run(&["resume"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.contains("re-attaching"), "{run:?}");
-    assert_eq!(slot_applies(), applied, "the resume applied the slot not again");
+    assert!(
+        run.stderr
+            .contains("resuming: slot blue was applied already"),
+        "{run:?}"
+    );
+    assert_eq!(
+        slot_applies(),
+        applied,
+        "the resume applied the slot not again"
+    );
     assert_eq!(eks.slot("blue")["metadata"]["generation"], 1);
     assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
 }
@@ -545,7 +573,8 @@ fn plan_says_which_slot_receives_the_deploy() {
     let plan = eks.project.shipit(&["plan"]);
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(
-        plan.stdout.contains("the deploy goes to slot blue (web-blue)"),
+        plan.stdout
+            .contains("the deploy goes to slot blue (web-blue)"),
         "{plan:?}"
     );
     assert!(eks.slot("blue").is_null(), "plan changes nothing");

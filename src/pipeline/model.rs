@@ -888,3 +888,52 @@ fn is_dns_label(text: &str) -> bool {
         && !text.starts_with('-')
         && !text.ends_with('-')
 }
+
+#[cfg(test)]
+mod eks_blue_green_tests {
+    use super::*;
+    use crate::config_problem::ValidateConfig;
+    use serde_json::json;
+
+    fn target(blue_green: serde_json::Value) -> EksTarget {
+        serde_json::from_value(json!({
+            "cluster": "prod", "namespace": "shop", "manifests": ["k8s/*.yaml"], "container": "web",
+            "strategy": "blue_green", "blue_green": blue_green
+        }))
+        .unwrap()
+    }
+
+    fn paths(target: &EksTarget) -> Vec<String> {
+        target.problems().into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn blue_green_settings_that_fit_are_valid() {
+        let valid = target(json!({
+            "deployment": "web", "service": "web", "preview_service": "web-preview",
+            "smoke_check": {"http": {"path": "/health"}}, "scale_down_delay": "0s"
+        }));
+        assert_eq!(paths(&valid), Vec::<String>::new());
+        let job = target(json!({
+            "deployment": "web", "service": "web", "smoke_check": {"job": "smoke/job.yaml"}
+        }));
+        assert_eq!(paths(&job), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_http_smoke_check_needs_a_preview_service_other_than_the_service() {
+        let no_preview = target(json!({
+            "deployment": "web", "service": "web", "smoke_check": {"http": {"path": "/health"}}
+        }));
+        assert_eq!(paths(&no_preview), ["blue_green.smoke_check.http"]);
+        let same = target(json!({
+            "deployment": "web", "service": "web", "preview_service": "web"
+        }));
+        assert_eq!(paths(&same), ["blue_green.preview_service"]);
+        let both = target(json!({
+            "deployment": "web", "service": "web", "preview_service": "p",
+            "smoke_check": {"http": {"path": "/"}, "job": "j.yaml"}
+        }));
+        assert_eq!(paths(&both), ["blue_green.smoke_check"]);
+    }
+}

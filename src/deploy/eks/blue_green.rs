@@ -24,7 +24,7 @@ use super::error::{EksDeployError, EksErrorKind};
 use super::manifests::{PreparedObject, applied_digest, is_gated_workload};
 use super::observer::EksObserver;
 use super::outcome::{AppliedWorkload, EksCheckpoint, EksDeployOutcome};
-use super::replica_sets::{previous_replica_set, template_for_rollback};
+use super::rollback_choice::RevisionChoice;
 use super::rollout::{
     WaitFailure, base_outcome, explain_wait, limits, prepared_objects, rollback_targets, timeout,
     undo, workload_outcomes,
@@ -532,10 +532,8 @@ async fn abandon(
         .cloned()
         .collect();
     if !others.is_empty() {
-        let targets = rollback_targets(client, kinds, &others, &mut |deployment, rss| {
-            previous_replica_set(deployment, rss).and_then(template_for_rollback)
-        })
-        .await;
+        let targets =
+            rollback_targets(client, kinds, &others, &|_| Some(RevisionChoice::Previous)).await;
         match undo(client, kinds, spec, prepared, &targets, observer, cancel).await {
             Ok(names) if !names.is_empty() => {
                 message.push_str(&format!("\nrolled back: {}", names.join(", ")));

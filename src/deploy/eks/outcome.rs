@@ -57,6 +57,10 @@ pub struct WorkloadOutcome {
     pub available: i64,
     /// Whether the rollout completed.
     pub complete: bool,
+    /// The ControllerRevision a StatefulSet or DaemonSet completed at (what `shipit rollback`
+    /// returns it to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_revision: Option<String>,
 }
 
 /// Where an EKS deploy ended: recorded on success and on failure.

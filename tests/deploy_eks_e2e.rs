@@ -579,3 +579,118 @@ fn plan_says_which_slot_receives_the_deploy() {
     );
     assert!(eks.slot("blue").is_null(), "plan changes nothing");
 }
+
+fn stateful_set_manifest() -> &'static str {
+    "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  serviceName: web\n  selector:\n    matchLabels: { app: web }\n  template:\n    metadata:\n      labels: { app: web }\n    spec:\n      containers:\n        - name: web\n          image: replaced-by-shipit\n"
+}
+
+fn daemon_set_manifest() -> &'static str {
+    "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: { app: web }\n  template:\n    metadata:\n      labels: { app: web }\n    spec:\n      containers:\n        - name: web\n          image: replaced-by-shipit\n"
+}
+
+impl EksProject {
+    /// A project whose only manifest is `manifest` (a StatefulSet or DaemonSet named `web`).
+    fn with_workload(prefix: &str, eks_extra: &str, manifest: &str) -> EksProject {
+        let eks = EksProject::new(prefix, eks_extra);
+        eks.project.file("k8s/web.yaml", manifest).commit();
+        eks
+    }
+
+    fn workload_image(&self, kind: &str) -> String {
+        self.emulator
+            .object("apps/v1", kind, NAMESPACE, "web")
+            .map(|w| w["spec"]["template"]["spec"]["containers"][0]["image"].clone())
+            .and_then(|image| image.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    fn pod_images(&self) -> Vec<String> {
+        self.emulator
+            .pods(NAMESPACE, "app=web")
+            .iter()
+            .filter_map(|pod| {
+                pod["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_crash_looping_stateful_set_is_rolled_back_and_its_stuck_pod_replaced() {
+    let eks = EksProject::with_workload(
+        "e2e-eks-sts",
+        "      max_restarts: 1\n",
+        stateful_set_manifest(),
+    );
+    let first = eks.run(&["run"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let good = eks.workload_image("StatefulSet");
+    assert_eq!(good, pushed_ref(&first.json()));
+    let outputs = deploy_outputs(&first.json()).clone();
+    assert!(
+        outputs["workloads"][0]["controller_revision"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("web-")),
+        "{outputs}"
+    );
+    eks.emulator.set_scenario(
+        NAMESPACE,
+        "web",
+        PodScenario::crash_loop(3, &["panic: no such table: orders"]),
+    );
+    eks.change_image("second");
+    let run = eks.run(&["run"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    for evidence in [
+        "statefulset/web",
+        "CrashLoopBackOff",
+        "panic: no such table: orders",
+        "rolled back: statefulset/web",
+        "deleted pod web-1",
+    ] {
+        assert!(run.stderr.contains(evidence), "{evidence:?} in {run:?}");
+    }
+    assert_eq!(eks.workload_image("StatefulSet"), good);
+    assert_eq!(
+        eks.pod_images(),
+        [good.clone(), good],
+        "every pod runs the previous image"
+    );
+}
+
+#[test]
+fn a_daemon_set_whose_image_cannot_be_pulled_is_rolled_back() {
+    let eks = EksProject::with_workload("e2e-eks-ds", "", daemon_set_manifest());
+    let first = eks.run(&["run"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let good = eks.workload_image("DaemonSet");
+    assert_eq!(eks.pod_images().len(), 3, "one pod per node");
+    eks.emulator
+        .set_scenario(NAMESPACE, "web", PodScenario::ImagePullFails);
+    eks.change_image("unpullable");
+    let run = eks.run(&["run"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.contains("ImagePullBackOff") || run.stderr.contains("ErrImagePull"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("rolled back: daemonset/web"), "{run:?}");
+    assert_eq!(eks.workload_image("DaemonSet"), good);
+    assert_eq!(eks.pod_images(), vec![good; 3]);
+}
+
+#[test]
+fn rollback_returns_a_stateful_set_to_the_revision_the_earlier_run_recorded() {
+    let eks = EksProject::with_workload("e2e-eks-sts-rollback", "", stateful_set_manifest());
+    assert_eq!(eks.run(&["run"]).code, 0);
+    let first = eks.workload_image("StatefulSet");
+    eks.change_image("second");
+    assert_eq!(eks.run(&["run"]).code, 0);
+    assert_ne!(eks.workload_image("StatefulSet"), first);
+    let run = eks.run(&["rollback", "deploy:web"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(eks.workload_image("StatefulSet"), first);
+    assert_eq!(eks.pod_images(), [first.clone(), first]);
+}

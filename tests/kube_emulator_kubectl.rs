@@ -424,6 +424,10 @@ fn kubectl_waits_for_jobs_to_complete_or_fail_and_lists_them() {
 #[test]
 fn kubectl_reaches_the_service_proxy_and_sees_a_switched_selector() {
     let cluster = cluster(fast());
+    // Pods ready after 2s: long enough for kubectl to ask before.
+    cluster
+        .emulator
+        .set_scenario("shop", "web", PodScenario::Slow { steps_per_pod: 40 });
     let manifest = cluster.manifest("v1.json", "registry.example/web:1", 600);
     // Before any pod is ready the API server has no endpoint to proxy to.
     let applied = cluster.kubectl(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]);
@@ -504,4 +508,79 @@ fn kubectl_reaches_the_service_proxy_and_sees_a_switched_selector() {
         "/api/v1/namespaces/shop/services/web:80/proxy/health",
     ]);
     assert_eq!(none.status.code(), Some(1), "{}", text(&none));
+}
+
+fn workload_manifest(cluster: &Cluster, kind: &str, name: &str, image: &str) -> PathBuf {
+    let path = cluster.dir.path().join(format!("{kind}-{name}.json"));
+    let replicas = if kind == "StatefulSet" {
+        r#""replicas": 2, "serviceName": "db","#
+    } else {
+        ""
+    };
+    let text = format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "{kind}", "metadata": {{"name": "{name}", "namespace": "shop"}},
+    "spec": {{{replicas} "selector": {{"matchLabels": {{"app": "{name}"}}}},
+      "template": {{"metadata": {{"labels": {{"app": "{name}"}}}},
+        "spec": {{"containers": [{{"name": "{name}", "image": "{image}"}}]}}}}}}}}"#
+    );
+    std::fs::write(&path, text).expect("the manifest is written");
+    path
+}
+
+#[test]
+fn kubectl_rolls_stateful_and_daemon_sets_out_and_undoes_them_by_controller_revision() {
+    let cluster = cluster(fast());
+    cluster.emulator.seed(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    for (kind, name, short) in [
+        ("StatefulSet", "db", "sts/db"),
+        ("DaemonSet", "agent", "ds/agent"),
+    ] {
+        for image in ["registry.example/x:1", "registry.example/x:2"] {
+            let manifest = workload_manifest(&cluster, kind, name, image);
+            let applied =
+                cluster.kubectl(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]);
+            assert!(applied.status.success(), "{}", text(&applied));
+            let status =
+                cluster.kubectl(&["-n", "shop", "rollout", "status", short, "--timeout=20s"]);
+            assert!(status.status.success(), "{}", text(&status));
+        }
+        let history = cluster.kubectl(&["-n", "shop", "rollout", "history", short]);
+        assert!(history.status.success(), "{}", text(&history));
+        let listed = String::from_utf8_lossy(&history.stdout).to_string();
+        assert!(
+            listed.lines().any(|l| l.starts_with("1 "))
+                && listed.lines().any(|l| l.starts_with("2 ")),
+            "{}",
+            text(&history)
+        );
+        let undo = cluster.kubectl(&["-n", "shop", "rollout", "undo", short]);
+        assert!(undo.status.success(), "{}", text(&undo));
+        let status = cluster.kubectl(&["-n", "shop", "rollout", "status", short, "--timeout=20s"]);
+        assert!(status.status.success(), "{}", text(&status));
+        let object = cluster
+            .emulator
+            .object("apps/v1", kind, "shop", name)
+            .unwrap();
+        assert_eq!(
+            object["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example/x:1",
+            "{kind}"
+        );
+        let images: Vec<String> = cluster
+            .emulator
+            .pods("shop", &format!("app={name}"))
+            .iter()
+            .map(|pod| {
+                pod["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        assert!(
+            !images.is_empty() && images.iter().all(|i| i == "registry.example/x:1"),
+            "{kind}: {images:?}"
+        );
+    }
 }

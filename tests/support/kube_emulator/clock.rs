@@ -11,5 +11,7 @@ pub fn tick(world: &mut World) {
     super::job_controller::sync(world);
     super::replica_set_controller::sync(world);
     super::deployment_controller::sync(world);
+    super::stateful_set_controller::sync(world);
+    super::daemon_set_controller::sync(world);
     super::replica_set_controller::sync(world);
 }

@@ -1,5 +1,6 @@
 //! An emulator of the Kubernetes API server (core/v1, apps/v1 and batch/v1 Jobs) for tests,
-//! with a simulated Deployment controller, ReplicaSet controller, Job controller, scheduler and
+//! with a simulated Deployment controller, ReplicaSet controller, StatefulSet and DaemonSet
+//! controllers (with ControllerRevisions), Job controller, scheduler and
 //! kubelet whose rollouts progress over time through scripted pod scenarios, and the service
 //! proxy (`services/NAME:PORT/proxy/…`) answering as a test scripts it. No real API server
 //! runs on the test machines.
@@ -12,6 +13,7 @@
 #![allow(dead_code)]
 
 mod clock;
+mod daemon_set_controller;
 mod defaults;
 mod deployment_controller;
 mod events;
@@ -25,9 +27,11 @@ mod rest;
 mod scenario;
 mod selector;
 mod server;
+mod stateful_set_controller;
 mod status;
 mod tls;
 mod watch;
+mod workload_revisions;
 mod world;
 
 use std::net::SocketAddr;

@@ -103,6 +103,16 @@ pub const RESOURCES: &[ResourceType] = &[
     apps("statefulsets", "statefulset", "StatefulSet", &["sts"]),
     apps("daemonsets", "daemonset", "DaemonSet", &["ds"]),
     ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        kind: "ControllerRevision",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+    },
+    ResourceType {
         group: "batch",
         version: "v1",
         plural: "jobs",

@@ -106,6 +106,45 @@ impl EksProject {
     }
 }
 
+/// The explanation a failed deploy recorded (the full message), with what changes from run to
+/// run replaced: pod and ReplicaSet names, uids, image references, restart and event counts,
+/// and the workload's own events (the controller's scaling steps, whose number depends on when
+/// shipit read them).
+fn assert_explanation_snapshot(name: &str, outputs: &Value) {
+    let explanation = outputs["failure"].as_str().unwrap_or_default();
+    let mut in_workload_events = false;
+    let kept: Vec<&str> = explanation
+        .lines()
+        .filter(|line| {
+            if line.starts_with("  events of deployment/") {
+                in_workload_events = true;
+                return true;
+            }
+            in_workload_events &= line.starts_with("    ");
+            !in_workload_events
+        })
+        .collect();
+    let explanation = kept.join("\n");
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"[^\s\x22]+@sha256:[0-9a-f]{64}", "[image]");
+    settings.add_filter(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "[uid]",
+    );
+    settings.add_filter(
+        r"\bweb-[bcdfghjklmnpqrstvwxz2456789]+-[bcdfghjklmnpqrstvwxz2456789]{5}",
+        "web-[rs]-[pod]",
+    );
+    settings.add_filter(
+        r"\bweb-smoke-[bcdfghjklmnpqrstvwxz2456789]{5}",
+        "web-smoke-[pod]",
+    );
+    settings.add_filter(r"restarted [0-9]+ times", "restarted [n] times");
+    settings.add_filter(r"restarts [0-9]+", "restarts [n]");
+    settings.add_filter(r"\(x[0-9]+\)", "(xN)");
+    settings.bind(|| insta::assert_snapshot!(name, explanation.as_str()));
+}
+
 fn deploy_outputs(result: &Value) -> &Value {
     &stage(result, "deploy:web")["outputs"]
 }
@@ -174,6 +213,7 @@ fn a_crash_looping_rollout_is_rolled_back_with_the_container_s_exit_code_and_log
     let outputs = deploy_outputs(&run.json()).clone();
     assert_eq!(outputs["rolled_back"], true, "{outputs}");
     assert_eq!(eks.live_image(), good, "the previous template is back");
+    assert_explanation_snapshot("crash_loop", &outputs);
 }
 
 #[test]
@@ -196,6 +236,7 @@ fn an_image_that_cannot_be_pulled_fails_early_and_is_rolled_back() {
         "{run:?}"
     );
     assert_eq!(eks.live_image(), good);
+    assert_explanation_snapshot("image_pull", deploy_outputs(&run.json()));
 }
 
 #[test]
@@ -225,7 +266,18 @@ fn a_rollout_slower_than_its_timeout_exits_4() {
         .set_scenario(NAMESPACE, "web", PodScenario::Slow { steps_per_pod: 200 });
     let run = eks.run(&["run"]);
     assert_eq!(run.code, 4, "{run:?}");
-    assert_eq!(run.json()["status"], "timed_out");
+    let result = run.json();
+    assert_eq!(result["status"], "timed_out");
+    // The explanation names the new pods that are not ready and why, not only counts.
+    let failure = deploy_outputs(&result)["failure"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        failure.contains("new pods not ready (2):")
+            && failure.contains("container web running, not ready"),
+        "{failure}"
+    );
+    assert_explanation_snapshot("timeout", deploy_outputs(&result));
 }
 
 #[test]
@@ -467,6 +519,7 @@ fn blue_green_switches_nothing_when_the_smoke_check_job_fails() {
     }
     assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
     assert_eq!(eks.slot_replicas("green"), 0);
+    assert_explanation_snapshot("blue_green_smoke_job", deploy_outputs(&run.json()));
 }
 
 #[test]

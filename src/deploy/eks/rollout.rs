@@ -256,7 +256,7 @@ pub(super) async fn explain_wait(
     spec: &EksDeploySpec,
     waited: &WaitResult,
 ) -> WaitFailure {
-    let (failed, why, problem, kind) = match waited.end {
+    let (failed, why, problem, kind, unready) = match waited.end {
         WaitEnd::Failed { failed } => {
             let verdict = waited.verdicts.get(failed).and_then(|(_, v)| v.clone());
             let problem = verdict.as_ref().and_then(|v| v.problem.clone());
@@ -265,7 +265,7 @@ pub(super) async fn explain_wait(
                 (None, Some(RolloutState::Failed(why))) => why.clone(),
                 _ => "failed".to_owned(),
             };
-            (failed, why, problem, EksErrorKind::Remote)
+            (failed, why, problem, EksErrorKind::Remote, Vec::new())
         }
         _ => {
             let failed = waited
@@ -286,7 +286,13 @@ pub(super) async fn explain_wait(
                 },
                 None => "timed out before the workload could be read".to_owned(),
             };
-            (failed, why, None, EksErrorKind::TimedOut)
+            let unready = waited
+                .verdicts
+                .get(failed)
+                .and_then(|(_, v)| v.as_ref())
+                .map(|v| v.unready_pods.clone())
+                .unwrap_or_default();
+            (failed, why, None, EksErrorKind::TimedOut, unready)
         }
     };
     let Some((workload, _)) = waited.verdicts.get(failed) else {
@@ -296,7 +302,7 @@ pub(super) async fn explain_wait(
             last_events: Vec::new(),
         };
     };
-    let report = read_failure(client, workload, why, problem).await;
+    let report = read_failure(client, workload, why, problem, unready, None).await;
     let last_events = report
         .workload_events
         .iter()

@@ -171,7 +171,10 @@ pub(crate) async fn job_check(
                 return Ok(Ok(format!("smoke check passed: job/{name} completed")));
             }
             JobState::Failed(why) => {
-                return Ok(Err(explain_failed_job(client, namespace, &name, why).await));
+                let uid = live.pointer("/metadata/uid").and_then(Value::as_str);
+                return Ok(Err(
+                    explain_failed_job(client, namespace, &name, uid, why).await
+                ));
             }
             JobState::Running => {}
         }
@@ -186,16 +189,27 @@ pub(crate) async fn job_check(
                 "smoke check job/{name} did not finish within {}",
                 humantime::format_duration(timeout)
             );
-            return Ok(Err(
-                explain_failed_job(client, namespace, &name, message).await
-            ));
+            return Ok(Err(explain_failed_job(
+                client,
+                namespace,
+                &name,
+                live.pointer("/metadata/uid").and_then(Value::as_str),
+                message,
+            )
+            .await));
         }
     }
 }
 
 /// The failed Job explained as a failed rollout is: its events, its failed pod's container,
 /// exit code, events and last log lines.
-async fn explain_failed_job(client: &Client, namespace: &str, name: &str, why: String) -> String {
+async fn explain_failed_job(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+    why: String,
+) -> String {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let problem = pods
         .list(&ListParams::default().labels(&format!("job-name={name}")))
@@ -214,6 +228,14 @@ async fn explain_failed_job(client: &Client, namespace: &str, name: &str, why: S
         name: name.to_owned(),
         generation: 0,
     };
-    let report = read_failure(client, &job, format!("smoke check failed: {why}"), problem).await;
+    let report = read_failure(
+        client,
+        &job,
+        format!("smoke check failed: {why}"),
+        problem,
+        Vec::new(),
+        uid,
+    )
+    .await;
     explain(&report)
 }

@@ -747,3 +747,56 @@ fn rollback_returns_a_stateful_set_to_the_revision_the_earlier_run_recorded() {
     assert_eq!(eks.workload_image("StatefulSet"), first);
     assert_eq!(eks.pod_images(), [first.clone(), first]);
 }
+
+#[test]
+fn a_blue_green_deploy_killed_after_the_switch_resumes_to_scale_the_old_slot_down() {
+    let eks = EksProject::blue_green("e2e-eks-bg-resume-switched", HTTP_SMOKE);
+    assert_eq!(eks.run(&["run"]).code, 0);
+    let pipeline = std::fs::read_to_string(eks.project.path().join("shipit.yaml")).unwrap();
+    eks.project
+        .file(
+            "shipit.yaml",
+            pipeline.replace("scale_down_delay: 0s", "scale_down_delay: 4s"),
+        )
+        .commit();
+    eks.change_image("second");
+    let mut child = eks.start_run();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while eks.serving_slot().as_deref() != Some("green") {
+        assert!(Instant::now() < deadline, "the deploy never switched");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Give the journal its checkpoint, then kill outright, inside the scale-down delay.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(eks.slot_replicas("blue"), 2, "killed before the scale-down");
+    let green_applies = || {
+        eks.emulator
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "PATCH"
+                    && r.path.ends_with("/deployments/web-green")
+                    && !r.query.contains("dryRun")
+            })
+            .count()
+    };
+    let applied = green_applies();
+    let smoke_checks = || eks.emulator.count("GET", "/services/web-preview:80/proxy/");
+    let checked = smoke_checks();
+    let run = eks.run(&["resume"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("resuming: slot green was applied already"),
+        "{run:?}"
+    );
+    assert_eq!(green_applies(), applied, "nothing applied again");
+    assert_eq!(smoke_checks(), checked, "the switch is not checked again");
+    assert_eq!(eks.serving_slot().as_deref(), Some("green"));
+    assert_eq!(eks.slot_replicas("blue"), 0, "the old slot is scaled down");
+    let outputs = deploy_outputs(&run.json()).clone();
+    assert_eq!(outputs["slot"], "green", "{outputs}");
+    assert_eq!(outputs["previous_slot_scaled_down"], true, "{outputs}");
+}

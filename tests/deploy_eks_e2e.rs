@@ -800,3 +800,35 @@ fn a_blue_green_deploy_killed_after_the_switch_resumes_to_scale_the_old_slot_dow
     assert_eq!(outputs["slot"], "green", "{outputs}");
     assert_eq!(outputs["previous_slot_scaled_down"], true, "{outputs}");
 }
+
+#[test]
+fn a_blue_green_slot_slower_than_its_timeout_exits_4_without_switching() {
+    let eks = EksProject::blue_green("e2e-eks-bg-slow", HTTP_SMOKE);
+    assert_eq!(eks.run(&["run"]).code, 0);
+    let pipeline = std::fs::read_to_string(eks.project.path().join("shipit.yaml")).unwrap();
+    eks.project
+        .file(
+            "shipit.yaml",
+            pipeline.replace("      timeout: 30s", "      timeout: 2s"),
+        )
+        .commit();
+    eks.emulator.set_scenario(
+        NAMESPACE,
+        "web-green",
+        PodScenario::Slow { steps_per_pod: 200 },
+    );
+    eks.change_image("second");
+    let run = eks.run(&["run"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(run.json()["status"], "timed_out");
+    for evidence in [
+        "deployment/web-green: timed out after 2s",
+        "new pods not ready (2):",
+        "not switched: the service still selects slot blue",
+        "web-green scaled to 0",
+    ] {
+        assert!(run.stderr.contains(evidence), "{evidence:?} in {run:?}");
+    }
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+    assert_eq!(eks.slot_replicas("green"), 0);
+}

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::api_failure::kube_failure;
 use super::blue_green_slots::{
-    Slot, SlotChoice, choose_slot, first_port, service, service_on, slot_deployment, slot_objects,
-    template_images,
+    Slot, SlotChoice, SlotReturn, choose_slot, first_port, service, service_on, slot_deployment,
+    slot_objects, slot_return,
 };
 use super::cluster_apply::{ClusterKinds, FIELD_MANAGER, apply};
 use super::error::{EksDeployError, EksErrorKind};
@@ -600,19 +600,9 @@ pub(crate) async fn roll_back(
     let live = live_deployment(client, &namespace, &name)
         .await
         .map_err(|e| fail(e, &outcome))?;
-    let runs_earlier_images = live.as_ref().is_some_and(|live| {
-        let running = template_images(live);
-        to.images
-            .iter()
-            .all(|(container, image)| running.get(container) == Some(image))
-    });
-    let ready = |live: &Value| {
-        let at = |pointer: &str| live.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
-        at("/spec/replicas") > 0 && at("/status/readyReplicas") >= at("/spec/replicas")
-    };
-    let generation = match &live {
-        Some(live) if runs_earlier_images && ready(live) => None,
-        Some(live) if runs_earlier_images => {
+    let generation = match slot_return(live.as_ref(), &to.images) {
+        SlotReturn::Flip => None,
+        SlotReturn::ScaleUp => {
             let replicas = desired.unwrap_or_else(|| {
                 prepared
                     .iter()
@@ -620,7 +610,6 @@ pub(crate) async fn roll_back(
                     .and_then(|p| p.object.pointer("/spec/replicas").and_then(Value::as_i64))
                     .unwrap_or(1)
             });
-            let _ = live;
             observer.on_progress(&format!("scaling {name} back up to {replicas}"));
             Some(
                 scale(client, &namespace, &name, replicas)
@@ -628,7 +617,7 @@ pub(crate) async fn roll_back(
                     .map_err(|e| fail(e, &outcome))?,
             )
         }
-        _ => {
+        SlotReturn::Reapply => {
             // The slot was redeployed since (or deleted): the earlier images go back into it.
             let Some(deployment) = prepared
                 .iter()

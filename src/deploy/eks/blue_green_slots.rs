@@ -210,8 +210,43 @@ pub(crate) fn first_port(service: &Value) -> Option<u16> {
         .and_then(|port| u16::try_from(port).ok())
 }
 
+/// What a rollback does to the slot it returns to before the Service flips to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotReturn {
+    /// It still runs the earlier images with every replica ready: only the selector flips.
+    Flip,
+    /// It holds the earlier images but was scaled down (or is not ready): scale up, gate.
+    ScaleUp,
+    /// It was redeployed since, or is gone: apply it with the earlier images, gate.
+    Reapply,
+}
+
+/// `live` is the slot's Deployment; `images` what the earlier run deployed.
+pub(crate) fn slot_return(
+    live: Option<&Value>,
+    images: &std::collections::BTreeMap<String, String>,
+) -> SlotReturn {
+    let Some(live) = live else {
+        return SlotReturn::Reapply;
+    };
+    let running = template_images(live);
+    if !images
+        .iter()
+        .all(|(container, image)| running.get(container) == Some(image))
+    {
+        return SlotReturn::Reapply;
+    }
+    let at = |pointer: &str| live.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
+    let observed = at("/status/observedGeneration") >= at("/metadata/generation");
+    if observed && at("/spec/replicas") > 0 && at("/status/readyReplicas") >= at("/spec/replicas") {
+        SlotReturn::Flip
+    } else {
+        SlotReturn::ScaleUp
+    }
+}
+
 /// The container images a Deployment's pod template runs, by container name.
-pub(crate) fn template_images(deployment: &Value) -> std::collections::BTreeMap<String, String> {
+fn template_images(deployment: &Value) -> std::collections::BTreeMap<String, String> {
     deployment
         .pointer("/spec/template/spec/containers")
         .and_then(Value::as_array)
@@ -362,5 +397,33 @@ mod tests {
             error.message.contains("no Deployment named `api`"),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn a_rollback_flips_only_to_a_slot_that_still_runs_the_earlier_images_ready() {
+        let images: std::collections::BTreeMap<String, String> =
+            [("web".to_string(), "r/app@sha256:aa".to_string())].into();
+        let slot = |image: &str, replicas: i64, ready: i64| {
+            json!({"metadata": {"generation": 3},
+                "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "web", "image": image}]}}},
+                "status": {"observedGeneration": 3, "readyReplicas": ready}})
+        };
+        assert_eq!(
+            slot_return(Some(&slot("r/app@sha256:aa", 2, 2)), &images),
+            SlotReturn::Flip
+        );
+        assert_eq!(
+            slot_return(Some(&slot("r/app@sha256:aa", 0, 0)), &images),
+            SlotReturn::ScaleUp
+        );
+        assert_eq!(
+            slot_return(Some(&slot("r/app@sha256:aa", 2, 1)), &images),
+            SlotReturn::ScaleUp
+        );
+        assert_eq!(
+            slot_return(Some(&slot("r/app@sha256:bb", 2, 2)), &images),
+            SlotReturn::Reapply
+        );
+        assert_eq!(slot_return(None, &images), SlotReturn::Reapply);
     }
 }

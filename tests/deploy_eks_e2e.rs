@@ -456,6 +456,17 @@ fn blue_green_deploys_to_the_idle_slot_switches_the_service_and_scales_the_old_s
             .count("GET", "/services/web-preview:80/proxy/health")
             >= 2
     );
+
+    // The next deploy goes back to blue, scaled down a moment ago: its replicas come back.
+    eks.change_image("third");
+    let third = eks.run(&["run"]);
+    assert_eq!(third.code, 0, "{third:?}");
+    // The dry run before the build takes `replicas` back as the apply does: no conflict.
+    assert!(!third.stderr.contains("could not check"), "{third:?}");
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+    assert_eq!(eks.slot_image("blue"), pushed_ref(&third.json()));
+    assert_eq!(eks.slot_replicas("blue"), 2);
+    assert_eq!(eks.slot_replicas("green"), 0);
 }
 
 #[test]

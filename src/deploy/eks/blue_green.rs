@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::api_failure::kube_failure;
 use super::blue_green_slots::{
-    Slot, SlotChoice, SlotReturn, choose_slot, first_port, service, service_on, slot_deployment,
-    slot_objects, slot_return,
+    Slot, SlotChoice, SlotReturn, choose_slot, first_port, is_slot_deployment, service, service_on,
+    slot_deployment, slot_objects, slot_return,
 };
 use super::cluster_apply::{ClusterKinds, FIELD_MANAGER, apply};
 use super::error::{EksDeployError, EksErrorKind};
@@ -218,8 +218,7 @@ pub(crate) async fn deploy(
                         &outcome,
                     ));
                 }
-                let is_slot = object.key.kind == "Deployment" && object.key.name == new_name;
-                // The slots are shipit's own objects: a scale-down's `replicas` is taken back.
+                let is_slot = is_slot_deployment(object, config);
                 let force = spec.config.force_conflicts || is_slot;
                 let applied = apply(client, &mut kinds, object, force)
                     .await

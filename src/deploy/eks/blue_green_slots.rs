@@ -142,6 +142,15 @@ pub(crate) fn slot_deployment(deployment: &PreparedObject, slot: Slot) -> Prepar
     }
 }
 
+/// Whether `object` is one of the slot Deployments. They are shipit's own objects: their
+/// `replicas`, which a scale-down patches, is taken back by the next apply with force.
+pub(crate) fn is_slot_deployment(object: &PreparedObject, config: &EksBlueGreen) -> bool {
+    object.key.kind == "Deployment"
+        && [Slot::Blue, Slot::Green]
+            .iter()
+            .any(|slot| object.key.name == slot.deployment(&config.deployment))
+}
+
 /// The Service selecting `slot` (or, with `None`, as the manifests select).
 pub(crate) fn service_on(service: &PreparedObject, slot: Option<Slot>) -> PreparedObject {
     let mut service = service.clone();

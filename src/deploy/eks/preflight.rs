@@ -7,6 +7,7 @@ use kube::Client;
 use serde_json::Value;
 
 use super::blue_green::{planned_objects, slot_line};
+use super::blue_green_slots::is_slot_deployment;
 use super::cluster_apply::{ClusterKinds, dry_run};
 use super::error::EksDeployError;
 use super::manifests::PreparedObject;
@@ -45,6 +46,17 @@ impl CreatedByManifests {
     }
 }
 
+/// Whether the apply of `object` takes fields over, as the deploy does: when the target says
+/// so, and always for blue/green's slot Deployments.
+fn force(spec: &EksDeploySpec, object: &PreparedObject) -> bool {
+    spec.config.force_conflicts
+        || spec
+            .config
+            .blue_green
+            .as_ref()
+            .is_some_and(|config| is_slot_deployment(object, config))
+}
+
 /// The objects a deploy applies now: the manifests, or for blue/green the slot it goes to
 /// (with the line saying which).
 async fn objects_to_apply(
@@ -72,7 +84,7 @@ pub async fn preflight(client: &Client, spec: &EksDeploySpec) -> Result<(), EksD
         if created.kinds.contains(&object.key.kind) {
             continue;
         }
-        if let Err(error) = dry_run(client, &mut kinds, object, spec.config.force_conflicts).await
+        if let Err(error) = dry_run(client, &mut kinds, object, force(spec, object)).await
             && !created.needs_earlier_objects(object)
         {
             return Err(error);
@@ -96,7 +108,7 @@ pub async fn preview(client: &Client, spec: &EksDeploySpec) -> Result<Vec<String
             ));
             continue;
         }
-        match dry_run(client, &mut kinds, object, spec.config.force_conflicts).await {
+        match dry_run(client, &mut kinds, object, force(spec, object)).await {
             Ok((live, result)) => lines.push(preview_line(&object.key, live.as_ref(), &result)),
             Err(_) if created.needs_earlier_objects(object) => lines.push(format!(
                 "create {} (in a namespace these manifests create)",

@@ -843,3 +843,44 @@ fn a_blue_green_slot_slower_than_its_timeout_exits_4_without_switching() {
     assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
     assert_eq!(eks.slot_replicas("green"), 0);
 }
+
+#[test]
+fn rollback_returns_a_daemon_set_to_the_revision_the_earlier_run_recorded() {
+    let eks = EksProject::with_workload("e2e-eks-ds-rollback", "", daemon_set_manifest());
+    assert_eq!(eks.run(&["run"]).code, 0);
+    let first = eks.workload_image("DaemonSet");
+    eks.change_image("second");
+    assert_eq!(eks.run(&["run"]).code, 0);
+    assert_ne!(eks.workload_image("DaemonSet"), first);
+    let run = eks.run(&["rollback", "deploy:web"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(eks.workload_image("DaemonSet"), first);
+    assert_eq!(eks.pod_images(), vec![first; 3]);
+}
+
+#[test]
+fn a_failing_blue_green_slot_is_left_running_when_rollback_on_failure_is_off() {
+    let eks = EksProject::new(
+        "e2e-eks-bg-keep",
+        &format!(
+            "      rollback_on_failure: false\n      max_restarts: 1\n{}",
+            blue_green(HTTP_SMOKE)
+        ),
+    );
+    assert_eq!(eks.run(&["run"]).code, 0);
+    eks.emulator.set_scenario(
+        NAMESPACE,
+        "web-green",
+        PodScenario::crash_loop(3, &["panic: DATABASE_URL is not set"]),
+    );
+    eks.change_image("second");
+    let run = eks.run(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("web-green is left running for inspection (rollback_on_failure: false)"),
+        "{run:?}"
+    );
+    assert_eq!(eks.serving_slot().as_deref(), Some("blue"));
+    assert_eq!(eks.slot_replicas("green"), 2);
+}

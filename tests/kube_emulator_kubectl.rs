@@ -323,3 +323,264 @@ async fn kube_rs_lists_and_watches_a_rollout() {
             >= 2
     );
 }
+
+/// A Job manifest whose pod runs `check`; `backoffLimit: 0`, so one failed pod fails it.
+fn job_manifest(cluster: &Cluster, name: &str) -> PathBuf {
+    let path = cluster.dir.path().join(format!("{name}.json"));
+    let text = format!(
+        r#"{{"apiVersion": "batch/v1", "kind": "Job", "metadata": {{"name": "{name}", "namespace": "shop"}},
+    "spec": {{"backoffLimit": 0, "template": {{"spec": {{"restartPolicy": "Never",
+      "containers": [{{"name": "check", "image": "registry.example/curl:8", "args": ["http://web-preview/health"]}}]}}}}}}}}"#
+    );
+    std::fs::write(&path, text).expect("the job manifest is written");
+    path
+}
+
+#[test]
+fn kubectl_waits_for_jobs_to_complete_or_fail_and_lists_them() {
+    let cluster = cluster(fast());
+    cluster.emulator.seed(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    cluster.emulator.set_scenario(
+        "shop",
+        "smoke-bad",
+        PodScenario::job_fails(7, &["GET /health: 500"]),
+    );
+    for name in ["smoke-ok", "smoke-bad"] {
+        let manifest = job_manifest(&cluster, name);
+        let applied =
+            cluster.kubectl(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]);
+        assert!(applied.status.success(), "{}", text(&applied));
+        assert!(
+            String::from_utf8_lossy(&applied.stdout).contains(&format!("job.batch/{name}")),
+            "{}",
+            text(&applied)
+        );
+    }
+    let complete = cluster.kubectl(&[
+        "-n",
+        "shop",
+        "wait",
+        "--for=condition=complete",
+        "job/smoke-ok",
+        "--timeout=20s",
+    ]);
+    assert!(complete.status.success(), "{}", text(&complete));
+    let failed = cluster.kubectl(&[
+        "-n",
+        "shop",
+        "wait",
+        "--for=condition=failed",
+        "job/smoke-bad",
+        "--timeout=20s",
+    ]);
+    assert!(failed.status.success(), "{}", text(&failed));
+
+    let got = cluster.kubectl(&["-n", "shop", "get", "jobs", "-o", "json"]);
+    assert!(got.status.success(), "{}", text(&got));
+    let list: serde_json::Value = serde_json::from_slice(&got.stdout).expect("kubectl prints JSON");
+    let jobs = list["items"].as_array().expect("a list");
+    let status_of = |name: &str| {
+        jobs.iter()
+            .find(|job| job["metadata"]["name"] == name)
+            .map(|job| job["status"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(status_of("smoke-ok")["succeeded"], 1, "{list:#}");
+    assert_eq!(status_of("smoke-bad")["failed"], 1, "{list:#}");
+
+    // The failed pod is the Job's, by the label the Job controller sets, with its exit code
+    // and its logs.
+    let pods = cluster.kubectl(&[
+        "-n",
+        "shop",
+        "get",
+        "pods",
+        "-l",
+        "job-name=smoke-bad",
+        "-o",
+        "jsonpath={.items[0].metadata.name} {.items[0].status.phase} {.items[0].status.containerStatuses[0].state.terminated.exitCode}",
+    ]);
+    assert!(pods.status.success(), "{}", text(&pods));
+    let line = String::from_utf8_lossy(&pods.stdout).to_string();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[1..], ["Failed", "7"], "{}", text(&pods));
+    let logs = cluster.kubectl(&["-n", "shop", "logs", fields[0]]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "GET /health: 500\n");
+
+    // Deleting the Job takes its pods with it.
+    let deleted = cluster.kubectl(&["-n", "shop", "delete", "job", "smoke-bad"]);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    assert!(
+        cluster
+            .emulator
+            .pods("shop", "job-name=smoke-bad")
+            .is_empty()
+    );
+}
+
+#[test]
+fn kubectl_reaches_the_service_proxy_and_sees_a_switched_selector() {
+    let cluster = cluster(fast());
+    // Pods ready after 2s: long enough for kubectl to ask before.
+    cluster
+        .emulator
+        .set_scenario("shop", "web", PodScenario::Slow { steps_per_pod: 40 });
+    let manifest = cluster.manifest("v1.json", "registry.example/web:1", 600);
+    // Before any pod is ready the API server has no endpoint to proxy to.
+    let applied = cluster.kubectl(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let early = cluster.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/shop/services/web:80/proxy/health",
+    ]);
+    assert_eq!(early.status.code(), Some(1), "{}", text(&early));
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("no endpoints available for service"),
+        "{}",
+        text(&early)
+    );
+    let status = cluster.kubectl(&[
+        "-n",
+        "shop",
+        "rollout",
+        "status",
+        "deploy/web",
+        "--timeout=20s",
+    ]);
+    assert!(status.status.success(), "{}", text(&status));
+    let ok = cluster.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/shop/services/web:80/proxy/health",
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
+    cluster
+        .emulator
+        .set_proxy_answer("shop", "web", 500, "database unreachable");
+    let failing = cluster.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/shop/services/web:80/proxy/health",
+    ]);
+    assert_eq!(failing.status.code(), Some(1), "{}", text(&failing));
+    let missing = cluster.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/shop/services/nope:80/proxy/",
+    ]);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("not found"),
+        "{}",
+        text(&missing)
+    );
+
+    // A server-side apply of the selector, as a blue/green switch does it, is what kubectl reads.
+    let switched = cluster.dir.path().join("switch.json");
+    std::fs::write(
+        &switched,
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+    "spec": {"selector": {"app": "web", "shipit.dev/slot": "green"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    )
+    .unwrap();
+    let applied = cluster.kubectl(&["apply", "--server-side", "-f", switched.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let selector = cluster.kubectl(&[
+        "-n",
+        "shop",
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.spec.selector.shipit\\.dev/slot}",
+    ]);
+    assert!(selector.status.success(), "{}", text(&selector));
+    assert_eq!(String::from_utf8_lossy(&selector.stdout), "green");
+    // No pod carries the slot label: the Service has no endpoint any more.
+    let none = cluster.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/shop/services/web:80/proxy/health",
+    ]);
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none));
+}
+
+fn workload_manifest(cluster: &Cluster, kind: &str, name: &str, image: &str) -> PathBuf {
+    let path = cluster.dir.path().join(format!("{kind}-{name}.json"));
+    let replicas = if kind == "StatefulSet" {
+        r#""replicas": 2, "serviceName": "db","#
+    } else {
+        ""
+    };
+    let text = format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "{kind}", "metadata": {{"name": "{name}", "namespace": "shop"}},
+    "spec": {{{replicas} "selector": {{"matchLabels": {{"app": "{name}"}}}},
+      "template": {{"metadata": {{"labels": {{"app": "{name}"}}}},
+        "spec": {{"containers": [{{"name": "{name}", "image": "{image}"}}]}}}}}}}}"#
+    );
+    std::fs::write(&path, text).expect("the manifest is written");
+    path
+}
+
+#[test]
+fn kubectl_rolls_stateful_and_daemon_sets_out_and_undoes_them_by_controller_revision() {
+    let cluster = cluster(fast());
+    cluster.emulator.seed(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    for (kind, name, short) in [
+        ("StatefulSet", "db", "sts/db"),
+        ("DaemonSet", "agent", "ds/agent"),
+    ] {
+        for image in ["registry.example/x:1", "registry.example/x:2"] {
+            let manifest = workload_manifest(&cluster, kind, name, image);
+            let applied =
+                cluster.kubectl(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]);
+            assert!(applied.status.success(), "{}", text(&applied));
+            let status =
+                cluster.kubectl(&["-n", "shop", "rollout", "status", short, "--timeout=20s"]);
+            assert!(status.status.success(), "{}", text(&status));
+        }
+        let history = cluster.kubectl(&["-n", "shop", "rollout", "history", short]);
+        assert!(history.status.success(), "{}", text(&history));
+        let listed = String::from_utf8_lossy(&history.stdout).to_string();
+        assert!(
+            listed.lines().any(|l| l.starts_with("1 "))
+                && listed.lines().any(|l| l.starts_with("2 ")),
+            "{}",
+            text(&history)
+        );
+        let undo = cluster.kubectl(&["-n", "shop", "rollout", "undo", short]);
+        assert!(undo.status.success(), "{}", text(&undo));
+        let status = cluster.kubectl(&["-n", "shop", "rollout", "status", short, "--timeout=20s"]);
+        assert!(status.status.success(), "{}", text(&status));
+        let object = cluster
+            .emulator
+            .object("apps/v1", kind, "shop", name)
+            .unwrap();
+        assert_eq!(
+            object["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example/x:1",
+            "{kind}"
+        );
+        let images: Vec<String> = cluster
+            .emulator
+            .pods("shop", &format!("app={name}"))
+            .iter()
+            .map(|pod| {
+                pod["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        assert!(
+            !images.is_empty() && images.iter().all(|i| i == "registry.example/x:1"),
+            "{kind}: {images:?}"
+        );
+    }
+}

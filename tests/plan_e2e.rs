@@ -158,6 +158,7 @@ fn the_cluster_examples_validate_and_plan_offline() {
         "pipelines/ecs-rolling.yaml",
         "pipelines/ecs-blue-green.yaml",
         "pipelines/eks-rolling.yaml",
+        "pipelines/eks-blue-green.yaml",
     ] {
         let shipit = |args: &[&str]| {
             let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shipit"));

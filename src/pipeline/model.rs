@@ -816,12 +816,6 @@ impl ValidateConfig for EksTarget {
                 "only `strategy: blue_green` uses these settings; remove them or change the strategy",
             )),
             (EksStrategy::BlueGreen, Some(blue_green)) => {
-                // The settings are checked, so a file written for the coming version is right
-                // the day it can run.
-                problems.push(ConfigProblem::new(
-                    "strategy",
-                    "blue_green is not available for eks targets in this version of shipit; use `strategy: rolling`",
-                ));
                 for (field, name) in [
                     ("blue_green.deployment", &blue_green.deployment),
                     ("blue_green.service", &blue_green.service),
@@ -839,6 +833,25 @@ impl ValidateConfig for EksTarget {
                     problems.push(ConfigProblem::new(
                         "blue_green.smoke_check",
                         "name one of `http` or `job`",
+                    ));
+                }
+                if blue_green
+                    .smoke_check
+                    .as_ref()
+                    .is_some_and(|check| check.http.is_some())
+                    && blue_green.preview_service.is_none()
+                {
+                    problems.push(ConfigProblem::new(
+                        "blue_green.smoke_check.http",
+                        "is sent through the preview Service: name it in `blue_green.preview_service`",
+                    ));
+                }
+                if let Some(preview) = &blue_green.preview_service
+                    && (preview == &blue_green.service || !is_dns_subdomain(preview))
+                {
+                    problems.push(ConfigProblem::new(
+                        "blue_green.preview_service",
+                        format!("`{preview}` must be a Kubernetes object name other than the service's"),
                     ));
                 }
             }
@@ -874,4 +887,53 @@ fn is_dns_label(text: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !text.starts_with('-')
         && !text.ends_with('-')
+}
+
+#[cfg(test)]
+mod eks_blue_green_tests {
+    use super::*;
+    use crate::config_problem::ValidateConfig;
+    use serde_json::json;
+
+    fn target(blue_green: serde_json::Value) -> EksTarget {
+        serde_json::from_value(json!({
+            "cluster": "prod", "namespace": "shop", "manifests": ["k8s/*.yaml"], "container": "web",
+            "strategy": "blue_green", "blue_green": blue_green
+        }))
+        .unwrap()
+    }
+
+    fn paths(target: &EksTarget) -> Vec<String> {
+        target.problems().into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn blue_green_settings_that_fit_are_valid() {
+        let valid = target(json!({
+            "deployment": "web", "service": "web", "preview_service": "web-preview",
+            "smoke_check": {"http": {"path": "/health"}}, "scale_down_delay": "0s"
+        }));
+        assert_eq!(paths(&valid), Vec::<String>::new());
+        let job = target(json!({
+            "deployment": "web", "service": "web", "smoke_check": {"job": "smoke/job.yaml"}
+        }));
+        assert_eq!(paths(&job), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_http_smoke_check_needs_a_preview_service_other_than_the_service() {
+        let no_preview = target(json!({
+            "deployment": "web", "service": "web", "smoke_check": {"http": {"path": "/health"}}
+        }));
+        assert_eq!(paths(&no_preview), ["blue_green.smoke_check.http"]);
+        let same = target(json!({
+            "deployment": "web", "service": "web", "preview_service": "web"
+        }));
+        assert_eq!(paths(&same), ["blue_green.preview_service"]);
+        let both = target(json!({
+            "deployment": "web", "service": "web", "preview_service": "p",
+            "smoke_check": {"http": {"path": "/"}, "job": "j.yaml"}
+        }));
+        assert_eq!(paths(&both), ["blue_green.smoke_check"]);
+    }
 }

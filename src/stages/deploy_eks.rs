@@ -124,7 +124,49 @@ fn spec(
         base_dir: pipeline.base_dir.clone(),
         documents: documents(pipeline, eks, values)?,
         images: pinned_images(target_name, eks.container_images(&target.image), refs)?,
+        smoke_job: smoke_job(pipeline, eks, values)?,
     })
+}
+
+/// Blue/green's smoke-check Job, read and resolved like the manifests: one document, a Job.
+fn smoke_job(
+    pipeline: &Pipeline,
+    eks: &EksTarget,
+    values: &Values,
+) -> Result<Option<ManifestDocument>, StageFailure> {
+    let Some(file) = eks
+        .blue_green
+        .as_ref()
+        .and_then(|bg| bg.smoke_check.as_ref())
+        .and_then(|check| check.job.as_ref())
+    else {
+        return Ok(None);
+    };
+    let path = pipeline.resolve_path(file);
+    let text = std::fs::read_to_string(&path).map_err(|err| {
+        StageFailure::invalid(format!(
+            "failed to read the smoke check job {}: {err}",
+            relative(pipeline, &path)
+        ))
+    })?;
+    let name = relative(pipeline, &path);
+    let mut found = eks::parse_manifest(&name, &text).map_err(|err| failure(err).0)?;
+    let (Some(mut document), true) = (found.pop(), found.is_empty()) else {
+        return Err(StageFailure::invalid(format!(
+            "the smoke check job {name} must hold exactly one document, a Job"
+        )));
+    };
+    if document.object["kind"] != "Job" {
+        return Err(StageFailure::invalid(format!(
+            "the smoke check job {name} is a {}, not a Job",
+            document.object["kind"]
+                .as_str()
+                .unwrap_or("document without a kind")
+        )));
+    }
+    document.object = interpolate_value(&document.object, values, &DocPath::root())
+        .map_err(|(at, message)| StageFailure::invalid(format!("{name}, at {at}: {message}")))?;
+    Ok(Some(document))
 }
 
 fn spec_ahead(input: &PreviewInput<'_>) -> Result<EksDeploySpec, StageFailure> {
@@ -289,5 +331,6 @@ fn run_spec_for_rollback(
         base_dir: input.pipeline.base_dir.clone(),
         documents: documents(input.pipeline, eks, input.values)?,
         images: earlier.images.clone(),
+        smoke_job: None,
     })
 }

@@ -5,12 +5,15 @@
 
 use serde_json::Value;
 
-use super::pods::PodProblem;
+use super::pods::{PodProblem, UnreadyPod};
 
 /// Events shown per object.
 pub(crate) const EVENTS_SHOWN: usize = 8;
 /// Log lines shown of the failing container.
 pub(crate) const LOG_LINES: i64 = 20;
+
+/// Events as read: none asked for, what the API listed, or why it could not be read.
+pub(crate) type EventsRead = Option<Result<Vec<Value>, String>>;
 
 /// What was gathered about a failure; each source is what it said or why it could not be read.
 #[derive(Debug, Clone, Default)]
@@ -20,10 +23,15 @@ pub(crate) struct FailureReport {
     /// Why the rollout failed (the pod problem's summary, or the gate's reason).
     pub(crate) why: String,
     pub(crate) problem: Option<PodProblem>,
-    pub(crate) workload_events: Option<Result<Vec<Value>, String>>,
-    pub(crate) pod_events: Option<Result<Vec<Value>, String>>,
+    pub(crate) workload_events: EventsRead,
+    pub(crate) pod_events: EventsRead,
     pub(crate) logs: Option<Result<String, String>>,
+    /// A timeout's new pods that are not ready, each with its events.
+    pub(crate) unready: Vec<(UnreadyPod, EventsRead)>,
 }
+
+/// Unready pods a timeout names, at most; the rest are counted.
+pub(crate) const UNREADY_PODS_SHOWN: usize = 3;
 
 /// The one-line summary of a pod problem.
 pub(crate) fn problem_summary(problem: &PodProblem) -> String {
@@ -57,8 +65,22 @@ fn event_time(event: &Value) -> &str {
 /// The last events, warnings first, each as `Warning BackOff (x5): message`.
 pub(crate) fn event_lines(events: &[Value]) -> Vec<String> {
     let mut recent: Vec<&Value> = events.iter().collect();
-    // RFC 3339 timestamps in UTC sort as text.
-    recent.sort_by(|a, b| event_time(a).cmp(event_time(b)));
+    // RFC 3339 timestamps in UTC sort as text. They have whole seconds: events of the same
+    // second are ordered by reason and message, so the explanation does not depend on the
+    // order the API listed them in.
+    let field = |event: &Value, name: &str| {
+        event
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    recent.sort_by(|a, b| {
+        event_time(a)
+            .cmp(event_time(b))
+            .then_with(|| field(a, "reason").cmp(&field(b, "reason")))
+            .then_with(|| field(a, "message").cmp(&field(b, "message")))
+    });
     let start = recent.len().saturating_sub(EVENTS_SHOWN);
     let mut recent = recent.split_off(start);
     recent.sort_by_key(|event| event.get("type").and_then(Value::as_str) != Some("Warning"));
@@ -115,6 +137,31 @@ pub(crate) fn explain(report: &FailureReport) -> String {
     );
     if let Some(problem) = &report.problem {
         section(format!("events of pod {}", problem.pod), &report.pod_events);
+    }
+    if !report.unready.is_empty() {
+        lines.push(format!("  new pods not ready ({}):", report.unready.len()));
+        for (pod, events) in report.unready.iter().take(UNREADY_PODS_SHOWN) {
+            lines.push(format!("    pod {}: {}", pod.pod, pod.state));
+            match events {
+                None => {}
+                Some(Err(why)) => lines.push(format!("      events: could not be read: {why}")),
+                Some(Ok(events)) if events.is_empty() => lines.push("      events: none".into()),
+                Some(Ok(events)) => {
+                    lines.push("      events:".into());
+                    lines.extend(
+                        event_lines(events)
+                            .into_iter()
+                            .map(|line| format!("        {line}")),
+                    );
+                }
+            }
+        }
+        if report.unready.len() > UNREADY_PODS_SHOWN {
+            lines.push(format!(
+                "    and {} more",
+                report.unready.len() - UNREADY_PODS_SHOWN
+            ));
+        }
     }
     if let (Some(problem), Some(logs)) = (&report.problem, &report.logs) {
         let which = if problem.previous_instance {
@@ -209,6 +256,7 @@ mod tests {
                 2,
             )])),
             logs: Some(Ok(logs)),
+            unready: Vec::new(),
         };
         let text = explain(&report);
         let lines: Vec<&str> = text.lines().collect();
@@ -233,6 +281,7 @@ mod tests {
             workload_events: Some(Err("forbidden: cannot list events".into())),
             pod_events: None,
             logs: Some(Err("container not found".into())),
+            unready: Vec::new(),
         };
         let text = explain(&report);
         assert!(
@@ -247,5 +296,67 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_timeout_names_its_unready_pods_with_their_events_and_counts_the_rest() {
+        let pod = |n: usize| UnreadyPod {
+            pod: format!("web-c-{n}"),
+            state: "Running; Ready=False; container web running, not ready".into(),
+        };
+        let report = FailureReport {
+            workload: "deployment/web".into(),
+            why: "timed out after 2s waiting: 0 of 4 available".into(),
+            workload_events: Some(Ok(vec![])),
+            unready: vec![
+                (
+                    pod(1),
+                    Some(Ok(vec![event(
+                        "Warning",
+                        "Unhealthy",
+                        "Readiness probe failed: HTTP probe failed with statuscode: 503",
+                        "2025-01-01T12:00:05Z",
+                        4,
+                    )])),
+                ),
+                (pod(2), Some(Ok(vec![]))),
+                (pod(3), Some(Err("forbidden".into()))),
+                (pod(4), None),
+            ],
+            ..FailureReport::default()
+        };
+        assert_eq!(
+            explain(&report),
+            "deployment/web: timed out after 2s waiting: 0 of 4 available
+  events of deployment/web: none
+  new pods not ready (4):
+    pod web-c-1: Running; Ready=False; container web running, not ready
+      events:
+        Warning Unhealthy (x4): Readiness probe failed: HTTP probe failed with statuscode: 503
+    pod web-c-2: Running; Ready=False; container web running, not ready
+      events: none
+    pod web-c-3: Running; Ready=False; container web running, not ready
+      events: could not be read: forbidden
+    and 1 more"
+        );
+    }
+
+    #[test]
+    fn events_of_the_same_second_come_in_one_order_whatever_the_listing() {
+        let a = event(
+            "Warning",
+            "Failed",
+            "Error: ErrImagePull",
+            "2025-01-01T12:00:05Z",
+            1,
+        );
+        let b = event(
+            "Warning",
+            "Failed",
+            "Failed to pull image",
+            "2025-01-01T12:00:05Z",
+            1,
+        );
+        assert_eq!(event_lines(&[a.clone(), b.clone()]), event_lines(&[b, a]));
     }
 }

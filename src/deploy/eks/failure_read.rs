@@ -6,9 +6,9 @@ use kube::Client;
 use kube::api::{Api, ListParams, LogParams};
 use serde_json::Value;
 
-use super::diagnosis::{FailureReport, LOG_LINES};
+use super::diagnosis::{FailureReport, LOG_LINES, UNREADY_PODS_SHOWN};
 use super::outcome::AppliedWorkload;
-use super::pods::PodProblem;
+use super::pods::{PodProblem, UnreadyPod};
 
 async fn events_of(
     client: &Client,
@@ -41,15 +41,32 @@ async fn logs_of(client: &Client, namespace: &str, problem: &PodProblem) -> Resu
         .map_err(|e| e.to_string())
 }
 
-/// Everything readable about `workload`'s failure.
+/// Everything readable about `workload`'s failure: with `unready` (a timeout's new pods that
+/// are not ready), the events of the first few of them too.
 pub(crate) async fn read_failure(
     client: &Client,
     workload: &AppliedWorkload,
     why: String,
     problem: Option<PodProblem>,
+    unready: Vec<UnreadyPod>,
+    workload_uid: Option<&str>,
 ) -> FailureReport {
     let namespace = &workload.namespace;
-    let workload_events = Some(events_of(client, namespace, &workload.kind, &workload.name).await);
+    // Events outlive their object: with the uid, those of an earlier object of the same name
+    // (the previous deploy's smoke-check Job) are left out.
+    let workload_events = Some(
+        events_of(client, namespace, &workload.kind, &workload.name)
+            .await
+            .map(|events| match workload_uid {
+                Some(uid) => events
+                    .into_iter()
+                    .filter(|e| {
+                        e.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(uid)
+                    })
+                    .collect(),
+                None => events,
+            }),
+    );
     let (pod_events, logs) = match &problem {
         Some(problem) => (
             Some(events_of(client, namespace, "Pod", &problem.pod).await),
@@ -60,8 +77,18 @@ pub(crate) async fn read_failure(
         ),
         None => (None, None),
     };
+    let mut unready_read = Vec::with_capacity(unready.len());
+    for (index, pod) in unready.into_iter().enumerate() {
+        let events = if index < UNREADY_PODS_SHOWN {
+            Some(events_of(client, namespace, "Pod", &pod.pod).await)
+        } else {
+            None
+        };
+        unready_read.push((pod, events));
+    }
     FailureReport {
         workload: format!("{}/{}", workload.kind.to_lowercase(), workload.name),
+        unready: unready_read,
         why,
         problem,
         workload_events,

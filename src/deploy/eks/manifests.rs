@@ -209,6 +209,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             images: [("web".to_string(), "r/app@sha256:aa".to_string())].into(),
+            smoke_job: None,
         }
     }
 

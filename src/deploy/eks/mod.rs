@@ -9,21 +9,31 @@
 //! `observer` (progress and checkpoints out of the deploy), `error`.
 //! Pure: `manifest_parse` (YAML streams into documents), `image_pinning`, `manifests` (apply
 //! order, namespaces, marks, digest), `object_diff` (dry run against live), `gate` (kubectl's
-//! rollout status), `pods` (new-pod verdicts), `replica_sets` (revisions for undo),
+//! rollout status), `pods` (new-pod verdicts), `replica_sets` and `controller_revisions`
+//! (revisions for undo), `rollback_choice` (which revision an undo returns to),
+//! `stateful_set_pods` (the pods a StatefulSet rollback deletes),
 //! `workload_verdict` (the one place that decides), `diagnosis` (the explanation),
-//! `api_failure` (API refusals mapped to what to do).
+//! `api_failure` (API refusals mapped to what to do), `blue_green_slots` (which slot serves,
+//! which one a deploy goes to, the objects applied for it), `job_verdict` (a smoke-check Job's
+//! end).
 //! I/O: `cluster_apply` (discovery and server-side apply), `rollout_watch` (the watch),
 //! `failure_read` (events and logs), `rollout` (deploy, undo, rollback, still deployed),
+//! `blue_green` (the slot deploy, switch, scale-down and rollback), `smoke_check` (HTTP through
+//! the service proxy, or a Job),
 //! `preflight` (dry run and preview).
 
 mod access;
 mod api_failure;
+mod blue_green;
+mod blue_green_slots;
 mod cluster_apply;
+mod controller_revisions;
 mod diagnosis;
 mod error;
 mod failure_read;
 mod gate;
 mod image_pinning;
+mod job_verdict;
 mod manifest_parse;
 mod manifests;
 mod object_diff;
@@ -32,9 +42,12 @@ mod outcome;
 mod pods;
 mod preflight;
 mod replica_sets;
+mod rollback_choice;
 mod rollout;
 mod rollout_watch;
+mod smoke_check;
 mod spec;
+mod stateful_set_pods;
 mod workload_verdict;
 
 pub use access::{ClusterAccess, EksCluster, connect, describe_eks_cluster};

@@ -28,6 +28,9 @@ pub struct EksCheckpoint {
     /// Blue/green: the slot (`blue` or `green`) this deploy rolls out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
+    /// Blue/green: the slot serving when the deploy started (none before the first switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_slot: Option<String>,
     /// Blue/green: whether the Service selector was switched to `slot`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub switched: bool,
@@ -54,6 +57,10 @@ pub struct WorkloadOutcome {
     pub available: i64,
     /// Whether the rollout completed.
     pub complete: bool,
+    /// The ControllerRevision a StatefulSet or DaemonSet completed at (what `shipit rollback`
+    /// returns it to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_revision: Option<String>,
 }
 
 /// Where an EKS deploy ended: recorded on success and on failure.
@@ -74,11 +81,18 @@ pub struct EksDeployOutcome {
     /// Container name → the image reference it runs.
     #[serde(default)]
     pub images: std::collections::BTreeMap<String, String>,
-    /// Blue/green: the slot serving after the deploy, and the one before.
+    /// Blue/green: the slot serving after the deploy (the Service selects it), and the one
+    /// that served before (kept for `scale_down_delay`, so that a rollback is a selector flip).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_slot: Option<String>,
+    /// Blue/green: whether `previous_slot` was scaled to zero (after `scale_down_delay`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub previous_slot_scaled_down: bool,
+    /// Blue/green: what the smoke check saw, when it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_check: Option<String>,
     /// Whether the workloads were returned to their previous pod templates (or the Service to
     /// the previous slot).
     #[serde(default)]

@@ -31,6 +31,85 @@ pub(crate) struct PodProblem {
     pub(crate) previous_instance: bool,
 }
 
+/// A new pod that is not ready, as a timeout explains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnreadyPod {
+    pub(crate) pod: String,
+    /// Its phase, the conditions that are not true and why, and each container's state:
+    /// `Pending; PodScheduled=False (Unschedulable: …); container web waiting: ContainerCreating`.
+    pub(crate) state: String,
+}
+
+/// Why `pod` is not ready, in one line; `None` when it is ready.
+pub(crate) fn unready_pod(pod: &Value) -> Option<UnreadyPod> {
+    if condition(pod, "Ready").and_then(|c| text(c, "/status")) == Some("True") {
+        return None;
+    }
+    let mut parts = vec![text(pod, "/status/phase").unwrap_or("Pending").to_owned()];
+    for c in pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| text(c, "/status") != Some("True"))
+    {
+        let kind = text(c, "/type").unwrap_or("?");
+        let status = text(c, "/status").unwrap_or("Unknown");
+        let why = match (text(c, "/reason"), text(c, "/message")) {
+            (Some(reason), Some(message)) => format!(" ({reason}: {message})"),
+            (Some(reason), None) => format!(" ({reason})"),
+            (None, Some(message)) => format!(" ({message})"),
+            (None, None) => String::new(),
+        };
+        parts.push(format!("{kind}={status}{why}"));
+    }
+    for status in ["/status/initContainerStatuses", "/status/containerStatuses"]
+        .into_iter()
+        .filter_map(|pointer| pod.pointer(pointer).and_then(Value::as_array))
+        .flatten()
+    {
+        let name = text(status, "/name").unwrap_or("?");
+        let restarts = status
+            .get("restartCount")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let restarted = if restarts > 0 {
+            format!(", restarts {restarts}")
+        } else {
+            String::new()
+        };
+        let line = if let Some(reason) = text(status, "/state/waiting/reason") {
+            match text(status, "/state/waiting/message") {
+                Some(message) => {
+                    format!("container {name} waiting: {reason} ({message}){restarted}")
+                }
+                None => format!("container {name} waiting: {reason}{restarted}"),
+            }
+        } else if status.pointer("/state/running").is_some() {
+            if status.get("ready").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            format!("container {name} running, not ready{restarted}")
+        } else if let Some(terminated) = status.pointer("/state/terminated") {
+            format!(
+                "container {name} terminated: {}, exit code {}{restarted}",
+                text(terminated, "/reason").unwrap_or("?"),
+                terminated
+                    .get("exitCode")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default()
+            )
+        } else {
+            continue;
+        };
+        parts.push(line);
+    }
+    Some(UnreadyPod {
+        pod: text(pod, "/metadata/name").unwrap_or("?").to_owned(),
+        state: parts.join("; "),
+    })
+}
+
 /// Waiting reasons that do not go away by waiting: the image cannot be pulled, or the
 /// container cannot even be created.
 const UNRECOVERABLE_WAITING: &[&str] = &[
@@ -387,5 +466,41 @@ pub(crate) mod tests {
         ] {
             let _ = pod_problem(&shapeless, &LIMITS, now());
         }
+    }
+
+    #[test]
+    fn an_unready_pod_is_told_by_its_conditions_and_container_states() {
+        let mut waiting = pod(
+            "web-c-1",
+            "c",
+            false,
+            json!({"name": "web", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}}}),
+        );
+        waiting["status"]["phase"] = json!("Pending");
+        waiting["status"]["conditions"][1]["reason"] = json!("ContainersNotReady");
+        waiting["status"]["conditions"][1]["message"] =
+            json!("containers with unready status: [web]");
+        assert_eq!(
+            unready_pod(&waiting),
+            Some(UnreadyPod {
+                pod: "web-c-1".into(),
+                state: "Pending; Ready=False (ContainersNotReady: containers with unready status: [web]); container web waiting: ContainerCreating".into(),
+            })
+        );
+        let running = pod(
+            "web-c-2",
+            "c",
+            false,
+            json!({"name": "web", "ready": false, "restartCount": 1,
+                "state": {"running": {"startedAt": "2025-01-01T12:00:00Z"}}}),
+        );
+        assert_eq!(
+            unready_pod(&running).unwrap().state,
+            "Running; Ready=False; container web running, not ready, restarts 1"
+        );
+        let ready = pod("web-c-3", "c", true, json!({"name": "web", "ready": true}));
+        assert_eq!(unready_pod(&ready), None);
+        let _ = unready_pod(&json!({"status": []}));
     }
 }

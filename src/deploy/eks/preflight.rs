@@ -6,12 +6,15 @@ use std::collections::BTreeSet;
 use kube::Client;
 use serde_json::Value;
 
-use super::cluster_apply::dry_run;
+use super::blue_green::{planned_objects, slot_line};
+use super::blue_green_slots::is_slot_deployment;
+use super::cluster_apply::{ClusterKinds, dry_run};
 use super::error::EksDeployError;
 use super::manifests::PreparedObject;
 use super::object_diff::preview_line;
 use super::rollout::prepared_objects;
 use super::spec::EksDeploySpec;
+use crate::pipeline::model::EksStrategy;
 
 /// What the manifests themselves create, which a dry run cannot see yet: namespaces, and
 /// kinds defined by CRDs.
@@ -43,16 +46,45 @@ impl CreatedByManifests {
     }
 }
 
+/// Whether the apply of `object` takes fields over, as the deploy does: when the target says
+/// so, and always for blue/green's slot Deployments.
+fn force(spec: &EksDeploySpec, object: &PreparedObject) -> bool {
+    spec.config.force_conflicts
+        || spec
+            .config
+            .blue_green
+            .as_ref()
+            .is_some_and(|config| is_slot_deployment(object, config))
+}
+
+/// The objects a deploy applies now: the manifests, or for blue/green the slot it goes to
+/// (with the line saying which).
+async fn objects_to_apply(
+    client: &Client,
+    spec: &EksDeploySpec,
+) -> Result<(ClusterKinds, Vec<PreparedObject>, Option<String>), EksDeployError> {
+    match (spec.config.strategy, &spec.config.blue_green) {
+        (EksStrategy::BlueGreen, Some(config)) => {
+            let (kinds, objects, choice) = planned_objects(client, spec).await?;
+            Ok((kinds, objects, Some(slot_line(config, choice))))
+        }
+        _ => {
+            let (kinds, prepared) = prepared_objects(client, spec).await?;
+            Ok((kinds, prepared, None))
+        }
+    }
+}
+
 /// Dry-runs everything: the manifests are valid for this cluster, their namespaces exist (or
 /// are created by them), the target's containers are in them. Nothing is changed.
 pub async fn preflight(client: &Client, spec: &EksDeploySpec) -> Result<(), EksDeployError> {
-    let (mut kinds, prepared) = prepared_objects(client, spec).await?;
+    let (mut kinds, prepared, _) = objects_to_apply(client, spec).await?;
     let created = CreatedByManifests::of(&prepared);
     for object in &prepared {
         if created.kinds.contains(&object.key.kind) {
             continue;
         }
-        if let Err(error) = dry_run(client, &mut kinds, object, spec.config.force_conflicts).await
+        if let Err(error) = dry_run(client, &mut kinds, object, force(spec, object)).await
             && !created.needs_earlier_objects(object)
         {
             return Err(error);
@@ -64,9 +96,10 @@ pub async fn preflight(client: &Client, spec: &EksDeploySpec) -> Result<(), EksD
 /// One line per object: `create …`, `unchanged …` or `change …: field: old → new`. A Secret's
 /// values are never shown.
 pub async fn preview(client: &Client, spec: &EksDeploySpec) -> Result<Vec<String>, EksDeployError> {
-    let (mut kinds, prepared) = prepared_objects(client, spec).await?;
+    let (mut kinds, prepared, slot_line) = objects_to_apply(client, spec).await?;
     let created = CreatedByManifests::of(&prepared);
-    let mut lines = Vec::with_capacity(prepared.len());
+    let mut lines = Vec::with_capacity(prepared.len() + 1);
+    lines.extend(slot_line);
     for object in &prepared {
         if created.kinds.contains(&object.key.kind) {
             lines.push(format!(
@@ -75,7 +108,7 @@ pub async fn preview(client: &Client, spec: &EksDeploySpec) -> Result<Vec<String
             ));
             continue;
         }
-        match dry_run(client, &mut kinds, object, spec.config.force_conflicts).await {
+        match dry_run(client, &mut kinds, object, force(spec, object)).await {
             Ok((live, result)) => lines.push(preview_line(&object.key, live.as_ref(), &result)),
             Err(_) if created.needs_earlier_objects(object) => lines.push(format!(
                 "create {} (in a namespace these manifests create)",

@@ -16,7 +16,7 @@ pub(crate) fn revision(object: &Value) -> Option<i64> {
         .ok()
 }
 
-fn is_owned_by(replica_set: &Value, deployment: &Value) -> bool {
+pub(crate) fn is_owned_by(replica_set: &Value, deployment: &Value) -> bool {
     let Some(uid) = deployment.pointer("/metadata/uid").and_then(Value::as_str) else {
         return false;
     };

@@ -68,7 +68,7 @@ fn values(store: &Store<DynamicObject>) -> Vec<Value> {
         .collect()
 }
 
-fn selector_of(object: &Value) -> String {
+pub(crate) fn selector_of(object: &Value) -> String {
     object
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)

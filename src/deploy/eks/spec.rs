@@ -24,6 +24,8 @@ pub struct EksDeploySpec {
     pub documents: Vec<ManifestDocument>,
     /// Container name → the digest-pinned reference it runs (`registry/repo@sha256:…`).
     pub images: BTreeMap<String, String>,
+    /// Blue/green: the Job of `smoke_check.job`, read and resolved like the manifests.
+    pub smoke_job: Option<ManifestDocument>,
 }
 
 /// One document of a manifest file.

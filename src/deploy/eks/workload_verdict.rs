@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::gate::{RolloutState, WorkloadCounts, rollout_state, workload_counts};
-use super::pods::{PodLimits, PodProblem, pod_problem, pods_of_revision};
+use super::pods::{PodLimits, PodProblem, UnreadyPod, pod_problem, pods_of_revision, unready_pod};
 use super::replica_sets::{
     POD_TEMPLATE_HASH, new_replica_set, pod_template_hash, previous_replica_set, revision,
 };
@@ -21,6 +21,8 @@ pub(crate) struct WorkloadVerdict {
     pub(crate) replica_set: Option<String>,
     pub(crate) previous_replica_set: Option<String>,
     pub(crate) revision: Option<i64>,
+    /// The new pods not ready yet (none once complete), by name: what a timeout names.
+    pub(crate) unready_pods: Vec<UnreadyPod>,
 }
 
 impl WorkloadVerdict {
@@ -79,6 +81,14 @@ pub(crate) fn judge_workload(
             .into_iter()
             .find_map(|pod| pod_problem(pod, limits, now)),
     };
+    let mut unready_pods: Vec<UnreadyPod> = match (&state, &marker) {
+        (RolloutState::Complete(_), _) | (_, None) => Vec::new(),
+        (_, Some((label, value))) => pods_of_revision(pods, label, value)
+            .into_iter()
+            .filter_map(unready_pod)
+            .collect(),
+    };
+    unready_pods.sort_by(|a, b| a.pod.cmp(&b.pod));
     let new_rs = (kind == "Deployment")
         .then(|| new_replica_set(object, replica_sets))
         .flatten();
@@ -97,6 +107,7 @@ pub(crate) fn judge_workload(
             .and_then(Value::as_str)
             .map(str::to_owned),
         revision: (kind == "Deployment").then(|| revision(object)).flatten(),
+        unready_pods,
     }
 }
 

@@ -8,11 +8,39 @@ use super::resources::ResourceType;
 pub fn apply(resource: &ResourceType, object: &mut Value) {
     match resource.kind {
         "Deployment" => deployment(object),
-        "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+        "ReplicaSet" => {
             default(&mut object["spec"], "replicas", json!(1));
             pod_spec(&mut object["spec"]["template"]["spec"]);
         }
+        "StatefulSet" => {
+            let spec = &mut object["spec"];
+            default(spec, "replicas", json!(1));
+            default(spec, "podManagementPolicy", json!("OrderedReady"));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            pod_spec(&mut spec["template"]["spec"]);
+        }
+        "DaemonSet" => {
+            let spec = &mut object["spec"];
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            pod_spec(&mut spec["template"]["spec"]);
+        }
         "Pod" => pod_spec(&mut object["spec"]),
+        "Job" => {
+            for (field, value) in [("backoffLimit", 6), ("completions", 1), ("parallelism", 1)] {
+                default(&mut object["spec"], field, json!(value));
+            }
+            pod_spec(&mut object["spec"]["template"]["spec"]);
+        }
         "Service" => service(object),
         "Namespace" => {
             let name = object["metadata"]["name"].clone();

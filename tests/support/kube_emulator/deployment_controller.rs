@@ -21,7 +21,7 @@ fn revision(object: &Value) -> i64 {
 
 /// The template without the `pod-template-hash` label and without nulls (Go clients send
 /// `creationTimestamp: null`, which means absent), as templates are compared.
-fn without_hash(template: &Value) -> Value {
+pub fn without_hash(template: &Value) -> Value {
     fn drop_nulls(value: &mut Value) {
         match value {
             Value::Object(map) => {
@@ -42,7 +42,7 @@ fn without_hash(template: &Value) -> Value {
 
 /// The template's hash as the controller spells it: FNV-1a over its canonical form, each
 /// decimal digit mapped to the safe alphabet.
-fn template_hash(template: &Value) -> String {
+pub fn template_hash(template: &Value) -> String {
     fn canonical(value: &Value) -> String {
         match value {
             Value::Object(map) => {

@@ -12,7 +12,9 @@ use super::world::{PodRun, World};
 /// What the container prints, for `pods/log`.
 pub fn log_lines(scenario: &PodScenario) -> Vec<String> {
     match scenario {
-        PodScenario::CrashLoop { log_lines, .. } => log_lines.clone(),
+        PodScenario::CrashLoop { log_lines, .. } | PodScenario::Completes { log_lines, .. } => {
+            log_lines.clone()
+        }
         _ => Vec::new(),
     }
 }
@@ -181,6 +183,37 @@ fn status(pod: &Value, run: &PodRun) -> (Value, Vec<Happening>) {
                         "ImagePullBackOff",
                         Some(format!("Back-off pulling image \"{image}\"")),
                     ),
+                    last_state: json!({}),
+                    ready: false,
+                    restarts: 0,
+                }
+            }
+        }
+        PodScenario::Completes {
+            exit_code,
+            after_steps,
+            ..
+        } => {
+            if age < *after_steps {
+                Container {
+                    state: running.clone(),
+                    last_state: json!({}),
+                    ready: false,
+                    restarts: 0,
+                }
+            } else {
+                phase = if *exit_code == 0 {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                };
+                let reason = if *exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                };
+                Container {
+                    state: json!({"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": since, "finishedAt": since, "containerID": format!("containerd://{}", uid.replace('-', ""))}}),
                     last_state: json!({}),
                     ready: false,
                     restarts: 0,

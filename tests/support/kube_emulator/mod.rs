@@ -1,6 +1,9 @@
-//! An emulator of the Kubernetes API server (core/v1 and apps/v1) for tests, with a simulated
-//! Deployment controller, ReplicaSet controller, scheduler and kubelet whose rollouts progress
-//! over time through scripted pod scenarios. No real API server runs on the test machines.
+//! An emulator of the Kubernetes API server (core/v1, apps/v1 and batch/v1 Jobs) for tests,
+//! with a simulated Deployment controller, ReplicaSet controller, StatefulSet and DaemonSet
+//! controllers (with ControllerRevisions), Job controller, scheduler and
+//! kubelet whose rollouts progress over time through scripted pod scenarios, and the service
+//! proxy (`services/NAME:PORT/proxy/…`) answering as a test scripts it. No real API server
+//! runs on the test machines.
 //!
 //! It serves HTTPS on 127.0.0.1 with a CA made at start, the discovery and OpenAPI documents
 //! kubectl and kube-rs read, GET/LIST/WATCH/POST/PUT/PATCH (server-side apply, merge, strategic
@@ -10,10 +13,12 @@
 #![allow(dead_code)]
 
 mod clock;
+mod daemon_set_controller;
 mod defaults;
 mod deployment_controller;
 mod events;
 mod field_ownership;
+mod job_controller;
 mod kubelet;
 mod patch;
 mod replica_set_controller;
@@ -22,9 +27,11 @@ mod rest;
 mod scenario;
 mod selector;
 mod server;
+mod stateful_set_controller;
 mod status;
 mod tls;
 mod watch;
+mod workload_revisions;
 mod world;
 
 use std::net::SocketAddr;
@@ -125,7 +132,18 @@ impl KubeEmulator {
             .insert((verb.into(), resource.into()));
     }
 
-    /// The scenario the pods of this Deployment's next ReplicaSets play.
+    /// What `GET /api/v1/namespaces/NS/services/NAME[:PORT]/proxy/…` answers while the
+    /// Service has a ready endpoint (by default 200 `ok`); with none, the API server's own 503
+    /// "no endpoints available".
+    pub fn set_proxy_answer(&self, namespace: &str, service: &str, status: u16, body: &str) {
+        self.lock()
+            .knobs
+            .proxy_answers
+            .insert((namespace.into(), service.into()), (status, body.into()));
+    }
+
+    /// The scenario the pods of this Deployment's next ReplicaSets play (or, for a Job of this
+    /// name, its pods: `PodScenario::Completes`).
     pub fn set_scenario(&self, namespace: &str, deployment: &str, scenario: PodScenario) {
         self.lock()
             .scenarios

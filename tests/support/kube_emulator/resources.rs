@@ -27,7 +27,7 @@ impl ResourceType {
 
     /// Whether the simulated controllers track a `metadata.generation` for this type.
     pub fn has_generation(&self) -> bool {
-        self.group == "apps"
+        self.group == "apps" || self.group == "batch"
     }
 }
 
@@ -102,6 +102,26 @@ pub const RESOURCES: &[ResourceType] = &[
     apps("replicasets", "replicaset", "ReplicaSet", &["rs"]),
     apps("statefulsets", "statefulset", "StatefulSet", &["sts"]),
     apps("daemonsets", "daemonset", "DaemonSet", &["ds"]),
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        kind: "ControllerRevision",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+    },
+    ResourceType {
+        group: "batch",
+        version: "v1",
+        plural: "jobs",
+        singular: "job",
+        kind: "Job",
+        namespaced: true,
+        short_names: &[],
+        subresources: &["status"],
+    },
 ];
 
 pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
@@ -146,6 +166,10 @@ pub fn discovery(path: &str, server: &str) -> Option<Value> {
                 "name": "apps",
                 "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
                 "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}
+            }, {
+                "name": "batch",
+                "versions": [{"groupVersion": "batch/v1", "version": "v1"}],
+                "preferredVersion": {"groupVersion": "batch/v1", "version": "v1"}
             }]
         })),
         "/api/v1" => Some(resource_list("")),
@@ -155,12 +179,20 @@ pub fn discovery(path: &str, server: &str) -> Option<Value> {
             "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}
         })),
         "/apis/apps/v1" => Some(resource_list("apps")),
+        "/apis/batch" => Some(json!({
+            "kind": "APIGroup", "apiVersion": "v1", "name": "batch",
+            "versions": [{"groupVersion": "batch/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "batch/v1", "version": "v1"}
+        })),
+        "/apis/batch/v1" => Some(resource_list("batch")),
         "/openapi/v3" => Some(json!({"paths": {
             "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=emulator"},
-            "apis/apps/v1": {"serverRelativeURL": "/openapi/v3/apis/apps/v1?hash=emulator"}
+            "apis/apps/v1": {"serverRelativeURL": "/openapi/v3/apis/apps/v1?hash=emulator"},
+            "apis/batch/v1": {"serverRelativeURL": "/openapi/v3/apis/batch/v1?hash=emulator"}
         }})),
         "/openapi/v3/api/v1" => Some(openapi_v3("")),
         "/openapi/v3/apis/apps/v1" => Some(openapi_v3("apps")),
+        "/openapi/v3/apis/batch/v1" => Some(openapi_v3("batch")),
         _ => None,
     }
 }

@@ -102,7 +102,91 @@ fn is_watch(query: &HashMap<String, String>) -> bool {
     matches!(query.get("watch").map(String::as_str), Some("1" | "true"))
 }
 
+/// `/api/v1/namespaces/NS/services/NAME[:PORT]/proxy[/PATH]`: namespace, service, port.
+fn service_proxy_path(path: &str) -> Option<(&str, &str, &str)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (namespace, rest) = rest.split_once("/services/")?;
+    let (service, rest) = rest.split_once("/proxy")?;
+    if namespace.contains('/')
+        || service.contains('/')
+        || !(rest.is_empty() || rest.starts_with('/'))
+    {
+        return None;
+    }
+    let (name, port) = service.split_once(':').unwrap_or((service, ""));
+    Some((namespace, name, port))
+}
+
+/// The service proxy as the API server runs it: 404 for no such Service or port, 503 "no
+/// endpoints available" while no ready pod backs it, else what the test scripted (the
+/// backend's answer passed through).
+fn service_proxy(world: &World, method: &str, namespace: &str, name: &str, port: &str) -> Reply {
+    if world
+        .knobs
+        .forbidden
+        .contains(&("get".to_string(), "services/proxy".to_string()))
+    {
+        return ApiError::forbidden(USER, "get", "services/proxy", "", namespace, name).into();
+    }
+    if method != "GET" {
+        return ApiError::method_not_allowed().into();
+    }
+    let Some(service) = world.get("services", namespace, name) else {
+        return ApiError::not_found("services", "", name).into();
+    };
+    let ports = service["spec"]["ports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let port_known = port.is_empty()
+        || ports.iter().any(|p| {
+            p["port"].as_u64().map(|n| n.to_string()).as_deref() == Some(port)
+                || p["name"].as_str() == Some(port)
+        });
+    if !port_known {
+        return ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("no service port \"{port}\" found for service \"{name}\""),
+            json!({}),
+        )
+        .into();
+    }
+    let selector = LabelSelector::from_spec(&json!({"matchLabels": service["spec"]["selector"]}));
+    let ready = !service["spec"]["selector"]
+        .as_object()
+        .is_none_or(|s| s.is_empty())
+        && world
+            .list(
+                "pods",
+                Some(namespace),
+                &selector,
+                &FieldSelector::default(),
+            )
+            .iter()
+            .any(super::replica_set_controller::is_ready);
+    if !ready {
+        return ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("no endpoints available for service \"{name}\""),
+            json!({}),
+        )
+        .into();
+    }
+    let (status, body) = world
+        .knobs
+        .proxy_answers
+        .get(&(namespace.to_string(), name.to_string()))
+        .cloned()
+        .unwrap_or((200, "ok\n".to_string()));
+    Reply::Text(status, body)
+}
+
 pub fn handle(world: &mut World, request: &ApiRequest) -> Reply {
+    if let Some((namespace, name, port)) = service_proxy_path(&request.path) {
+        return service_proxy(world, &request.method, namespace, name, port);
+    }
     let Some(target) = parse_path(&request.path) else {
         return ApiError::new(
             404,

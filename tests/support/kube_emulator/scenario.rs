@@ -42,6 +42,14 @@ pub enum PodScenario {
     CreateContainerConfigError,
     /// Like `Ready`, each pod ready `steps_per_pod` steps after its creation.
     Slow { steps_per_pod: u32 },
+    /// A Job's pod: runs `after_steps` steps printing `log_lines`, then its container exits
+    /// with `exit_code` (phase Succeeded for 0, Failed otherwise). A Job plays this scenario
+    /// when the test sets it for the Job's name; by default it succeeds after two steps.
+    Completes {
+        exit_code: i32,
+        after_steps: u32,
+        log_lines: Vec<String>,
+    },
 }
 
 impl Default for PodScenario {
@@ -51,6 +59,15 @@ impl Default for PodScenario {
 }
 
 impl PodScenario {
+    /// A Job's pod that fails with `exit_code` after printing `log_lines`.
+    pub fn job_fails(exit_code: i32, log_lines: &[&str]) -> PodScenario {
+        PodScenario::Completes {
+            exit_code,
+            after_steps: 2,
+            log_lines: log_lines.iter().map(|line| line.to_string()).collect(),
+        }
+    }
+
     /// `CrashLoop` with these log lines.
     pub fn crash_loop(exit_code: i32, log_lines: &[&str]) -> PodScenario {
         PodScenario::CrashLoop {

@@ -51,6 +51,8 @@ pub struct Knobs {
     /// (verb, resource plural) pairs answered 403.
     pub forbidden: HashSet<(String, String)>,
     pub fail_watches: bool,
+    /// (namespace, service) → the status and body its service proxy answers.
+    pub proxy_answers: HashMap<(String, String), (u16, String)>,
 }
 
 pub struct World {

@@ -15,4 +15,4 @@
 mod checkout;
 pub mod config;
 pub mod queue;
-
+pub mod worker;

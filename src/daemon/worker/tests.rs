@@ -34,6 +34,7 @@ struct Daemon {
     queue: Arc<SqliteQueue>,
     store: Arc<SqliteRunStore>,
     nonce: String,
+    shutdown_grace: Duration,
 }
 
 impl Daemon {
@@ -52,6 +53,7 @@ impl Daemon {
             store: Arc::new(SqliteRunStore::new(&database)),
             dir,
             nonce,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 
@@ -99,7 +101,7 @@ impl Daemon {
             },
             work_dir: self.work_dir(),
             concurrency: 2,
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: self.shutdown_grace,
             max_body_bytes: 1 << 20,
             sources: Sources::default(),
             api_token_sha256: vec![],
@@ -453,4 +455,53 @@ async fn a_run_left_running_by_a_dead_daemon_is_resumed_from_its_journal() {
         1,
         "one journal run, resumed, not a second one"
     );
+}
+
+/// SIGTERM while a build runs longer than the grace: the worker stops it and leaves the run
+/// `Running` in the queue (its journal interrupted); the same daemon, started again, takes the
+/// run back at once and resumes it to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_leaves_the_running_run_resumable_and_the_restarted_daemon_resumes_it() {
+    let mut daemon = Daemon::new();
+    daemon.shutdown_grace = Duration::from_millis(500);
+    let sha = daemon.push_pipeline("sleep 6");
+    let id = daemon.enqueue(&sha, "shipit.yaml").await;
+    let shutdown = CancellationToken::new();
+    let first = daemon.start("daemon-a", &shutdown);
+    let run_id = daemon
+        .wait_for(id, Duration::from_secs(60), |run| run.run_id.is_some())
+        .await
+        .run_id
+        .unwrap();
+    let started = Instant::now();
+    while daemon
+        .store
+        .load(&run_id)
+        .await
+        .unwrap()
+        .stage(&StageId::build("web"))
+        .unwrap()
+        .status
+        != StageStatus::Running
+    {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    first.stopped().await;
+
+    let left = daemon.queue.get(id).await.unwrap();
+    assert_eq!(left.state, QueueState::Running, "{left:?}");
+    assert_eq!(left.finished_at, None);
+    let record = daemon.store.load(&run_id).await.unwrap();
+    assert_eq!(record.status, RunStatus::Interrupted);
+
+    let again = CancellationToken::new();
+    let second = daemon.start("daemon-a", &again);
+    let run = daemon.ended(id).await;
+    again.cancel();
+    second.stopped().await;
+    assert_eq!(run.state, QueueState::Succeeded, "{run:?}");
+    assert_eq!(run.run_id.as_deref(), Some(run_id.as_str()));
+    assert_eq!(daemon.store.list().await.unwrap().len(), 1);
 }

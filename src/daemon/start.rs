@@ -50,11 +50,10 @@ pub async fn open_queue(state: &StateConfig) -> Result<Arc<dyn Queue>, StartErro
                     source,
                 })?;
             }
-            // The SQLite queue comes from the worker's branch; until it is merged, say so.
-            Err(StartError::Queue(QueueError::Database {
-                action: "open the SQLite queue",
-                message: "the SQLite queue is not part of this build yet".to_owned(),
-            }))
+            let queue: Arc<dyn Queue> = Arc::new(super::queue::SqliteQueue::new(path.clone()));
+            // Opened (and migrated) now, so a bad path is an error at start, not at the first push.
+            queue.ping().await.map_err(StartError::Queue)?;
+            Ok(queue)
         }
         StateConfig::Postgres { .. } => Err(StartError::PostgresUnavailable),
     }

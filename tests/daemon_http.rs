@@ -34,6 +34,8 @@ fn api_token_digest() -> String {
 fn config_text(extra: &str) -> String {
     format!(
         r#"listen: 127.0.0.1:0
+# Ingest only: these tests look at what is queued, and nothing here may be fetched.
+concurrency: 0
 state:
   sqlite: daemon.db
 max_body_bytes: 65536
@@ -45,7 +47,7 @@ api:
   tokens: ["sha256:{digest}"]
 repositories:
   - name: acme/shop
-    clone_url: https://github.com/acme/shop.git
+    clone_url: /nonexistent/acme/shop.git
     branches: [main]
     environments:
       main: production

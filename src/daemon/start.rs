@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::config::{DaemonConfig, StateConfig};
 use super::http::{self, DockerFromEnv, Metrics, ServerState};
 use super::queue::{Queue, QueueError};
+use super::worker;
+use crate::journal::{RunStore, SqliteRunStore};
 
 /// How often a log stream polls the queue for new lines.
 const LOG_POLL: Duration = Duration::from_millis(250);
@@ -104,15 +106,33 @@ impl Ingest {
     }
 }
 
-/// Runs the daemon until `shutdown` is cancelled (SIGTERM, SIGINT).
+/// The journal store of the daemon's runs, beside the queue: the same SQLite file.
+fn open_store(state: &StateConfig) -> Result<Arc<dyn RunStore>, StartError> {
+    match state {
+        StateConfig::Sqlite { path } => Ok(Arc::new(SqliteRunStore::new(path.clone()))),
+        StateConfig::Postgres { .. } => Err(StartError::PostgresUnavailable),
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled (SIGTERM, SIGINT): the HTTP server and the
+/// worker side by side. On shutdown the server stops taking requests at once, and the worker
+/// lets running stages finish for `shutdown_grace`, leaving the rest resumable.
 pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<(), StartError> {
     let queue = open_queue(&config.state).await?;
+    let store = open_store(&config.state)?;
     let metrics = Arc::new(Metrics::new());
-    let ingest = Ingest::prepare(config, queue, metrics, shutdown).await?;
+    let worker_config = Arc::new(config.clone());
+    let ingest = Ingest::prepare(config, queue.clone(), metrics, shutdown.clone()).await?;
     if let Some(address) = ingest.local_addr() {
         tracing::info!(%address, "listening");
     }
-    ingest.serve().await?;
+    let worker = (worker_config.concurrency > 0)
+        .then(|| worker::start(worker_config, queue, store, shutdown));
+    let served = ingest.serve().await;
+    if let Some(worker) = worker {
+        worker.stopped().await;
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -213,10 +213,9 @@ impl Checker<'_> {
                 StateConfig::Postgres { url }
             }
         };
+        // 0 is a daemon that only accepts deliveries: the runs are executed by the other
+        // daemons sharing its PostgreSQL database.
         let concurrency = file.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-        if concurrency == 0 {
-            self.problem(root.key("concurrency"), "must be at least 1", None);
-        }
         let max_body_bytes = file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes < 1024 {
             self.problem(

@@ -223,9 +223,9 @@ fn api_tokens_must_be_sha256_digests() {
 #[test]
 fn every_problem_is_listed_not_only_the_first() {
     let err = error(
-        "concurrency: 0\nsources:\n  github: { secret_env: NOT_SET }\nrepositories:\n  - name: a/b\n    clone_url: ''\n    branches: ['[']\n    pipeline: ../x.yaml\n",
+        "max_body_bytes: 10\nsources:\n  github: { secret_env: NOT_SET }\nrepositories:\n  - name: a/b\n    clone_url: ''\n    branches: ['[']\n    pipeline: ../x.yaml\n",
     );
-    assert!(err.contains("concurrency: must be at least 1"), "{err}");
+    assert!(err.contains("max_body_bytes:"), "{err}");
     assert!(err.contains("NOT_SET is not set"), "{err}");
     assert!(
         err.contains("repositories[0].clone_url: must not be empty"),

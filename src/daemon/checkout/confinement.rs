@@ -5,8 +5,13 @@
 //! `${{ }}` expressions in a path (their value is only known once the stage runs, after this
 //! check).
 //!
-//! `named_paths` (which fields name files, and relative to what) and `lexical_escape` are pure;
-//! `confine` adds the filesystem's say on symlinks.
+//! A kubeconfig named by the file is refused even inside the checkout: it is a credential, and
+//! its exec plugins would run commands on the daemon's host. Credentials come from the daemon's
+//! configuration (ANCHORS §4.9): an EKS target names its `cluster`, or uses the daemon's own
+//! kubeconfig.
+//!
+//! `named_paths` (which fields name files, and relative to what), `lexical_escape` and
+//! `pushed_credentials` are pure; `confine` adds the filesystem's say on symlinks.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -27,12 +32,22 @@ pub(crate) struct NamedPath {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "the pipeline file's {field} names `{path}`, which {reason}: a daemon run reads files from its checkout only"
+    "the pipeline file's {field} names `{path}`, which {reason}{}",
+    scope_note(reason)
 )]
 pub(crate) struct Escape {
     pub field: String,
     pub path: String,
     pub reason: String,
+}
+
+/// Why the rule exists, for escapes (a refused credential says its own why).
+fn scope_note(reason: &str) -> &'static str {
+    if reason.starts_with("is a credential") {
+        ""
+    } else {
+        ": a daemon run reads files from its checkout only"
+    }
 }
 
 /// Every path the pipeline file names, in file order.
@@ -118,6 +133,18 @@ pub(crate) fn named_paths(pipeline: &Pipeline) -> Vec<NamedPath> {
     paths
 }
 
+/// The first credential file the pipeline names, refused whatever its path.
+pub(crate) fn pushed_credentials(pipeline: &Pipeline) -> Option<Escape> {
+    pipeline.file.deploy.iter().find_map(|(name, target)| match &target.kind {
+        TargetKind::Eks(eks) => eks.kubeconfig.as_ref().map(|kubeconfig| Escape {
+            field: format!("deploy.{name}.eks.kubeconfig"),
+            path: kubeconfig.clone(),
+            reason: "is a credential from the pushed commit (its exec plugins would run on the daemon's host); name the EKS `cluster`, or leave it out to use the daemon's own kubeconfig".to_owned(),
+        }),
+        _ => None,
+    })
+}
+
 /// Why `path` (relative to `base`) leaves `root` on paper, before any symlink is followed.
 /// `base` and `root` are both lexically clean absolute paths, `base` inside `root`.
 pub(crate) fn lexical_escape(root: &Path, base: &Path, path: &str) -> Option<String> {
@@ -158,6 +185,9 @@ pub(crate) fn confine(pipeline: &Pipeline, root: &Path) -> Result<(), Escape> {
         path: root.display().to_string(),
         reason: format!("cannot be read ({e})"),
     })?;
+    if let Some(refused) = pushed_credentials(pipeline) {
+        return Err(refused);
+    }
     for named in named_paths(pipeline) {
         let escape = |reason: String| Escape {
             field: named.field.clone(),

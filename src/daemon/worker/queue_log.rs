@@ -171,3 +171,35 @@ async fn deliver(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::queue::SqliteQueue;
+    use crate::daemon::queue::conformance::new_run;
+
+    #[tokio::test]
+    async fn configured_and_registered_secrets_never_reach_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue: Arc<dyn Queue> = Arc::new(SqliteQueue::new(dir.path().join("daemon.db")));
+        let id = queue.enqueue(new_run("refs/heads/main", 1)).await.unwrap();
+        let (log, writer) = QueueLog::start(queue.clone(), "a".into(), id, vec!["t0ken".into()]);
+        log.register_secret("hunter2");
+        log.report(&Event::Warning {
+            message: "pushing with t0ken and hunter2".into(),
+        });
+        log.line("error: t0ken refused");
+        drop(log);
+        writer.finished().await;
+        let lines: Vec<String> = queue
+            .log_after(id, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, line)| line)
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].ends_with("pushing with *** and ***"), "{lines:?}");
+        assert_eq!(lines[1], "error: *** refused");
+    }
+}

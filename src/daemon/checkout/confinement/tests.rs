@@ -183,8 +183,21 @@ fn every_path_the_file_names_is_listed_with_its_field_and_base() {
 #[test]
 fn a_pipeline_that_stays_inside_its_checkout_passes() {
     let checkout = eks_checkout();
-    let pipeline = checkout.load(EKS);
+    let pipeline = checkout.load(&EKS.replace("      kubeconfig: kube/config\n", ""));
     confine(&pipeline, &checkout.root()).unwrap();
+}
+
+#[test]
+fn a_kubeconfig_from_the_pushed_commit_is_refused_even_inside_the_checkout() {
+    let checkout = eks_checkout();
+    let pipeline = checkout.load(EKS);
+    let err = confine(&pipeline, &checkout.root()).unwrap_err();
+    assert_eq!(err.field, "deploy.web.eks.kubeconfig");
+    assert!(
+        err.to_string()
+            .contains("is a credential from the pushed commit"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -227,7 +240,7 @@ fn a_manifest_glob_matching_a_symlink_out_is_refused() {
     checkout
         .file("passwd.yaml")
         .link("k8s/b.yaml", "passwd.yaml");
-    let pipeline = checkout.load(EKS);
+    let pipeline = checkout.load(&EKS.replace("      kubeconfig: kube/config\n", ""));
     let err = confine(&pipeline, &checkout.root()).unwrap_err();
     assert_eq!(err.field, "deploy.web.eks.manifests[0]");
 }

@@ -5,6 +5,7 @@
 //! webhooks/   signature checks (GitHub, GitLab, generic HMAC) and payload parsing into a `Push`
 //! queue/      deliveries and the runs they ask for, durably recorded; claims, leases, supersession
 //! http/       the axum routes: hooks, API (bearer tokens), health, metrics, the web page
+//! start       open the queue, bind, serve until SIGTERM
 //! checkout    a git2 mirror per repository and a fresh workspace per run at the pushed SHA
 //! worker      claims queued runs and executes them through `app`, at most N at once
 //! ```
@@ -12,5 +13,10 @@
 //! Everything below `app` is reused as is: a daemon run is a `shipit run` of the pipeline file in
 //! the run's checkout, journaled in the daemon's store.
 
+mod checkout;
 pub mod config;
+pub mod http;
 pub mod queue;
+pub mod start;
+pub mod webhooks;
+pub mod worker;

@@ -4,6 +4,7 @@
 
 pub mod aws_emulator;
 pub mod ci_tools;
+pub mod daemon;
 pub mod daemon_proxy;
 pub mod demo_app;
 pub mod demo_images;

@@ -14,7 +14,8 @@ pub struct DaemonConfig {
     pub state: StateConfig,
     /// Mirrors (`<dir>/mirrors/<repo>.git`) and per-run checkouts (`<dir>/runs/<queue id>`).
     pub work_dir: PathBuf,
-    /// Runs executing at once in this daemon.
+    /// Runs executing at once in this daemon; 0: it only accepts deliveries, and the other
+    /// daemons sharing its database execute them.
     pub concurrency: usize,
     /// How long SIGTERM waits for running stages before leaving the rest resumable.
     pub shutdown_grace: Duration,

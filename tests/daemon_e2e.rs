@@ -1,0 +1,286 @@
+//! The daemon end to end: a signed GitHub push for a local bare repository becomes a run that
+//! checks out the pushed commit, builds the demo app with the test environment's Docker daemon
+//! and deploys it to a docker target; and a daemon killed with SIGKILL under a stream of
+//! deliveries runs every delivery it acknowledged exactly once after it is started again.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shipit::daemon::queue::{Queue, QueueState, QueuedRun, SqliteQueue, Trigger};
+use shipit::daemon::webhooks::sign_hmac_sha256;
+use shipit::journal::{RunStore, SqliteRunStore};
+use support::daemon::{Daemon, client, github_push};
+use support::demo_app::copy_demo_app;
+use support::scenario::Scenario;
+use support::{Project, http_get};
+
+const SECRET: &str = "e2e-github-secret-5d1c";
+const API_TOKEN: &str = "e2e-api-token";
+
+fn token_digest() -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(API_TOKEN.as_bytes()))
+}
+
+/// A bare clone of `project`: what the daemon fetches from, as it would from a Git host.
+fn bare_clone(project: &Project, into: &Path) -> String {
+    let status = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(project.path())
+        .arg(into)
+        .status()
+        .unwrap();
+    assert!(status.success(), "git clone --bare failed");
+    into.display().to_string()
+}
+
+fn head_sha(project: &Project) -> String {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(project.path())
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Writes `dir/daemon.yaml`: a GitHub source, the API token, one repository.
+fn write_config(dir: &Path, repository: &str, clone_url: &str, branches: &str, extra: &str) {
+    std::fs::write(
+        dir.join("daemon.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nstate:\n  sqlite: daemon.db\nwork_dir: work\nconcurrency: 2\nshutdown_grace: 5s\nsources:\n  github: {{ secret_env: E2E_GITHUB_SECRET }}\napi:\n  tokens: [\"sha256:{}\"]\nrepositories:\n  - name: {repository}\n    clone_url: {clone_url}\n    branches: {branches}\n{extra}",
+            token_digest()
+        ),
+    )
+    .unwrap();
+}
+
+/// Sends a signed push; the HTTP status and the answer's JSON, or None when the daemon could
+/// not be reached (it is being killed).
+async fn send_push(daemon_url: &str, delivery: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let response = client()
+        .post(format!("{daemon_url}/hooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", sign_hmac_sha256(SECRET, body.as_bytes()))
+        .body(body.to_owned())
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    let text = response.text().await.ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))))
+}
+
+async fn api_get(daemon: &Daemon, path: &str) -> serde_json::Value {
+    let text = client()
+        .get(daemon.url(path))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
+}
+
+fn is_final(state: QueueState) -> bool {
+    !matches!(state, QueueState::Queued | QueueState::Running)
+}
+
+/// Waits until every run in the queue has ended (or `within` passed) and returns them all.
+async fn settled_runs(queue: &SqliteQueue, within: Duration, daemon: &Daemon) -> Vec<QueuedRun> {
+    let deadline = Instant::now() + within;
+    loop {
+        let runs = queue.list(10_000).await.unwrap();
+        if runs.iter().all(|run| is_final(run.state)) {
+            return runs;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "runs still unfinished after {within:?}: {:?}\ndaemon log:\n{}",
+                runs.iter()
+                    .filter(|r| !is_final(r.state))
+                    .map(|r| (r.id, r.state, r.run.git_ref.clone()))
+                    .collect::<Vec<_>>(),
+                daemon.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_push_builds_and_deploys_the_pushed_commit() {
+    let scenario = Scenario::new("daemon-e2e");
+    let name = scenario.name().to_owned();
+    let port = scenario.ports(2);
+    let project = Project::with_docker();
+    copy_demo_app(&project);
+    project.file(
+        "shipit.yaml",
+        format!(
+            "version: 1\nname: {name}\nimages:\n  web:\n    context: web\ndeploy:\n  web:\n    image: web\n    docker:\n      replicas: 1\n      port: {port}\n      env: {{ GREETING: from-the-daemon }}\n      health:\n        http: {{ path: /health }}\n        interval: 500ms\n"
+        ),
+    );
+    project.commit();
+    let sha = head_sha(&project);
+    let dir = tempfile::tempdir().unwrap();
+    let clone_url = bare_clone(&project, &dir.path().join("origin.git"));
+    write_config(dir.path(), "acme/demo", &clone_url, "[main]", "");
+    let daemon = Daemon::start(dir.path(), &[("E2E_GITHUB_SECRET", SECRET)]);
+
+    let body = github_push("acme/demo", "refs/heads/main", &sha, "Change the greeting");
+    let (status, answer) = send_push(&daemon.url(""), "e2e-delivery-1", &body)
+        .await
+        .expect("the daemon answers");
+    assert_eq!(status, 202, "{answer}\n{}", daemon.logs());
+    let id = answer["runs"][0].as_i64().unwrap_or_else(|| panic!("no run queued: {answer}"));
+
+    let queue = SqliteQueue::new(dir.path().join("daemon.db"));
+    let runs = settled_runs(&queue, Duration::from_secs(300), &daemon).await;
+    let run = runs.iter().find(|run| run.id == id).unwrap();
+    let log = api_get(&daemon, &format!("/api/runs/{id}")).await;
+    assert_eq!(
+        run.state,
+        QueueState::Succeeded,
+        "{run:?}\nAPI: {log}\nlog lines: {:?}\ndaemon log:\n{}",
+        queue.log_after(id, 0, 1000).await.unwrap(),
+        daemon.logs()
+    );
+    assert_eq!(run.run.sha, sha);
+    assert_eq!(run.exit_code, Some(0));
+
+    // The pushed commit is what runs: the deployed app answers with the greeting it sets.
+    assert_eq!(
+        http_get(port, "/greeting.txt").as_deref(),
+        Some("from-the-daemon\n")
+    );
+    // The run is journaled in the daemon's store, at the pushed commit, and its stages are
+    // the pipeline's: built and deployed.
+    let run_id = run.run_id.clone().expect("the run has a journal id");
+    let record = SqliteRunStore::new(dir.path().join("daemon.db"))
+        .load(&run_id)
+        .await
+        .unwrap();
+    assert_eq!(record.git.sha.as_deref(), Some(sha.as_str()), "{record:?}");
+    let stages: Vec<String> = record.stages.iter().map(|s| s.stage.to_string()).collect();
+    assert!(stages.contains(&"deploy:web".to_owned()), "{stages:?}");
+    // What the run printed is in its log, and the API shows the run.
+    let lines = queue.log_after(id, 0, 1000).await.unwrap();
+    assert!(
+        lines.iter().any(|(_, line)| line.contains("deploy:web")),
+        "{lines:?}"
+    );
+    let shown = api_get(&daemon, &format!("/api/runs/{id}")).await;
+    assert_eq!(shown["state"], "succeeded", "{shown}");
+    drop(daemon);
+}
+
+/// A pipeline that builds one small image: cheap enough to run for every delivery.
+fn small_project(name: &str) -> Project {
+    let project = Project::with_docker();
+    project.file("app/Dockerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n");
+    project.file("app/hello.txt", "hello\n");
+    project.file(
+        "shipit.yaml",
+        format!("version: 1\nname: {name}\nimages:\n  app:\n    context: app\n"),
+    );
+    project.commit();
+    project
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_delivery_runs_exactly_once_across_a_kill_9() {
+    let scenario = Scenario::new("daemon-kill");
+    let project = small_project(scenario.name());
+    let sha = head_sha(&project);
+    let dir = tempfile::tempdir().unwrap();
+    let clone_url = bare_clone(&project, &dir.path().join("origin.git"));
+    write_config(dir.path(), "acme/small", &clone_url, "[\"*\"]", "");
+    let envs = [("E2E_GITHUB_SECRET", SECRET)];
+    let daemon = Daemon::start(dir.path(), &envs);
+
+    // Deliveries to distinct branches, so that none supersedes another; the daemon is killed
+    // while they stream in, after some are acknowledged and while runs are in flight.
+    const DELIVERIES: usize = 24;
+    let bodies: Vec<(String, String)> = (0..DELIVERIES)
+        .map(|i| {
+            (
+                format!("kill-delivery-{i}"),
+                github_push("acme/small", &format!("refs/heads/b{i}"), &sha, "push"),
+            )
+        })
+        .collect();
+    let url = daemon.url("");
+    let mut acknowledged = BTreeSet::new();
+    let mut daemon = Some(daemon);
+    for (i, (delivery, body)) in bodies.iter().enumerate() {
+        if i == DELIVERIES / 2 {
+            // Some runs are running now: wait until one is, then kill.
+            let queue = SqliteQueue::new(dir.path().join("daemon.db"));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !queue
+                .list(100)
+                .await
+                .unwrap()
+                .iter()
+                .any(|run| run.state == QueueState::Running)
+            {
+                assert!(Instant::now() < deadline, "no run started within 60 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            daemon.take().unwrap().kill();
+        }
+        if let Some((status, answer)) = send_push(&url, delivery, body).await {
+            assert_eq!(status, 202, "{answer}");
+            acknowledged.insert(delivery.clone());
+        }
+    }
+    assert!(acknowledged.len() >= DELIVERIES / 2, "{acknowledged:?}");
+    assert!(acknowledged.len() < DELIVERIES, "the kill refused nothing");
+
+    // Started again, the daemon takes back what it left; GitHub redelivers everything (the
+    // acknowledged ones again too): duplicates are recognised by their delivery ids.
+    let daemon = Daemon::start(dir.path(), &envs);
+    let url = daemon.url("");
+    for (delivery, body) in &bodies {
+        let (status, answer) = send_push(&url, delivery, body).await.expect("daemon answers");
+        assert!(status == 202 || status == 200, "{status} {answer}");
+        if acknowledged.contains(delivery) {
+            assert_eq!(answer["duplicate"], true, "{delivery}: {answer}");
+        }
+    }
+    let queue = SqliteQueue::new(dir.path().join("daemon.db"));
+    let runs = settled_runs(&queue, Duration::from_secs(600), &daemon).await;
+    let mut per_delivery: BTreeMap<String, Vec<&QueuedRun>> = BTreeMap::new();
+    for run in &runs {
+        if let Trigger::Webhook { delivery_id } = &run.run.trigger {
+            per_delivery.entry(delivery_id.clone()).or_default().push(run);
+        }
+    }
+    for (delivery, _) in &bodies {
+        let runs = per_delivery.get(delivery).map(Vec::as_slice).unwrap_or(&[]);
+        assert_eq!(runs.len(), 1, "{delivery}: {runs:?}");
+        assert_eq!(
+            runs[0].state,
+            QueueState::Succeeded,
+            "{delivery}: {:?}\n{}",
+            runs[0],
+            daemon.logs()
+        );
+    }
+    // Exactly once: one journal run per queued run, none started twice (a run in flight at
+    // the kill was resumed under its own run id, not started again).
+    let store = SqliteRunStore::new(dir.path().join("daemon.db"));
+    let journaled = store.list().await.unwrap();
+    assert_eq!(journaled.len(), DELIVERIES, "{journaled:?}");
+    let run_ids: BTreeSet<_> = runs.iter().filter_map(|r| r.run_id.clone()).collect();
+    assert_eq!(run_ids.len(), DELIVERIES);
+    drop(daemon);
+}

@@ -13,4 +13,5 @@
 //! the run's checkout, journaled in the daemon's store.
 
 pub mod config;
+pub mod http;
 pub mod queue;

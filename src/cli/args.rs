@@ -117,6 +117,9 @@ pub enum Command {
     },
     /// Print the JSON Schema of the pipeline file (for editor completion).
     Schema,
+    /// Serve webhooks (GitHub, GitLab, generic HMAC) and the runs API, queuing a run per push
+    /// that the configuration accepts.
+    Daemon(super::daemon::DaemonArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]

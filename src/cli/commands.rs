@@ -23,6 +23,7 @@ pub(crate) async fn dispatch(cli: &Cli, printer: Printer) -> i32 {
         Command::Rollback { target, to } => rollback(global, target, to.as_deref(), printer).await,
         Command::Approve { target } => approve(global, target, printer).await,
         Command::Schema => schema(printer),
+        Command::Daemon(args) => return super::daemon::daemon(args, printer).await,
     };
     outcome.unwrap_or_else(|err| {
         printer.error(&err, err.hint());

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod daemon;
 mod printer;
 mod render;
 mod result_files;

@@ -5,6 +5,7 @@
 //! webhooks/   signature checks (GitHub, GitLab, generic HMAC) and payload parsing into a `Push`
 //! queue/      deliveries and the runs they ask for, durably recorded; claims, leases, supersession
 //! http/       the axum routes: hooks, API (bearer tokens), health, metrics, the web page
+//! start       open the queue, bind, serve until SIGTERM
 //! checkout    a git2 mirror per repository and a fresh workspace per run at the pushed SHA
 //! worker      claims queued runs and executes them through `app`, at most N at once
 //! ```
@@ -15,3 +16,5 @@
 pub mod config;
 pub mod http;
 pub mod queue;
+pub mod start;
+pub mod webhooks;

@@ -23,6 +23,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+#[cfg(test)]
+pub(crate) mod conformance;
+mod sqlite;
+
+pub use sqlite::SqliteQueue;
+
 /// A run's number in the queue (not its journal run id, which exists once it starts).
 pub type QueueId = i64;
 
@@ -64,13 +70,20 @@ pub struct NewRun {
     pub trigger: Trigger,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+// Deserialize: the stores keep the trigger as JSON and read it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Trigger {
-    Webhook { delivery_id: String },
+    Webhook {
+        delivery_id: String,
+    },
     /// Through the API, by the token whose sha256 prefix is named.
-    Api { token: String },
-    Retry { of: QueueId },
+    Api {
+        token: String,
+    },
+    Retry {
+        of: QueueId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,8 +152,11 @@ pub enum QueueError {
 #[async_trait]
 pub trait Queue: Send + Sync {
     /// Records a delivery and queues `runs`, in one durable transaction.
-    async fn accept(&self, delivery: NewDelivery, runs: Vec<NewRun>)
-    -> Result<Accepted, QueueError>;
+    async fn accept(
+        &self,
+        delivery: NewDelivery,
+        runs: Vec<NewRun>,
+    ) -> Result<Accepted, QueueError>;
     /// Queues a run that no delivery asked for (API trigger, retry).
     async fn enqueue(&self, run: NewRun) -> Result<QueueId, QueueError>;
     /// The oldest claimable run, now leased to `daemon` for `lease`.

@@ -25,10 +25,51 @@ const MIGRATIONS: &[&str] = &[
         record       TEXT    NOT NULL
     ) STRICT;
     CREATE INDEX runs_by_pipeline ON runs (pipeline, run_id);",
+    // 2: the daemon's queue (`daemon::queue::sqlite`) in the same file as its journal, so that
+    // one backup holds both: webhook deliveries (their id is the redelivery check), the runs
+    // they queued with their claim and lease, and each run's log lines. Timestamps as in 1,
+    // so that text order is time order (the lease checks compare them as text).
+    "CREATE TABLE deliveries (
+        delivery_id     TEXT NOT NULL PRIMARY KEY,
+        source          TEXT NOT NULL,
+        event           TEXT NOT NULL,
+        repository      TEXT,
+        git_ref         TEXT,
+        sha             TEXT,
+        ignored_because TEXT,
+        received_at     TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE queued_runs (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        repository       TEXT    NOT NULL,
+        git_ref          TEXT    NOT NULL,
+        sha              TEXT    NOT NULL,
+        pipeline_file    TEXT    NOT NULL,
+        environment      TEXT,
+        trigger          TEXT    NOT NULL,
+        state            TEXT    NOT NULL,
+        run_id           TEXT,
+        claimed_by       TEXT,
+        lease_until      TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        exit_code        INTEGER,
+        message          TEXT,
+        queued_at        TEXT    NOT NULL,
+        started_at       TEXT,
+        finished_at      TEXT
+    ) STRICT;
+    CREATE INDEX queued_runs_by_state ON queued_runs (state, id);
+    CREATE INDEX queued_runs_by_key ON queued_runs (repository, git_ref, state);
+    CREATE TABLE run_log (
+        queue_id INTEGER NOT NULL REFERENCES queued_runs (id),
+        seq      INTEGER NOT NULL,
+        line     TEXT    NOT NULL,
+        PRIMARY KEY (queue_id, seq)
+    ) STRICT;",
 ];
 
 /// Brings the database up to the newest schema this shipit knows.
-pub(super) fn migrate(db: &mut Db<'_>) -> Result<(), JournalError> {
+pub(crate) fn migrate(db: &mut Db<'_>) -> Result<(), JournalError> {
     if version(db)? == MIGRATIONS.len() {
         return Ok(());
     }

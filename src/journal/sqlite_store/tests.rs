@@ -40,7 +40,7 @@ async fn a_new_database_is_in_wal_mode_at_the_newest_schema_version() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[tokio::test]

@@ -69,15 +69,9 @@ static ETAGS: LazyLock<Vec<(&'static str, HeaderValue)>> = LazyLock::new(|| {
         .collect()
 });
 
-/// `/` (the page) and `/ui/{file}` (its script, style and icon). The daemon's router merges it.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "merged into the daemon's router by the HTTP server"
-    )
-)]
-pub(crate) fn ui_routes() -> Router {
+/// `/` (the page) and `/ui/{file}` (its script, style and icon). The daemon's router merges it,
+/// whatever state its own handlers share: these need none.
+pub(crate) fn ui_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
             "/",
@@ -169,7 +163,7 @@ mod tests {
         if let Some(etag) = if_none_match {
             request = request.header(IF_NONE_MATCH, etag);
         }
-        ui_routes()
+        ui_routes::<()>()
             .oneshot(request.body(Body::empty()).unwrap())
             .await
             .unwrap()

@@ -29,6 +29,7 @@
 
   let refreshTimer = null;
   let runsById = new Map();
+  let lastRendered = "";
   // The run whose log is shown: its id, the last line number received and the fetch to abort.
   let shown = null;
 
@@ -178,6 +179,11 @@
   }
 
   function render(runs) {
+    // Rebuilding the rows would take the focus off a button someone is about to press: only
+    // when something changed.
+    const snapshot = JSON.stringify(runs) + "|" + (shown ? shown.id : "") + "|" + !!token();
+    if (snapshot === lastRendered) return;
+    lastRendered = snapshot;
     runsById = new Map(runs.map((run) => [String(run.id), run]));
     const rows = document.createDocumentFragment();
     for (const run of runs) {

@@ -426,6 +426,7 @@ async fn wait_for(client: &Client, what: &str, body: &str, describe: &str) {
 const DESCRIBE_TABLE: &str = r##"
 return {
   status: document.getElementById("status").textContent,
+  notice: document.getElementById("notice").textContent,
   rows: [...document.querySelectorAll("#runs-body tr")].map((tr) => ({
     id: tr.dataset.runId,
     state: tr.dataset.state,
@@ -792,6 +793,72 @@ async fn the_page_lists_the_runs_and_follows_a_live_log_in_chromium() {
     )
     .await;
 
+    // Cancel, on a run still queued: the daemon cancels it at once and the table says so.
+    let waiting = eval(
+        page,
+        r##"const tr = document.querySelector("#runs-body tr[data-state='queued']");
+           return tr ? tr.dataset.runId : null;"##,
+    )
+    .await;
+    let waiting: QueueId = waiting
+        .as_str()
+        .unwrap_or_else(|| panic!("no queued run left to cancel: {:#}", table))
+        .parse()
+        .unwrap();
+    click(
+        page,
+        &format!("button[data-action=cancel][data-run-id='{waiting}']"),
+    )
+    .await;
+    wait_for(
+        page,
+        &format!("run {waiting} as cancelled"),
+        &format!(
+            r##"const tr = document.querySelector("#runs-body tr[data-run-id='{waiting}']");
+               return !!tr && tr.dataset.state === "cancelled";"##
+        ),
+        DESCRIBE_TABLE,
+    )
+    .await;
+    assert_eq!(
+        queue.get(waiting).await.unwrap().state,
+        QueueState::Cancelled
+    );
+
+    // Retry, on the failed run: a new run of the same commit, listed first.
+    click(
+        page,
+        &format!("button[data-action=retry][data-run-id='{failed}']"),
+    )
+    .await;
+    wait_for(
+        page,
+        "the retried run",
+        r##"return document.querySelectorAll("#runs-body tr").length === 5;"##,
+        DESCRIBE_TABLE,
+    )
+    .await;
+    let newest = queue.list(1).await.unwrap().remove(0);
+    let original = queue.get(failed).await.unwrap();
+    assert_eq!(newest.run.sha, original.run.sha);
+    assert_eq!(newest.run.git_ref, original.run.git_ref);
+    let table = eval(page, DESCRIBE_TABLE).await;
+    assert_eq!(table["rows"][0]["id"], newest.id.to_string(), "{table:#}");
+    assert_eq!(
+        table["notice"],
+        format!("Run {failed} queued again as run {}.", newest.id),
+        "{table:#}"
+    );
+
     browser.close().await;
     assert!(!daemon.logs().is_empty());
+}
+
+async fn click(page: &Client, selector: &str) {
+    page.find(Locator::Css(selector))
+        .await
+        .unwrap_or_else(|e| panic!("no {selector} on the page: {e}"))
+        .click()
+        .await
+        .unwrap();
 }

@@ -19,6 +19,7 @@
     token: $("token"),
     forget: $("forget-token"),
     status: $("status"),
+    notice: $("notice"),
     body: $("runs-body"),
     empty: $("runs-empty"),
     logSection: $("log-section"),
@@ -58,12 +59,19 @@
     stop();
     closeLog();
     render([]);
+    setNotice("", false);
     setStatus("Enter an API token to see the runs.", false);
   });
 
   function setStatus(text, isError) {
     els.status.textContent = text;
     els.status.classList.toggle("error", !!isError);
+  }
+
+  // What became of the last cancel or retry: kept until the next one, unlike the refresh status.
+  function setNotice(text, isError) {
+    els.notice.textContent = text;
+    els.notice.classList.toggle("error", !!isError);
   }
 
   // ---------------------------------------------------------------- API
@@ -231,11 +239,11 @@
       const result = await api("/api/runs/" + encodeURIComponent(id) + "/" + action, { method: "POST" });
       // A retry answers with the new run's number: {"run": 12}.
       const newId = result && (typeof result.run === "number" ? result.run : undefined);
-      setStatus(action === "retry" && newId !== undefined
-        ? "Run " + id + " queued again as run " + newId + "."
+      setNotice(action === "retry"
+        ? "Run " + id + " queued again" + (newId !== undefined ? " as run " + newId : "") + "."
         : "Asked run " + id + " to cancel.", false);
     } catch (error) {
-      setStatus("Could not " + action + " run " + id + ": " + explain(error), true);
+      setNotice("Could not " + action + " run " + id + ": " + explain(error), true);
     }
     refresh();
   });

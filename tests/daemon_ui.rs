@@ -13,6 +13,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -286,7 +287,10 @@ impl Browser {
         );
         let port = support::port_lease::lease_ports(1);
         let profile = tempfile::tempdir().unwrap();
+        // Its own process group, which the Chromium it starts joins: a test that fails before
+        // it closes the session still ends the browser, by ending the group (see Drop).
         let driver = Command::new(&chromedriver)
+            .process_group(0)
             .arg(format!("--port={}", port.base))
             .arg("--allowed-ips=127.0.0.1")
             .arg(format!(
@@ -311,6 +315,7 @@ impl Browser {
                     "--no-sandbox",
                     "--disable-gpu",
                     "--disable-background-networking",
+                    "--disable-breakpad",
                     "--disable-component-update",
                     "--disable-default-apps",
                     "--disable-extensions",
@@ -380,8 +385,11 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // chromedriver ends the Chromium it started when it goes.
-        let _ = self.driver.kill();
+        // chromedriver and every Chromium process it started: killing chromedriver alone would
+        // leave Chromium running when the session was not closed (a failed test).
+        let group = i32::try_from(self.driver.id()).expect("a pid fits in pid_t");
+        // SAFETY: kill(2) on the process group our own child leads.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
         let _ = self.driver.wait();
     }
 }

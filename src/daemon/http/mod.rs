@@ -5,6 +5,7 @@
 //! /api/runs…                          list, show, trigger, cancel, retry, follow a log (api.rs,
 //!                                     log_stream.rs), behind a bearer token (bearer.rs)
 //! GET /healthz, /readyz, /metrics     health.rs, metrics.rs
+//! GET /, /ui/*                        the web page: run history and a live log (ui/)
 //! ```
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod log_stream;
 pub mod metrics;
 mod reply;
 pub mod state;
+pub(crate) mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +49,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/hooks/gitlab", post(hooks::gitlab_hook))
         .route("/hooks/generic", post(hooks::generic_hook))
         .merge(api)
+        .merge(ui::ui_routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

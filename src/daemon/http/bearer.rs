@@ -70,4 +70,11 @@ mod tests {
         // The digest itself is not a token.
         assert!(authorize(TEST_DIGEST, &[TEST_DIGEST.to_owned()]).is_none());
     }
+
+    #[test]
+    fn a_digest_differing_only_in_its_last_digit_is_no_match() {
+        let mut near = TEST_DIGEST.to_owned();
+        near.replace_range(63.., "9");
+        assert!(authorize("test", &[near]).is_none());
+    }
 }

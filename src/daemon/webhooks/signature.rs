@@ -158,6 +158,29 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the secret and the body, the sender's signature verifies, and the same
+        /// signature over the body with any one byte changed does not.
+        #[test]
+        fn a_signature_verifies_its_body_and_no_other(
+            secret in "[ -~]{1,64}",
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..512),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            delta in 1u8..=255,
+        ) {
+            let header = sign_hmac_sha256(&secret, &body);
+            let key = Secret::new(secret);
+            proptest::prop_assert_eq!(verify_hmac_sha256(&key, Some(header.as_bytes()), &body), Ok(()));
+            let mut changed = body.clone();
+            let i = at.index(changed.len());
+            changed[i] = changed[i].wrapping_add(delta);
+            proptest::prop_assert_eq!(
+                verify_hmac_sha256(&key, Some(header.as_bytes()), &changed),
+                Err(SignatureError::Mismatch)
+            );
+        }
+    }
+
     #[test]
     fn a_shared_token_must_match_exactly() {
         let secret = Secret::new("gl-token");

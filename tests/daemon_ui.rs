@@ -55,15 +55,15 @@ impl Daemon {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(API_TOKEN.as_bytes()))
         };
-        // The repositories' clone URLs lead to a loopback server that accepts and never
-        // answers: a run the daemon's worker picks up stays `running` in its checkout, so the
-        // worker holds one run at most (concurrency 1) and the test can hold others (see
-        // `hold_a_run`), whose logs it writes itself.
+        // The daemon only accepts (concurrency 0): the test holds runs itself (see
+        // `hold_a_run`) and writes their logs, so what the page shows is what the test made.
+        // The clone URLs lead to a loopback server that accepts and never answers, so that
+        // nothing could be fetched even by a worker.
         let config = format!(
             r##"listen: 127.0.0.1:0
 state:
   sqlite: daemon.db
-concurrency: 1
+concurrency: 0
 sources:
   github: {{ secret_env: UI_TEST_GITHUB_SECRET }}
 api:

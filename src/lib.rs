@@ -13,8 +13,8 @@
 pub mod app;
 pub mod cli;
 pub mod config_problem;
-pub mod daemon;
 mod credentials;
+pub mod daemon;
 pub mod deploy;
 pub mod docker;
 pub mod duration;

@@ -1,31 +1,13 @@
-//! The database's schema and its versions: `PRAGMA user_version` counts the migrations
-//! applied, and opening a connection applies the missing ones in one immediate transaction, so
-//! that two processes opening a new database at once create it once.
+//! The database's schema and its versions: the migrations are the daemon database's shared list
+//! (`journal/migrations.rs`), `PRAGMA user_version` counts those applied, and opening a
+//! connection applies the missing ones in one immediate transaction, so that two processes
+//! opening a new database at once create it once.
 
 use rusqlite::TransactionBehavior;
 
 use super::connections::Db;
 use crate::journal::error::JournalError;
-
-/// Each migration, in order; the database's `user_version` is the number applied. Never edit
-/// one that has shipped: add the next.
-const MIGRATIONS: &[&str] = &[
-    // 1: the runs, each record's JSON beside its revision and its summary's columns, so that
-    // listing reads no record; timestamps are RFC 3339 in UTC with nanoseconds.
-    "CREATE TABLE runs (
-        run_id       TEXT    NOT NULL PRIMARY KEY,
-        revision     INTEGER NOT NULL,
-        pipeline     TEXT    NOT NULL,
-        status       TEXT    NOT NULL,
-        started_at   TEXT    NOT NULL,
-        finished_at  TEXT,
-        git_sha      TEXT,
-        stages_done  INTEGER NOT NULL,
-        stages_total INTEGER NOT NULL,
-        record       TEXT    NOT NULL
-    ) STRICT;
-    CREATE INDEX runs_by_pipeline ON runs (pipeline, run_id);",
-];
+use crate::journal::migrations::MIGRATIONS;
 
 /// Brings the database up to the newest schema this shipit knows.
 pub(super) fn migrate(db: &mut Db<'_>) -> Result<(), JournalError> {
@@ -46,7 +28,7 @@ pub(super) fn migrate(db: &mut Db<'_>) -> Result<(), JournalError> {
         return Err(newer(db.path, applied));
     }
     for migration in &MIGRATIONS[applied..] {
-        tx.execute_batch(migration).map_err(&failed)?;
+        tx.execute_batch(migration.sqlite).map_err(&failed)?;
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
         .map_err(&failed)?;

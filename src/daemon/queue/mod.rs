@@ -23,6 +23,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+mod postgres;
+
+pub use postgres::PostgresQueue;
+
 /// A run's number in the queue (not its journal run id, which exists once it starts).
 pub type QueueId = i64;
 
@@ -67,10 +71,16 @@ pub struct NewRun {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Trigger {
-    Webhook { delivery_id: String },
+    Webhook {
+        delivery_id: String,
+    },
     /// Through the API, by the token whose sha256 prefix is named.
-    Api { token: String },
-    Retry { of: QueueId },
+    Api {
+        token: String,
+    },
+    Retry {
+        of: QueueId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,8 +149,11 @@ pub enum QueueError {
 #[async_trait]
 pub trait Queue: Send + Sync {
     /// Records a delivery and queues `runs`, in one durable transaction.
-    async fn accept(&self, delivery: NewDelivery, runs: Vec<NewRun>)
-    -> Result<Accepted, QueueError>;
+    async fn accept(
+        &self,
+        delivery: NewDelivery,
+        runs: Vec<NewRun>,
+    ) -> Result<Accepted, QueueError>;
     /// Queues a run that no delivery asked for (API trigger, retry).
     async fn enqueue(&self, run: NewRun) -> Result<QueueId, QueueError>;
     /// The oldest claimable run, now leased to `daemon` for `lease`.

@@ -19,6 +19,7 @@ mod conformance {
 }
 
 const RUN: &str = "20260101-000000-00000000000000a1";
+const OTHER_RUN: &str = "20260101-000000-00000000000000b2";
 
 async fn store() -> (PostgresRunStore, TestDatabase) {
     let database = TestDatabase::create().await;
@@ -166,14 +167,13 @@ async fn holds_and_saves_are_shared_by_every_store_on_one_database() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hold_whose_session_dies_is_released_and_its_stale_holder_is_never_named() {
+async fn a_hold_whose_session_dies_is_released() {
     let (store, database) = store().await;
-    let mut run = record(RUN, "shop");
-    store.create(&mut run).await.unwrap();
     let lease = store.try_lock_target("shop", "web", RUN).await.unwrap();
     // The server ending the holder's session is what a crashed process looks like to it.
-    let raw = database.raw().await;
-    let ended: i64 = raw
+    let ended: i64 = database
+        .raw()
+        .await
         .query_one(
             "SELECT count(pg_terminate_backend(backend_pid)) FROM holds",
             &[],
@@ -183,14 +183,44 @@ async fn a_hold_whose_session_dies_is_released_and_its_stale_holder_is_never_nam
         .get(0);
     assert_eq!(ended, 1);
     let other = PostgresRunStore::new(database.url()).unwrap();
-    let _taken =
-        eventually(|| other.try_lock_target("shop", "web", "20260101-000000-00000000000000b2"))
-            .await;
+    let _taken = eventually(|| other.try_lock_target("shop", "web", OTHER_RUN)).await;
     drop(lease);
-    // The row of the dead session was replaced; a third caller sees the live holder.
     let err = store.try_lock_target("shop", "web", RUN).await.unwrap_err();
     assert!(
-        matches!(&err, JournalError::TargetBusy { holder_run: Some(run), .. } if run == "20260101-000000-00000000000000b2"),
+        matches!(&err, JournalError::TargetBusy { holder_run: Some(run), .. } if run == OTHER_RUN),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_holder_of_a_session_that_ended_is_never_named() {
+    let (store, database) = store().await;
+    store.list().await.unwrap();
+    let key = holds::lock_key(&["target", "shop", "web"]);
+    let raw = database.raw().await;
+    // A holder that died left its row; a new one has taken the lock and not yet written its.
+    raw.execute(
+        "INSERT INTO holds (lock_key, run_id, pid, backend_pid) VALUES ($1, $2, 4242, 2147483000)",
+        &[&key, &OTHER_RUN],
+    )
+    .await
+    .unwrap();
+    let taken: bool = raw
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(taken);
+    let err = store.try_lock_target("shop", "web", RUN).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            JournalError::TargetBusy {
+                holder_run: None,
+                holder_pid: None,
+                ..
+            }
+        ),
         "{err}"
     );
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::journal::{FsRunStore, RunStatus, StageStatus};
+use crate::journal::{FsRunStore, RunStatus, StageStatus, StopCause};
 use crate::pipeline::model::TargetKind;
 use crate::plan::{Selection, StageId};
 use crate::report::{Event, Reporter};
@@ -138,13 +138,20 @@ impl StageExecutor for FakeDeploy {
         Ok(true)
     }
 
-    async fn run(&self, input: &StageInput<'_>, _: &StageContext<'_>) -> Result<(), StageFailure> {
+    async fn run(
+        &self,
+        input: &StageInput<'_>,
+        context: &StageContext<'_>,
+    ) -> Result<(), StageFailure> {
         let TargetKind::Docker(config) = &input.config.deploy()?.kind else {
             return Err(StageFailure::failed("not a docker target"));
         };
         self.seen_env.lock().unwrap().push(config.env.clone());
-        self.activity.during(self.delay).await;
-        Ok(())
+        // As the real deploys do: a cancelled deploy winds down at once.
+        tokio::select! {
+            () = self.activity.during(self.delay) => Ok(()),
+            () = context.cancel.cancelled() => Err(StageFailure::interrupted()),
+        }
     }
 }
 
@@ -463,4 +470,37 @@ async fn a_journal_that_cannot_be_created_is_a_failure_not_invalid_input() {
     assert_eq!(err.exit_code(), crate::exit::STAGE_FAILED);
     assert!(err.to_string().contains("state"), "{err}");
     assert_eq!(fixture.builds.calls.load(Ordering::SeqCst), 0);
+}
+
+/// Runs `shop` and, once its deploy is running, stops it with `stop_it`.
+async fn stop_during_the_deploy(stop_it: impl FnOnce(&Stop)) -> RunOutcome {
+    let fixture = fixture(None, Duration::ZERO, Duration::from_millis(600));
+    let (events, stop) = (Collected::default(), Stop::default());
+    let request = fixture.request("shop");
+    let run = run(&fixture.workspace, request, &events, &stop);
+    let stopper = async {
+        while fixture.deploys.running.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_it(&stop);
+    };
+    let (outcome, ()) = tokio::join!(run, stopper);
+    outcome.unwrap()
+}
+
+#[tokio::test]
+async fn a_stop_sparing_deploys_lets_the_deploy_in_flight_finish() {
+    let outcome =
+        stop_during_the_deploy(|stop| stop.request_sparing_deploys(StopCause::Terminate)).await;
+    let deploy = outcome.record.stage(&StageId::deploy("web")).unwrap();
+    assert_eq!(deploy.status, StageStatus::Succeeded);
+    assert_eq!(outcome.record.status, RunStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_full_stop_interrupts_the_deploy_in_flight() {
+    let outcome = stop_during_the_deploy(|stop| stop.request(StopCause::Terminate)).await;
+    let deploy = outcome.record.stage(&StageId::deploy("web")).unwrap();
+    assert_eq!(deploy.status, StageStatus::Interrupted);
+    assert_eq!(outcome.record.status, RunStatus::Interrupted);
 }

@@ -12,5 +12,7 @@
 //! Everything below `app` is reused as is: a daemon run is a `shipit run` of the pipeline file in
 //! the run's checkout, journaled in the daemon's store.
 
+mod checkout;
 pub mod config;
 pub mod queue;
+pub mod worker;

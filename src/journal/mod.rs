@@ -9,7 +9,7 @@
 //!   for the daemon; every store runs the same conformance suite (`conformance.rs`).
 //! - `file_holds.rs` and `lock_file.rs`: holds as `flock`ed files, shared by both stores.
 
-mod blocking_pool;
+pub(crate) mod blocking_pool;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod encoded_record;
@@ -23,7 +23,7 @@ pub(crate) mod postgres_store;
 pub mod record;
 mod run_id;
 mod run_store;
-mod sqlite_store;
+pub(crate) mod sqlite_store;
 mod summary;
 mod summary_columns;
 

@@ -305,7 +305,10 @@ impl Runner<'_> {
         drop(in_flight);
         let mut record = shared.into_inner();
         self.block_downstream_of_failures(&mut record);
-        if self.stop.is_requested() {
+        // A stop that came when every stage had finished (a spared deploy was the last one)
+        // interrupted nothing: the run succeeded.
+        let all_done = record.stages.iter().all(|s| s.status.is_success());
+        if self.stop.is_requested() && !all_done {
             record.status = RunStatus::Interrupted;
             record.stopped_by = self.stop.cause();
         } else {
@@ -437,17 +440,19 @@ impl Runner<'_> {
         let context = StageContext {
             sink: &sink,
             input_digest: prepared.input_digest.clone(),
-            cancel: self.stop.token().child_token(),
+            // A deploy in flight is spared by a stop that spares deploys (a newer push, a
+            // cancel through the daemon): it finishes, then the run ends.
+            cancel: self.stop.token_for(id.kind).child_token(),
             previous_attempt,
             fingerprint: prepared.fingerprint.clone(),
         };
         let outcome = tokio::select! {
             outcome = prepared.executor.run(&input, &context) => outcome,
-            _ = async { self.stop.requested().await; tokio::time::sleep(CANCEL_GRACE).await } => Err(StageFailure::interrupted()),
+            _ = async { self.stop.token_for(id.kind).cancelled().await; tokio::time::sleep(CANCEL_GRACE).await } => Err(StageFailure::interrupted()),
         };
         let outcome = match outcome {
             Err(failure)
-                if self.stop.is_requested()
+                if self.stop.stops(id.kind)
                     && failure.kind != crate::stages::FailureKind::RolledBack =>
             {
                 Err(StageFailure {

@@ -23,9 +23,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+#[cfg(test)]
+pub(crate) mod conformance;
 mod postgres;
+mod sqlite;
 
 pub use postgres::PostgresQueue;
+pub use sqlite::SqliteQueue;
 
 /// A run's number in the queue (not its journal run id, which exists once it starts).
 pub type QueueId = i64;
@@ -68,7 +72,8 @@ pub struct NewRun {
     pub trigger: Trigger,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+// Deserialize: the stores keep the trigger as JSON and read it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Trigger {
     Webhook {

@@ -130,17 +130,19 @@ fn state_name(state: QueueState) -> &'static str {
     }
 }
 
+const ALL_STATES: [QueueState; 6] = [
+    QueueState::Queued,
+    QueueState::Running,
+    QueueState::Succeeded,
+    QueueState::Failed,
+    QueueState::Cancelled,
+    QueueState::Superseded,
+];
+
 fn parse_state(text: &str) -> Option<QueueState> {
-    [
-        QueueState::Queued,
-        QueueState::Running,
-        QueueState::Succeeded,
-        QueueState::Failed,
-        QueueState::Cancelled,
-        QueueState::Superseded,
-    ]
-    .into_iter()
-    .find(|state| state_name(*state) == text)
+    ALL_STATES
+        .into_iter()
+        .find(|state| state_name(*state) == text)
 }
 
 /// The trigger as stored: its serde JSON (`{"kind":"webhook","delivery_id":…}`).
@@ -149,20 +151,7 @@ fn trigger_json(trigger: &Trigger) -> String {
 }
 
 fn parse_trigger(text: &str) -> Option<Trigger> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    let field = |name: &str| value.get(name);
-    match field("kind")?.as_str()? {
-        "webhook" => Some(Trigger::Webhook {
-            delivery_id: field("delivery_id")?.as_str()?.to_owned(),
-        }),
-        "api" => Some(Trigger::Api {
-            token: field("token")?.as_str()?.to_owned(),
-        }),
-        "retry" => Some(Trigger::Retry {
-            of: field("of")?.as_i64()?,
-        }),
-        _ => None,
-    }
+    serde_json::from_str(text).ok()
 }
 
 /// A `queued_runs` row selected with `RUN_COLUMNS`.
@@ -201,38 +190,34 @@ fn queued_run(row: &Row) -> Result<QueuedRun, Failure> {
     })
 }
 
-/// Supersedes the older runs of (repository, git ref), then queues `runs`; in the caller's
-/// transaction.
+/// The transaction advisory lock of a (repository, git ref): held by whoever queues or claims
+/// a run of that key until its transaction ends, so that those never interleave.
+fn key_lock(repository: &str, git_ref: &str) -> i64 {
+    lock_key(&["queue key", repository, git_ref])
+}
+
+/// Queues each of `runs` in turn, each superseding the older runs of its (repository, git ref):
+/// queued ones end `Superseded`, running ones are asked to cancel. In the caller's transaction,
+/// under the key's lock, so that two deliveries for one key supersede in order.
 async fn queue_runs(
     tx: &deadpool_postgres::Transaction<'_>,
     runs: &[NewRun],
 ) -> Result<Vec<QueueId>, Failure> {
-    let mut keys: Vec<(&str, &str)> = runs
+    // Every key's lock first, in one order for all callers, so that two deliveries naming the
+    // same keys never wait for each other in a circle.
+    let mut keys: Vec<i64> = runs
         .iter()
-        .map(|run| (run.repository.as_str(), run.git_ref.as_str()))
+        .map(|run| key_lock(&run.repository, &run.git_ref))
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    // All supersessions first, so that runs queued together never supersede each other.
-    for (repository, git_ref) in keys {
-        tx.execute(
-            "UPDATE queued_runs SET state = 'superseded', finished_at = now(),
-                    message = 'superseded by a newer push before it started'
-             WHERE repository = $1 AND git_ref = $2 AND state = 'queued'",
-            &[&repository, &git_ref],
-        )
-        .await?;
-        // A separate statement, so it sees the runs a concurrent claim has just started.
-        tx.execute(
-            "UPDATE queued_runs SET cancel_requested = true
-             WHERE repository = $1 AND git_ref = $2 AND state = 'running'",
-            &[&repository, &git_ref],
-        )
-        .await?;
+    for key in keys {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+            .await?;
     }
     let mut ids = Vec::with_capacity(runs.len());
     for run in runs {
-        let row = tx
+        let id: QueueId = tx
             .query_one(
                 "INSERT INTO queued_runs (repository, git_ref, sha, pipeline_file, environment,
                                           trigger, state, queued_at)
@@ -247,8 +232,23 @@ async fn queue_runs(
                     &trigger_json(&run.trigger),
                 ],
             )
-            .await?;
-        ids.push(row.try_get(0)?);
+            .await?
+            .try_get(0)?;
+        let message = format!("superseded by run {id}");
+        tx.execute(
+            "UPDATE queued_runs SET state = 'superseded', finished_at = now(), message = $4
+             WHERE repository = $1 AND git_ref = $2 AND id < $3 AND state = 'queued'",
+            &[&run.repository, &run.git_ref, &id, &message],
+        )
+        .await?;
+        // A separate statement, so that it sees a run a concurrent claim has just started.
+        tx.execute(
+            "UPDATE queued_runs SET cancel_requested = true, message = $4
+             WHERE repository = $1 AND git_ref = $2 AND id < $3 AND state = 'running'",
+            &[&run.repository, &run.git_ref, &id, &message],
+        )
+        .await?;
+        ids.push(id);
     }
     Ok(ids)
 }
@@ -337,8 +337,8 @@ impl Queue for PostgresQueue {
         let client = &mut client;
         let result = bounded(async {
             let tx = client.transaction().await?;
-            // Oldest first: queued runs whose key has no running run, and running runs whose
-            // lease ran out (their daemon died), which keep their journal run id.
+            // Running runs whose lease ran out (their daemon died) first, keeping their journal
+            // run id; then the oldest queued runs whose key has no running run.
             let candidates = tx
                 .query(
                     "SELECT q.id, q.repository, q.git_ref FROM queued_runs q
@@ -347,7 +347,7 @@ impl Queue for PostgresQueue {
                                WHERE r.repository = q.repository AND r.git_ref = q.git_ref
                                  AND r.state = 'running'))
                         OR (q.state = 'running' AND q.lease_until <= now())
-                     ORDER BY q.id
+                     ORDER BY q.state = 'running' DESC, q.id
                      LIMIT $1
                      FOR UPDATE SKIP LOCKED",
                     &[&CLAIM_CANDIDATES],
@@ -357,7 +357,7 @@ impl Queue for PostgresQueue {
                 let id: i64 = candidate.try_get(0)?;
                 let repository: String = candidate.try_get(1)?;
                 let git_ref: String = candidate.try_get(2)?;
-                let key = lock_key(&["queue key", &repository, &git_ref]);
+                let key = key_lock(&repository, &git_ref);
                 let locked: bool = tx
                     .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&key])
                     .await?
@@ -458,6 +458,12 @@ impl Queue for PostgresQueue {
         id: QueueId,
         finished: Finished,
     ) -> Result<(), QueueError> {
+        if matches!(finished.state, QueueState::Queued | QueueState::Running) {
+            return Err(QueueError::Database {
+                action: "finish a run",
+                message: format!("`{}` is not how a run ends", state_name(finished.state)),
+            });
+        }
         let action = "finish a run";
         let mut client = self.client(action).await?;
         let client = &mut client;
@@ -499,6 +505,7 @@ impl Queue for PostgresQueue {
                      state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
                      finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END,
                      message = CASE WHEN state = 'queued' THEN 'cancelled before it started'
+                                    WHEN state = 'running' THEN 'cancel requested'
                                     ELSE message END
                  WHERE id = $1
                  RETURNING {RUN_COLUMNS}"
@@ -554,12 +561,17 @@ impl Queue for PostgresQueue {
                     &[],
                 )
                 .await?;
-            let mut counts = Vec::new();
+            // Every state, those with no run at 0, so that /metrics shows each one.
+            let mut counts: Vec<(QueueState, u64)> =
+                ALL_STATES.iter().map(|state| (*state, 0)).collect();
             for row in rows {
                 let state: String = row.try_get(0)?;
                 let count: i64 = row.try_get(1)?;
-                if let Some(state) = parse_state(&state) {
-                    counts.push((state, u64::try_from(count).unwrap_or_default()));
+                if let Some(entry) = counts
+                    .iter_mut()
+                    .find(|(known, _)| Some(*known) == parse_state(&state))
+                {
+                    entry.1 = u64::try_from(count).unwrap_or_default();
                 }
             }
             Ok(counts)

@@ -19,13 +19,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections kept beyond this number are closed when their call ends.
 const MAX_IDLE: usize = 4;
 
-pub(super) struct Connections {
+pub(crate) struct Connections {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
 }
 
 /// A database connection with the path it was opened at, for error messages.
-pub(super) struct Db<'a> {
+pub(crate) struct Db<'a> {
     pub conn: &'a mut Connection,
     pub path: &'a Path,
 }
@@ -59,10 +59,12 @@ impl Connections {
     }
 
     /// Runs `work` on an idle connection, or on a new one. Blocks: call on the blocking pool.
-    pub fn with<T>(
+    /// The error type is the caller's: the daemon's queue shares these connections (and the
+    /// database file) with the run store, and reports its own errors.
+    pub fn with<T, E: From<JournalError>>(
         &self,
-        work: impl FnOnce(&mut Db<'_>) -> Result<T, JournalError>,
-    ) -> Result<T, JournalError> {
+        work: impl FnOnce(&mut Db<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let idle = self
             .idle
             .lock()

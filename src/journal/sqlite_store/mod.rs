@@ -21,7 +21,7 @@
 //!
 //! All SQLite and file work runs on tokio's blocking pool, never on the async workers.
 
-mod connections;
+pub(crate) mod connections;
 mod records;
 mod schema;
 

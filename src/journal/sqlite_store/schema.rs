@@ -10,7 +10,7 @@ use crate::journal::error::JournalError;
 use crate::journal::migrations::MIGRATIONS;
 
 /// Brings the database up to the newest schema this shipit knows.
-pub(super) fn migrate(db: &mut Db<'_>) -> Result<(), JournalError> {
+pub(crate) fn migrate(db: &mut Db<'_>) -> Result<(), JournalError> {
     if version(db)? == MIGRATIONS.len() {
         return Ok(());
     }

@@ -9,6 +9,17 @@ use crate::journal::postgres_store::test_database::TestDatabase;
 
 const LEASE: Duration = Duration::from_secs(60);
 
+mod conformance {
+    use super::*;
+
+    crate::daemon::queue::conformance::queue_conformance!(|| async {
+        let database = TestDatabase::create().await;
+        let queue: Arc<dyn Queue> =
+            Arc::new(PostgresQueue::new(database.url()).expect("the test URL is valid"));
+        (queue, database)
+    });
+}
+
 async fn queue() -> (PostgresQueue, TestDatabase) {
     let database = TestDatabase::create().await;
     let queue = PostgresQueue::new(database.url()).expect("the test URL is valid");
@@ -50,32 +61,6 @@ fn ended(state: QueueState) -> Finished {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redelivered_delivery_is_a_duplicate_and_records_nothing() {
-    let (queue, _database) = queue().await;
-    let mut webhook = run("acme/shop", "refs/heads/main");
-    webhook.trigger = Trigger::Webhook {
-        delivery_id: "d-1".to_owned(),
-    };
-    let first = queue
-        .accept(delivery("d-1"), vec![webhook.clone()])
-        .await
-        .unwrap();
-    let Accepted::Recorded { runs } = first else {
-        panic!("{first:?}");
-    };
-    assert_eq!(runs.len(), 1);
-    let again = queue
-        .accept(delivery("d-1"), vec![webhook.clone()])
-        .await
-        .unwrap();
-    assert_eq!(again, Accepted::Duplicate);
-    let listed = queue.list(10).await.unwrap();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].run, webhook);
-    assert_eq!(listed[0].state, QueueState::Queued);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_redeliveries_record_the_delivery_once() {
     let (queue, _database) = queue().await;
     let queue = Arc::new(queue);
@@ -100,142 +85,6 @@ async fn concurrent_redeliveries_record_the_delivery_once() {
     }
     assert_eq!(recorded, 1);
     assert_eq!(queue.list(100).await.unwrap().len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_push_supersedes_queued_runs_and_asks_running_ones_to_cancel() {
-    let (queue, _database) = queue().await;
-    let running = queue
-        .enqueue(run("acme/shop", "refs/heads/main"))
-        .await
-        .unwrap();
-    let claimed = queue.claim("daemon-a", LEASE).await.unwrap().unwrap();
-    assert_eq!(claimed.id, running);
-    let waiting = queue
-        .enqueue(run("acme/shop", "refs/heads/main"))
-        .await
-        .unwrap();
-    let other_ref = queue
-        .enqueue(run("acme/shop", "refs/heads/dev"))
-        .await
-        .unwrap();
-    let newest = queue
-        .enqueue(run("acme/shop", "refs/heads/main"))
-        .await
-        .unwrap();
-
-    assert_eq!(
-        queue.get(waiting).await.unwrap().state,
-        QueueState::Superseded
-    );
-    assert_eq!(
-        queue.get(other_ref).await.unwrap().state,
-        QueueState::Queued
-    );
-    assert_eq!(queue.get(newest).await.unwrap().state, QueueState::Queued);
-    let still_running = queue.get(running).await.unwrap();
-    assert_eq!(still_running.state, QueueState::Running);
-    assert!(still_running.cancel_requested);
-    assert_eq!(
-        queue
-            .heartbeat("daemon-a", &[running], LEASE)
-            .await
-            .unwrap(),
-        [running]
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claim_takes_the_oldest_run_whose_key_is_not_running() {
-    let (queue, _database) = queue().await;
-    let main_1 = queue
-        .enqueue(run("acme/shop", "refs/heads/main"))
-        .await
-        .unwrap();
-    // Queued together by one delivery, so neither supersedes the other.
-    let Accepted::Recorded { runs } = queue
-        .accept(
-            delivery("d-2"),
-            vec![
-                run("acme/blog", "refs/heads/main"),
-                run("acme/blog", "refs/heads/main"),
-            ],
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("not recorded");
-    };
-    let first = queue.claim("daemon-a", LEASE).await.unwrap().unwrap();
-    assert_eq!(first.id, main_1);
-    assert_eq!(first.state, QueueState::Running);
-    assert_eq!(first.claimed_by.as_deref(), Some("daemon-a"));
-    assert!(first.lease_until.is_some() && first.started_at.is_some());
-    let second = queue.claim("daemon-b", LEASE).await.unwrap().unwrap();
-    assert_eq!(second.id, runs[0]);
-    // blog's other run waits for the running one of its key.
-    assert!(queue.claim("daemon-b", LEASE).await.unwrap().is_none());
-    queue
-        .finish("daemon-b", runs[0], ended(QueueState::Succeeded))
-        .await
-        .unwrap();
-    let third = queue.claim("daemon-b", LEASE).await.unwrap().unwrap();
-    assert_eq!(third.id, runs[1]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_whose_lease_ran_out_is_reclaimed_with_its_journal_run_id() {
-    let (queue, _database) = queue().await;
-    let id = queue
-        .enqueue(run("acme/shop", "refs/heads/main"))
-        .await
-        .unwrap();
-    queue
-        .claim("daemon-a", Duration::from_millis(200))
-        .await
-        .unwrap()
-        .unwrap();
-    queue
-        .set_run_id("daemon-a", id, "20260101-000000-00000000000000a1")
-        .await
-        .unwrap();
-    assert!(queue.claim("daemon-b", LEASE).await.unwrap().is_none());
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let reclaimed = queue.claim("daemon-b", LEASE).await.unwrap().unwrap();
-    assert_eq!(reclaimed.id, id);
-    assert_eq!(reclaimed.claimed_by.as_deref(), Some("daemon-b"));
-    assert_eq!(
-        reclaimed.run_id.as_deref(),
-        Some("20260101-000000-00000000000000a1")
-    );
-    // The daemon that lost the lease can no longer end or renew the run.
-    let err = queue
-        .finish("daemon-a", id, ended(QueueState::Failed))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, QueueError::LeaseLost { id: lost } if lost == id),
-        "{err}"
-    );
-    assert!(
-        queue
-            .heartbeat("daemon-a", &[id], LEASE)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    queue
-        .finish("daemon-b", id, ended(QueueState::Succeeded))
-        .await
-        .unwrap();
-    let done = queue.get(id).await.unwrap();
-    assert_eq!(done.state, QueueState::Succeeded);
-    assert!(done.finished_at.is_some());
-    let err = queue
-        .finish("daemon-b", 9999, ended(QueueState::Failed))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, QueueError::UnknownRun { id: 9999 }), "{err}");
 }
 
 /// Claims until nothing is left, with four claimers on each of `queues`, finishing each run
@@ -305,9 +154,15 @@ async fn two_daemons_claiming_at_once_claim_each_run_exactly_once() {
     let claims = claim_everything(&queues).await;
     assert_eq!(claims.keys().copied().collect::<HashSet<_>>(), queued);
     assert!(claims.values().all(|&n| n == 1), "{claims:?}");
-    assert_eq!(
-        queues[1].count_by_state().await.unwrap(),
-        [(QueueState::Succeeded, RUNS as u64)]
+    let counts = queues[1].count_by_state().await.unwrap();
+    assert!(
+        counts.iter().all(|&(state, n)| n
+            == if state == QueueState::Succeeded {
+                RUNS as u64
+            } else {
+                0
+            }),
+        "{counts:?}"
     );
 }
 
@@ -317,77 +172,29 @@ async fn two_daemons_claiming_at_once_never_run_two_runs_of_one_key() {
     const RUNS_PER_KEY: usize = 50;
     let database = TestDatabase::create().await;
     let queues = two_daemons(&database);
+    // Many queued runs of one key, which supersession never leaves behind but a claim must
+    // handle all the same (written by hand, as by an older shipit): one at a time per key.
+    let raw = database.raw().await;
+    queues[0].ping().await.unwrap();
     let mut queued = HashSet::new();
-    for key in 0..KEYS {
-        // One delivery queues all the runs of a key, so that none supersedes another.
-        let runs = vec![run(&format!("acme/repo-{key}"), "refs/heads/main"); RUNS_PER_KEY];
-        let Accepted::Recorded { runs } = queues[0]
-            .accept(delivery(&format!("d-{key}")), runs)
+    for n in 0..KEYS * RUNS_PER_KEY {
+        let id: QueueId = raw
+            .query_one(
+                "INSERT INTO queued_runs (repository, git_ref, sha, pipeline_file, trigger,
+                                          state, queued_at)
+                 VALUES ($1, 'refs/heads/main', $2, 'shipit.yaml', '{\"kind\":\"retry\",\"of\":1}',
+                         'queued', now())
+                 RETURNING id",
+                &[&format!("acme/repo-{}", n % KEYS), &"0".repeat(40)],
+            )
             .await
             .unwrap()
-        else {
-            panic!("not recorded");
-        };
-        queued.extend(runs);
+            .get(0);
+        queued.insert(id);
     }
     let claims = claim_everything(&queues).await;
     assert_eq!(claims.keys().copied().collect::<HashSet<_>>(), queued);
     assert!(claims.values().all(|&n| n == 1), "{claims:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_lines_are_numbered_from_one_in_append_order() {
-    let (queue, _database) = queue().await;
-    let id = queue
-        .enqueue(run("acme/shop", "refs/heads/main"))
-        .await
-        .unwrap();
-    let lines = |texts: &[&str]| texts.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
-    queue.append_log(id, &lines(&["one", "two"])).await.unwrap();
-    queue.append_log(id, &lines(&["three"])).await.unwrap();
-    queue.append_log(id, &[]).await.unwrap();
-    assert_eq!(
-        queue.log_after(id, 0, 100).await.unwrap(),
-        [
-            (1, "one".to_owned()),
-            (2, "two".to_owned()),
-            (3, "three".to_owned())
-        ]
-    );
-    assert_eq!(
-        queue.log_after(id, 1, 1).await.unwrap(),
-        [(2, "two".to_owned())]
-    );
-    assert!(queue.log_after(id, 3, 10).await.unwrap().is_empty());
-    let err = queue.append_log(9999, &lines(&["x"])).await.unwrap_err();
-    assert!(matches!(err, QueueError::UnknownRun { id: 9999 }), "{err}");
-    let err = queue.log_after(9999, 0, 10).await.unwrap_err();
-    assert!(matches!(err, QueueError::UnknownRun { id: 9999 }), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_ends_a_queued_run_and_asks_a_running_one() {
-    let (queue, _database) = queue().await;
-    let running = queue
-        .enqueue(run("acme/shop", "refs/heads/main"))
-        .await
-        .unwrap();
-    queue.claim("daemon-a", LEASE).await.unwrap().unwrap();
-    let queued = queue
-        .enqueue(run("acme/blog", "refs/heads/main"))
-        .await
-        .unwrap();
-
-    let cancelled = queue.request_cancel(queued).await.unwrap();
-    assert_eq!(cancelled.state, QueueState::Cancelled);
-    assert!(cancelled.finished_at.is_some());
-    let asked = queue.request_cancel(running).await.unwrap();
-    assert_eq!(asked.state, QueueState::Running);
-    assert!(asked.cancel_requested);
-    let err = queue.request_cancel(9999).await.unwrap_err();
-    assert!(matches!(err, QueueError::UnknownRun { id: 9999 }), "{err}");
-    assert!(queue.claim("daemon-b", LEASE).await.unwrap().is_none());
-    queue.ping().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

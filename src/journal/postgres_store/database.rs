@@ -27,15 +27,15 @@ const POOL_SIZE: usize = 8;
 /// Why a statement failed, whichever layer failed it.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PostgresError {
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Statement(#[from] tokio_postgres::Error),
-    #[error("{0}")]
+    #[error("{}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("{0}")]
     PoolBuild(#[from] deadpool_postgres::BuildError),
     #[error("no answer within {} s", .0.as_secs())]
     Timeout(Duration),
-    #[error("failed to {what} (schema migration {version}): {source}")]
+    #[error("failed to {what} (schema migration {version}): {}", describe(.source))]
     Migration {
         what: &'static str,
         version: usize,
@@ -44,8 +44,34 @@ pub(crate) enum PostgresError {
     },
     #[error("its schema version {found} is newer than version {known} that this shipit knows")]
     NewerSchema { found: i64, known: usize },
-    #[error("the URL is not a PostgreSQL connection string: {0}")]
+    #[error("the URL is not a PostgreSQL connection string: {}", describe(.0))]
     Url(tokio_postgres::Error),
+}
+
+/// The server's own reason for a failed statement (tokio-postgres's message alone says only
+/// "db error"), or the client's reason with its causes. The server's detail line is left out:
+/// it can quote the values of a row.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(source) = cause {
+        text.push_str(&format!(": {source}"));
+        cause = source.source();
+    }
+    text
+}
+
+fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        deadpool_postgres::PoolError::Timeout(_) => {
+            "no connection within the pool's timeout (is the server reachable?)".to_owned()
+        }
+        other => other.to_string(),
+    }
 }
 
 pub(crate) struct PostgresDatabase {

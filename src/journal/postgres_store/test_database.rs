@@ -50,6 +50,47 @@ impl TestDatabase {
         &self.url
     }
 
+    /// A connection to the server's maintenance database, which outlives this database's
+    /// sessions.
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        connect(&self.server).await
+    }
+
+    /// Ends every session on this database, as a server restart would.
+    pub async fn end_sessions(&self, admin: &tokio_postgres::Client) {
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&self.name],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("failed to end the sessions on {}: {e}", self.name));
+    }
+
+    /// Makes this database unreachable: no new session is let in, and the open ones end.
+    pub async fn go_away(&self, admin: &tokio_postgres::Client) {
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+                self.name
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("failed to close {} to new sessions: {e}", self.name));
+        self.end_sessions(admin).await;
+    }
+
+    /// Lets sessions in again after `go_away`.
+    pub async fn come_back(&self, admin: &tokio_postgres::Client) {
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+                self.name
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("failed to open {} to sessions: {e}", self.name));
+    }
+
     /// A connection of the test's own, as another process would open one.
     pub async fn raw(&self) -> tokio_postgres::Client {
         connect(&self.url).await

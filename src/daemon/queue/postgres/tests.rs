@@ -204,21 +204,41 @@ async fn a_database_that_goes_away_is_a_database_error_and_the_queue_recovers() 
         .enqueue(run("acme/shop", "refs/heads/main"))
         .await
         .unwrap();
-    let raw = database.raw().await;
-    for _ in 0..3 {
-        raw.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            &[],
-        )
+    let admin = database.admin().await;
+    database.go_away(&admin).await;
+    let started = std::time::Instant::now();
+    for err in [
+        queue.get(id).await.unwrap_err(),
+        queue.claim("daemon-a", LEASE).await.unwrap_err(),
+        queue.ping().await.unwrap_err(),
+    ] {
+        assert!(matches!(err, QueueError::Database { .. }), "{err}");
+        // The server's own reason reaches the message.
+        assert!(
+            err.to_string()
+                .contains("is not currently accepting connections"),
+            "{err}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(15));
+    database.come_back(&admin).await;
+    queue.ping().await.unwrap();
+    assert_eq!(
+        queue.claim("daemon-a", LEASE).await.unwrap().unwrap().id,
+        id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_ended_by_the_server_are_replaced_without_failing_a_call() {
+    let (queue, database) = queue().await;
+    let id = queue
+        .enqueue(run("acme/shop", "refs/heads/main"))
         .await
         .unwrap();
-        let started = std::time::Instant::now();
-        let first = queue.get(id).await;
-        assert!(started.elapsed() < Duration::from_secs(10));
-        if let Err(err) = &first {
-            assert!(matches!(err, QueueError::Database { .. }), "{err}");
-        }
+    let admin = database.admin().await;
+    for _ in 0..3 {
+        database.end_sessions(&admin).await;
         assert_eq!(queue.get(id).await.unwrap().id, id);
     }
 }
@@ -242,4 +262,28 @@ async fn an_unreachable_database_fails_promptly_without_showing_the_password() {
         message.contains(&format!("postgres://shipit@127.0.0.1:{port}/q")),
         "{message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_accepts_but_never_answers_fails_within_the_connect_timeout() {
+    // A hung server: the TCP handshake succeeds, the PostgreSQL one never does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let queue =
+        PostgresQueue::new(&format!("postgres://shipit:s3cret-pw@127.0.0.1:{port}/q")).unwrap();
+    let started = std::time::Instant::now();
+    let err = queue.ping().await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert!(matches!(err, QueueError::Database { .. }), "{err}");
+    silent.abort();
 }

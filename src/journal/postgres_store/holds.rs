@@ -95,7 +95,21 @@ impl Drop for Hold {
         runtime.spawn(async move {
             // Unlocking explicitly, rather than only closing the session, makes the release
             // finished when the statement returns; closing follows.
-            let _ = bounded(session.execute("SELECT pg_advisory_unlock($1)", &[&key])).await;
+            // The holder's row goes first, so that `holds` keeps one row per lock held, not
+            // one per run ever held; a row left by a session that died is never believed and
+            // is replaced by the next holder.
+            let _ = bounded(async {
+                session
+                    .execute(
+                        "DELETE FROM holds WHERE lock_key = $1 AND backend_pid = pg_backend_pid()",
+                        &[&key],
+                    )
+                    .await?;
+                session
+                    .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                    .await
+            })
+            .await;
             drop(session);
             let mut in_flight = releases
                 .in_flight

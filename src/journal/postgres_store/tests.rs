@@ -296,3 +296,30 @@ where
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_hold_leaves_no_holder_row_behind() {
+    let (store, database) = store().await;
+    let mut run = record(RUN, "shop");
+    store.create(&mut run).await.unwrap();
+    for _ in 0..3 {
+        drop(store.lock_run(RUN).await.unwrap());
+        drop(store.try_lock_target("shop", "web", RUN).await.unwrap());
+    }
+    let _held = store.lock_run(RUN).await.unwrap();
+    // A release runs on a task of its own: give the last one a moment.
+    let raw = database.raw().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let rows: i64 = raw
+            .query_one("SELECT count(*) FROM holds", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if rows == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows} holder rows");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

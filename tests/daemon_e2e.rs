@@ -1,7 +1,8 @@
 //! The daemon end to end: a signed GitHub push for a local bare repository becomes a run that
 //! checks out the pushed commit, builds the demo app with the test environment's Docker daemon
 //! and deploys it to a docker target; and a daemon killed with SIGKILL under a stream of
-//! deliveries runs every delivery it acknowledged exactly once after it is started again.
+//! deliveries runs every delivery it acknowledged exactly once after it is started again; two
+//! daemons sharing one PostgreSQL database run each of 200 deliveries exactly once.
 
 mod support;
 
@@ -9,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shipit::daemon::queue::{Queue, QueueState, QueuedRun, SqliteQueue, Trigger};
+use shipit::daemon::queue::{PostgresQueue, Queue, QueueState, QueuedRun, SqliteQueue, Trigger};
 use shipit::daemon::webhooks::sign_hmac_sha256;
-use shipit::journal::{RunStore, SqliteRunStore};
+use shipit::journal::{PostgresRunStore, RunStore, SqliteRunStore};
 use support::daemon::{Daemon, client, github_push};
 use support::demo_app::copy_demo_app;
 use support::scenario::Scenario;
@@ -283,4 +284,130 @@ async fn every_acknowledged_delivery_runs_exactly_once_across_a_kill_9() {
     let run_ids: BTreeSet<_> = runs.iter().filter_map(|r| r.run_id.clone()).collect();
     assert_eq!(run_ids.len(), DELIVERIES);
     drop(daemon);
+}
+
+/// A fresh database on the test environment's PostgreSQL, dropped at the end.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> TestDatabase {
+        let admin_url = std::env::var("SHIPIT_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+            panic!("SHIPIT_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts PostgreSQL")
+        });
+        let name = format!("shipit_e2e_{:08x}", rand::random::<u32>());
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("the test PostgreSQL answers");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("SHIPIT_TEST_POSTGRES_URL has no database part"),
+        };
+        TestDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    async fn drop_it(self) {
+        let (client, connection) = tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_postgresql_run_each_delivery_exactly_once() {
+    let scenario = Scenario::new("daemon-pg");
+    let project = small_project(scenario.name());
+    let sha = head_sha(&project);
+    let database = TestDatabase::create().await;
+    let origin = tempfile::tempdir().unwrap();
+    let clone_url = bare_clone(&project, &origin.path().join("origin.git"));
+    // Two daemons, each with a folder (and so a daemon id) of its own, one database.
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let envs = [
+        ("E2E_GITHUB_SECRET", SECRET),
+        ("E2E_DATABASE_URL", database.url.as_str()),
+    ];
+    let daemons: Vec<Daemon> = dirs
+        .iter()
+        .map(|dir| {
+            write_config(dir.path(), "acme/small", &clone_url, "[\"*\"]", "");
+            let config = std::fs::read_to_string(dir.path().join("daemon.yaml"))
+                .unwrap()
+                .replace("  sqlite: daemon.db", "  postgres: { url_env: E2E_DATABASE_URL }");
+            std::fs::write(dir.path().join("daemon.yaml"), config).unwrap();
+            Daemon::start(dir.path(), &envs)
+        })
+        .collect();
+
+    // 200 deliveries to distinct branches (none supersedes another), half to each daemon, and
+    // every fourth one delivered again to the other daemon.
+    const DELIVERIES: usize = 200;
+    let mut duplicates = 0;
+    for i in 0..DELIVERIES {
+        let delivery = format!("pg-delivery-{i}");
+        let body = github_push("acme/small", &format!("refs/heads/b{i}"), &sha, "push");
+        let first = &daemons[i % 2];
+        let (status, answer) = send_push(&first.url(""), &delivery, &body).await.unwrap();
+        assert_eq!(status, 202, "{answer}");
+        if i % 4 == 0 {
+            let other = &daemons[(i + 1) % 2];
+            let (status, answer) = send_push(&other.url(""), &delivery, &body).await.unwrap();
+            assert_eq!((status, &answer["duplicate"]), (200, &true.into()), "{answer}");
+            duplicates += 1;
+        }
+    }
+    assert_eq!(duplicates, DELIVERIES / 4);
+
+    let queue = PostgresQueue::new(&database.url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let runs = loop {
+        let runs = queue.list(10_000).await.unwrap();
+        if runs.iter().all(|run| is_final(run.state)) {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs unfinished after 600 s:\n{}\n{}",
+            daemons[0].logs(),
+            daemons[1].logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(runs.len(), DELIVERIES);
+    let mut per_delivery: BTreeMap<String, usize> = BTreeMap::new();
+    for run in &runs {
+        assert_eq!(run.state, QueueState::Succeeded, "{run:?}");
+        if let Trigger::Webhook { delivery_id } = &run.run.trigger {
+            *per_delivery.entry(delivery_id.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(per_delivery.len(), DELIVERIES);
+    assert!(per_delivery.values().all(|count| *count == 1));
+    // Both daemons executed runs, and each run was journaled once.
+    let executors: BTreeSet<_> = runs.iter().filter_map(|r| r.claimed_by.clone()).collect();
+    assert_eq!(executors.len(), 2, "{executors:?}");
+    let journaled = PostgresRunStore::new(&database.url)
+        .unwrap()
+        .list()
+        .await
+        .unwrap();
+    assert_eq!(journaled.len(), DELIVERIES);
+    drop(daemons);
+    database.drop_it().await;
 }

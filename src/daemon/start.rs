@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{DaemonConfig, StateConfig};
 use super::http::{self, DockerFromEnv, Metrics, ServerState};
-use super::queue::{Queue, QueueError};
+use super::queue::{PostgresQueue, Queue, QueueError};
 use super::worker;
-use crate::journal::{RunStore, SqliteRunStore};
+use crate::journal::{JournalError, PostgresRunStore, RunStore, SqliteRunStore};
 
 /// How often a log stream polls the queue for new lines.
 const LOG_POLL: Duration = Duration::from_millis(250);
@@ -28,10 +28,8 @@ pub enum StartError {
     },
     #[error("failed to open the queue: {0}")]
     Queue(#[source] QueueError),
-    #[error(
-        "the PostgreSQL queue is not available in this build yet; use `state: {{ sqlite: PATH }}`"
-    )]
-    PostgresUnavailable,
+    #[error("failed to open the run journal: {0}")]
+    Journal(#[source] JournalError),
     #[error("failed to listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -57,7 +55,13 @@ pub async fn open_queue(state: &StateConfig) -> Result<Arc<dyn Queue>, StartErro
             queue.ping().await.map_err(StartError::Queue)?;
             Ok(queue)
         }
-        StateConfig::Postgres { .. } => Err(StartError::PostgresUnavailable),
+        StateConfig::Postgres { url } => {
+            let queue: Arc<dyn Queue> =
+                Arc::new(PostgresQueue::new(url.expose()).map_err(StartError::Queue)?);
+            // Reached (and migrated) now, for the same reason.
+            queue.ping().await.map_err(StartError::Queue)?;
+            Ok(queue)
+        }
     }
 }
 
@@ -106,11 +110,15 @@ impl Ingest {
     }
 }
 
-/// The journal store of the daemon's runs, beside the queue: the same SQLite file.
+/// The journal store of the daemon's runs, beside the queue: the same SQLite file, or the same
+/// PostgreSQL database that every daemon sharing the queue shares too (a run one daemon started
+/// is resumed by another from this journal).
 fn open_store(state: &StateConfig) -> Result<Arc<dyn RunStore>, StartError> {
     match state {
         StateConfig::Sqlite { path } => Ok(Arc::new(SqliteRunStore::new(path.clone()))),
-        StateConfig::Postgres { .. } => Err(StartError::PostgresUnavailable),
+        StateConfig::Postgres { url } => Ok(Arc::new(
+            PostgresRunStore::new(url.expose()).map_err(StartError::Journal)?,
+        )),
     }
 }
 

@@ -60,6 +60,15 @@ pub enum JournalError {
         #[source]
         source: rusqlite::Error,
     },
+    /// `database` is the server's address without the password (`postgres_store/database.rs`
+    /// masks it): connection strings hold one, and these messages reach logs.
+    #[error("failed to {action} in the run database {database}: {source}")]
+    Postgres {
+        action: &'static str,
+        database: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("failed to serialize the journal: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("failed to finish a journal operation: the runtime is shutting down")]

@@ -18,14 +18,18 @@ mod file_holds;
 mod fs_run_store;
 mod journal_file;
 mod lock_file;
+mod migrations;
+pub(crate) mod postgres_store;
 pub mod record;
 mod run_id;
 mod run_store;
 pub(crate) mod sqlite_store;
 mod summary;
+mod summary_columns;
 
 pub use error::JournalError;
 pub use fs_run_store::FsRunStore;
+pub use postgres_store::PostgresRunStore;
 pub use record::{
     GitSnapshot, RunRecord, RunStatus, StageError, StageRecord, StageStatus, StopCause,
 };

@@ -25,8 +25,10 @@ use serde::Serialize;
 
 #[cfg(test)]
 pub(crate) mod conformance;
+mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresQueue;
 pub use sqlite::SqliteQueue;
 
 /// A run's number in the queue (not its journal run id, which exists once it starts).

@@ -1,20 +1,20 @@
 //! Creating, saving, loading and listing runs in the `runs` table. These functions block; the
 //! store calls them on the blocking pool.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::connections::Db;
 use crate::journal::encoded_record::EncodedRecord;
 use crate::journal::error::JournalError;
 use crate::journal::journal_file::{parse_head, parse_record};
-use crate::journal::record::{RunRecord, RunStatus};
+use crate::journal::record::RunRecord;
 use crate::journal::run_store::newest_first;
-use crate::journal::summary::{ListedRun, RunSummary};
+use crate::journal::summary::ListedRun;
+use crate::journal::summary_columns::{self, Columns, StoredSummary, timestamp};
 
 /// Inserts a new run at the revision `run` was encoded at; `RunExists` if the id is taken.
 pub(super) fn create(db: &mut Db<'_>, run: &EncodedRecord) -> Result<(), JournalError> {
-    let columns = Columns::of(db, &run.summary)?;
+    let columns = Columns::of(db.path, &run.summary)?;
     let inserted = db.conn.execute(
         "INSERT INTO runs (run_id, revision, pipeline, status, started_at, finished_at,
                            git_sha, stages_done, stages_total, record)
@@ -47,7 +47,7 @@ pub(super) fn create(db: &mut Db<'_>, run: &EncodedRecord) -> Result<(), Journal
 /// Replaces the run if its stored revision is still `read`; `Conflict` otherwise. The check
 /// and the write are one immediate transaction, which takes the database's write lock first.
 pub(super) fn save(db: &mut Db<'_>, read: u64, run: &EncodedRecord) -> Result<(), JournalError> {
-    let columns = Columns::of(db, &run.summary)?;
+    let columns = Columns::of(db.path, &run.summary)?;
     let read_column = revision_column(db, read)?;
     let run_id = &run.summary.run_id;
     let failed = db.failed("save a run");
@@ -148,9 +148,7 @@ pub(super) fn list(db: &mut Db<'_>) -> Result<Vec<ListedRun>, JournalError> {
              FROM runs ORDER BY run_id",
         )
         .map_err(&failed)?;
-    let rows = statement
-        .query_map([], StoredSummary::read)
-        .map_err(&failed)?;
+    let rows = statement.query_map([], read_summary).map_err(&failed)?;
     let mut listing = Vec::new();
     for row in rows {
         let stored = row.map_err(&failed)?;
@@ -199,99 +197,21 @@ fn unknown_run(database: &std::path::Path, run_id: &str) -> JournalError {
     }
 }
 
-/// The summary's numbers as SQLite integers.
-struct Columns {
-    revision: i64,
-    stages_done: i64,
-    stages_total: i64,
-}
-
-impl Columns {
-    fn of(db: &Db<'_>, summary: &RunSummary) -> Result<Self, JournalError> {
-        let count = |n: usize| {
-            i64::try_from(n).map_err(|_| JournalError::Corrupt {
-                path: db.path.to_path_buf(),
-                message: format!("run `{}` has more stages than it can store", summary.run_id),
-            })
-        };
-        Ok(Columns {
-            revision: revision_column(db, summary.revision)?,
-            stages_done: count(summary.stages_done)?,
-            stages_total: count(summary.stages_total)?,
-        })
-    }
-}
-
 fn revision_column(db: &Db<'_>, revision: u64) -> Result<i64, JournalError> {
-    i64::try_from(revision).map_err(|_| JournalError::Corrupt {
-        path: db.path.to_path_buf(),
-        message: format!("revision {revision} is larger than it can store"),
+    summary_columns::revision_column(db.path, revision)
+}
+
+/// A `runs` row's summary columns, in the order `list` selects them.
+fn read_summary(row: &Row<'_>) -> rusqlite::Result<StoredSummary> {
+    Ok(StoredSummary {
+        run_id: row.get(0)?,
+        revision: row.get(1)?,
+        pipeline: row.get(2)?,
+        status: row.get(3)?,
+        started_at: row.get(4)?,
+        finished_at: row.get(5)?,
+        git_sha: row.get(6)?,
+        stages_done: row.get(7)?,
+        stages_total: row.get(8)?,
     })
-}
-
-/// RFC 3339 in UTC with nanoseconds: exact, and in time order as text.
-fn timestamp(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
-
-/// A `runs` row's summary columns as SQLite holds them.
-struct StoredSummary {
-    run_id: String,
-    revision: i64,
-    pipeline: String,
-    status: String,
-    started_at: String,
-    finished_at: Option<String>,
-    git_sha: Option<String>,
-    stages_done: i64,
-    stages_total: i64,
-}
-
-impl StoredSummary {
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(StoredSummary {
-            run_id: row.get(0)?,
-            revision: row.get(1)?,
-            pipeline: row.get(2)?,
-            status: row.get(3)?,
-            started_at: row.get(4)?,
-            finished_at: row.get(5)?,
-            git_sha: row.get(6)?,
-            stages_done: row.get(7)?,
-            stages_total: row.get(8)?,
-        })
-    }
-
-    /// The summary, or what is wrong with the columns.
-    fn summary(self) -> Result<RunSummary, String> {
-        let status: RunStatus =
-            serde_json::from_value(serde_json::Value::String(self.status.clone()))
-                .map_err(|_| format!("has an unknown status `{}`", self.status))?;
-        let finished_at = self
-            .finished_at
-            .as_deref()
-            .map(parse_timestamp)
-            .transpose()?;
-        let number = |n: i64, what: &str| {
-            usize::try_from(n).map_err(|_| format!("has a negative {what} ({n})"))
-        };
-        Ok(RunSummary {
-            status,
-            started_at: parse_timestamp(&self.started_at)?,
-            finished_at,
-            git_sha: self.git_sha,
-            stages_done: number(self.stages_done, "count of stages done")?,
-            stages_total: number(self.stages_total, "count of stages")?,
-            revision: u64::try_from(self.revision)
-                .map_err(|_| format!("has a negative revision ({})", self.revision))?,
-            run_id: self.run_id,
-            pipeline: self.pipeline,
-        })
-    }
-}
-
-fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|e| format!("has a bad timestamp `{text}`: {e}"))
 }

@@ -40,7 +40,7 @@ async fn a_new_database_is_in_wal_mode_at_the_newest_schema_version() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, crate::journal::migrations::MIGRATIONS.len() as i64);
 }
 
 #[tokio::test]
@@ -117,4 +117,51 @@ async fn holds_and_saves_are_shared_by_every_store_on_one_database() {
         ),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_database_at_version_1_keeps_its_runs_and_gains_the_newer_tables() {
+    let (store, _dir) = store();
+    let mut run = record(RUN, "shop");
+    run.revision = 1;
+    let encoded = crate::journal::encoded_record::EncodedRecord::at(&mut run, 1).unwrap();
+    {
+        // The database as a shipit of schema version 1 left it.
+        let db = raw(&store);
+        db.execute_batch(crate::journal::migrations::MIGRATIONS[0].sqlite)
+            .unwrap();
+        db.pragma_update(None, "user_version", 1).unwrap();
+        db.execute(
+            "INSERT INTO runs (run_id, revision, pipeline, status, started_at, finished_at,
+                               git_sha, stages_done, stages_total, record)
+             VALUES (?1, 1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8)",
+            rusqlite::params![
+                RUN,
+                encoded.summary.pipeline,
+                encoded.summary.status.as_str(),
+                crate::journal::summary_columns::timestamp(&encoded.summary.started_at),
+                encoded.summary.git_sha,
+                encoded.summary.stages_done as i64,
+                encoded.summary.stages_total as i64,
+                encoded.journal,
+            ],
+        )
+        .unwrap();
+    }
+    assert_eq!(store.load(RUN).await.unwrap(), run);
+    let listing = store.list().await.unwrap();
+    let [ListedRun::Readable(summary)] = listing.as_slice() else {
+        panic!("{listing:?}");
+    };
+    assert_eq!(*summary, super::super::summary::RunSummary::of(&run));
+    store.save(&mut run).await.unwrap();
+    let db = raw(&store);
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, crate::journal::migrations::MIGRATIONS.len() as i64);
+    let queued: i64 = db
+        .query_row("SELECT count(*) FROM queued_runs", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(queued, 0);
 }

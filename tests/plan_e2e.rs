@@ -203,3 +203,37 @@ fn the_cluster_examples_validate_and_plan_offline() {
         );
     }
 }
+
+/// shipit's own daemon example deploys to EKS and to ECS: both targets validate and plan with no
+/// AWS to talk to, from the same manifests and task definition a run would use.
+#[test]
+fn the_daemon_deployment_example_validates_and_plans_offline() {
+    let state = tempfile::tempdir().unwrap();
+    let shipit = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shipit"));
+        command
+            .args(["-f", "pipelines/shipit-daemon.yaml", "--state-dir"])
+            .arg(state.path())
+            .args(args)
+            .current_dir(support::repo_root())
+            .env("NO_COLOR", "1")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+        for var in support::INHERITED_FROM_THE_CI {
+            command.env_remove(var);
+        }
+        command.output().unwrap()
+    };
+    let validate = shipit(&["validate"]);
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    let plan = shipit(&["plan", "--output", "json"]);
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    for target in ["deploy:daemon-eks", "deploy:daemon-ecs"] {
+        assert_eq!(stage(&plan, target)["action"], "run", "{target}: {plan}");
+    }
+}

@@ -61,20 +61,30 @@ fn write_config(dir: &Path, repository: &str, clone_url: &str, branches: &str, e
 
 /// Sends a signed push; the HTTP status and the answer's JSON, or None when the daemon could
 /// not be reached (it is being killed).
-async fn send_push(daemon_url: &str, delivery: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+async fn send_push(
+    daemon_url: &str,
+    delivery: &str,
+    body: &str,
+) -> Option<(u16, serde_json::Value)> {
     let response = client()
         .post(format!("{daemon_url}/hooks/github"))
         .header("content-type", "application/json")
         .header("x-github-event", "push")
         .header("x-github-delivery", delivery)
-        .header("x-hub-signature-256", sign_hmac_sha256(SECRET, body.as_bytes()))
+        .header(
+            "x-hub-signature-256",
+            sign_hmac_sha256(SECRET, body.as_bytes()),
+        )
         .body(body.to_owned())
         .send()
         .await
         .ok()?;
     let status = response.status().as_u16();
     let text = response.text().await.ok()?;
-    Some((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))))
+    Some((
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    ))
 }
 
 async fn api_get(daemon: &Daemon, path: &str) -> serde_json::Value {
@@ -141,7 +151,9 @@ async fn a_signed_push_builds_and_deploys_the_pushed_commit() {
         .await
         .expect("the daemon answers");
     assert_eq!(status, 202, "{answer}\n{}", daemon.logs());
-    let id = answer["runs"][0].as_i64().unwrap_or_else(|| panic!("no run queued: {answer}"));
+    let id = answer["runs"][0]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no run queued: {answer}"));
 
     let queue = SqliteQueue::new(dir.path().join("daemon.db"));
     let runs = settled_runs(&queue, Duration::from_secs(300), &daemon).await;
@@ -186,7 +198,10 @@ async fn a_signed_push_builds_and_deploys_the_pushed_commit() {
 /// A pipeline that builds one small image: cheap enough to run for every delivery.
 fn small_project(name: &str) -> Project {
     let project = Project::with_docker();
-    project.file("app/Dockerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n");
+    project.file(
+        "app/Dockerfile",
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    );
     project.file("app/hello.txt", "hello\n");
     project.file(
         "shipit.yaml",
@@ -251,7 +266,9 @@ async fn every_acknowledged_delivery_runs_exactly_once_across_a_kill_9() {
     let daemon = Daemon::start(dir.path(), &envs);
     let url = daemon.url("");
     for (delivery, body) in &bodies {
-        let (status, answer) = send_push(&url, delivery, body).await.expect("daemon answers");
+        let (status, answer) = send_push(&url, delivery, body)
+            .await
+            .expect("daemon answers");
         assert!(status == 202 || status == 200, "{status} {answer}");
         if acknowledged.contains(delivery) {
             assert_eq!(answer["duplicate"], true, "{delivery}: {answer}");
@@ -262,7 +279,10 @@ async fn every_acknowledged_delivery_runs_exactly_once_across_a_kill_9() {
     let mut per_delivery: BTreeMap<String, Vec<&QueuedRun>> = BTreeMap::new();
     for run in &runs {
         if let Trigger::Webhook { delivery_id } = &run.run.trigger {
-            per_delivery.entry(delivery_id.clone()).or_default().push(run);
+            per_delivery
+                .entry(delivery_id.clone())
+                .or_default()
+                .push(run);
         }
     }
     for (delivery, _) in &bodies {
@@ -324,7 +344,10 @@ impl TestDatabase {
             .unwrap();
         tokio::spawn(connection);
         let _ = client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .await;
     }
 }
@@ -349,7 +372,10 @@ async fn two_daemons_on_one_postgresql_run_each_delivery_exactly_once() {
             write_config(dir.path(), "acme/small", &clone_url, "[\"*\"]", "");
             let config = std::fs::read_to_string(dir.path().join("daemon.yaml"))
                 .unwrap()
-                .replace("  sqlite: daemon.db", "  postgres: { url_env: E2E_DATABASE_URL }");
+                .replace(
+                    "  sqlite: daemon.db",
+                    "  postgres: { url_env: E2E_DATABASE_URL }",
+                );
             std::fs::write(dir.path().join("daemon.yaml"), config).unwrap();
             Daemon::start(dir.path(), &envs)
         })
@@ -368,7 +394,11 @@ async fn two_daemons_on_one_postgresql_run_each_delivery_exactly_once() {
         if i % 4 == 0 {
             let other = &daemons[(i + 1) % 2];
             let (status, answer) = send_push(&other.url(""), &delivery, &body).await.unwrap();
-            assert_eq!((status, &answer["duplicate"]), (200, &true.into()), "{answer}");
+            assert_eq!(
+                (status, &answer["duplicate"]),
+                (200, &true.into()),
+                "{answer}"
+            );
             duplicates += 1;
         }
     }

@@ -231,7 +231,11 @@ fn the_daemon_deployment_example_validates_and_plans_offline() {
         String::from_utf8_lossy(&validate.stderr)
     );
     let plan = shipit(&["plan", "--output", "json"]);
-    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     for target in ["deploy:daemon-eks", "deploy:daemon-ecs"] {
         assert_eq!(stage(&plan, target)["action"], "run", "{target}: {plan}");

@@ -78,13 +78,15 @@ pub(super) async fn execute(context: Arc<Context>, run: QueuedRun, control: Arc<
             {
                 Ok(()) => {}
                 Err(QueueError::LeaseLost { .. }) => {
-                    eprintln!("shipit daemon: run {id} was taken over by another daemon")
+                    tracing::warn!(run = id, "the run was taken over by another daemon")
                 }
-                Err(err) => eprintln!("shipit daemon: {err}"),
+                Err(err) => {
+                    tracing::warn!(run = id, error = %err, "failed to record the run's end")
+                }
             }
             // The log is in the queue and the journal in the store: the files have served.
             if let Err(err) = context.checkouts.remove(id).await {
-                eprintln!("shipit daemon: {err}");
+                tracing::warn!(run = id, error = %err, "failed to remove the run's checkout");
             }
         }
         Ending::LeaveResumable => {}

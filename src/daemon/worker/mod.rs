@@ -176,7 +176,7 @@ async fn claim_and_run(
                 }
                 Ok(None) => break,
                 Err(err) => {
-                    eprintln!("shipit daemon: {err}");
+                    tracing::warn!(error = %err, "failed to claim a run");
                     break;
                 }
             }
@@ -225,7 +225,7 @@ async fn heartbeat(context: Arc<Context>, beats: CancellationToken) {
         {
             Ok(cancel) => cancel,
             Err(err) => {
-                eprintln!("shipit daemon: {err}");
+                tracing::warn!(error = %err, "failed to renew the leases");
                 continue;
             }
         };
@@ -252,7 +252,7 @@ async fn release_own_leftovers(context: &Context) {
             .map(|run| run.id)
             .collect(),
         Err(err) => {
-            eprintln!("shipit daemon: {err}");
+            tracing::warn!(error = %err, "failed to list the runs left by this daemon");
             return;
         }
     };
@@ -262,7 +262,7 @@ async fn release_own_leftovers(context: &Context) {
             .heartbeat(&context.settings.daemon_id, &own, Duration::ZERO)
             .await
     {
-        eprintln!("shipit daemon: {err}");
+        tracing::warn!(error = %err, "failed to release the runs left by this daemon");
     }
 }
 

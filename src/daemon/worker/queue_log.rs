@@ -152,7 +152,7 @@ async fn deliver(
                 Item::Line(line) => lines.push(line),
                 Item::RunId(run_id) => {
                     if let Err(err) = queue.set_run_id(&daemon, id, &run_id).await {
-                        eprintln!("shipit daemon: run {id}: {err}");
+                        tracing::warn!(run = id, error = %err, "failed to note the journal run id");
                     }
                 }
             }
@@ -160,10 +160,7 @@ async fn deliver(
         if !lines.is_empty()
             && let Err(err) = queue.append_log(id, &lines).await
         {
-            eprintln!(
-                "shipit daemon: failed to append {} log lines of run {id}: {err}",
-                lines.len()
-            );
+            tracing::warn!(run = id, lines = lines.len(), error = %err, "failed to append log lines");
         }
         // Gather the next lines for a moment instead of one append per line.
         if !receiver.is_closed() {

@@ -6,15 +6,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shipit::daemon::queue::{Queue, QueueState, SqliteQueue};
 use shipit::daemon::webhooks::sign_hmac_sha256;
+use support::daemon::client;
 
 const GITHUB_SECRET: &str = "gh-test-secret-3f9a";
 const GITLAB_SECRET: &str = "gl-test-token-77c1";
@@ -56,31 +54,26 @@ repositories:
     )
 }
 
-/// A running `shipit daemon` and what it logged.
+/// A running `shipit daemon` in a folder of its own, with the sources' secrets.
 struct Daemon {
-    child: Child,
-    address: SocketAddr,
+    /// Declared first: dropped (the process killed) before its folder is removed.
+    inner: support::daemon::Daemon,
     dir: tempfile::TempDir,
-    logs: Arc<Mutex<String>>,
 }
 
+/// The GitHub and GitLab secrets, then `envs` (which win: a later variable overrides).
+fn with_secrets<'a>(envs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![
+        ("TEST_GITHUB_SECRET", GITHUB_SECRET),
+        ("TEST_GITLAB_SECRET", GITLAB_SECRET),
+    ];
+    all.extend_from_slice(envs);
+    all
+}
+
+/// `shipit daemon` for `dir/daemon.yaml` with the sources' secrets in its environment.
 fn daemon_command(dir: &Path, envs: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shipit"));
-    command
-        .args(["daemon", "--config"])
-        .arg(dir.join("daemon.yaml"))
-        .args(["--log-format", "json"])
-        .current_dir(dir)
-        .env("TEST_GITHUB_SECRET", GITHUB_SECRET)
-        .env("TEST_GITLAB_SECRET", GITLAB_SECRET)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, value) in envs {
-        command.env(key, value);
-    }
-    command
+    support::daemon::daemon_command(dir, &with_secrets(envs))
 }
 
 impl Daemon {
@@ -96,89 +89,24 @@ impl Daemon {
             format!("{GENERIC_SECRET}\n"),
         )
         .unwrap();
-        let mut child = daemon_command(dir.path(), envs).spawn().unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("\"listening\"")
-                    && let Some(address) = serde_json::from_str::<serde_json::Value>(&line)
-                        .ok()
-                        .and_then(|v| v["fields"]["address"].as_str().map(str::to_owned))
-                {
-                    let _ = tx.send(address);
-                }
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        let address = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(address) => address.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the daemon did not say where it listens within 30 s; its log:\n{}",
-                    logs.lock().unwrap()
-                );
-            }
-        };
         Daemon {
-            child,
-            address,
+            inner: support::daemon::Daemon::start(dir.path(), &with_secrets(envs)),
             dir,
-            logs,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        self.inner.url(path)
     }
 
     fn database(&self) -> PathBuf {
         self.dir.path().join("daemon.db")
     }
 
-    fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-
     /// SIGTERM, then the exit code.
-    fn stop(mut self) -> (i32, String) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return (status.code().unwrap_or(-1), self.logs());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "the daemon did not stop within 20 s of SIGTERM:\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn stop(self) -> (i32, String) {
+        self.inner.stop(Duration::from_secs(20))
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
 }
 
 fn delivery_id() -> String {

@@ -11,12 +11,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -40,12 +38,11 @@ const BADGE_BACKGROUNDS: [(&str, [u8; 3]); 2] = [
 
 // ------------------------------------------------------------------------------------- daemon
 
-/// A running `shipit daemon` and what it logged.
+/// A running `shipit daemon` in a folder of its own.
 struct Daemon {
-    child: Child,
-    address: SocketAddr,
+    /// Declared first: dropped (the process killed) before its folder is removed.
+    inner: support::daemon::Daemon,
     dir: tempfile::TempDir,
-    logs: Arc<Mutex<String>>,
 }
 
 impl Daemon {
@@ -79,60 +76,18 @@ repositories:
             remote = remote.address,
         );
         std::fs::write(dir.path().join("daemon.yaml"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shipit"))
-            .args(["daemon", "--config"])
-            .arg(dir.path().join("daemon.yaml"))
-            .args(["--log-format", "json"])
-            .current_dir(dir.path())
-            .env("UI_TEST_GITHUB_SECRET", GITHUB_SECRET)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shipit daemon");
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("\"listening\"")
-                    && let Some(address) = serde_json::from_str::<Value>(&line)
-                        .ok()
-                        .and_then(|v| v["fields"]["address"].as_str().map(str::to_owned))
-                {
-                    let _ = tx.send(address);
-                }
-                let mut logs = sink.lock().unwrap();
-                logs.push_str(&line);
-                logs.push('\n');
-            }
-        });
-        let address: SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(address) => address.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the daemon did not say where it listens within 30 s; its log:\n{}",
-                    logs.lock().unwrap()
-                );
-            }
-        };
+        let inner =
+            support::daemon::Daemon::start(dir.path(), &[("UI_TEST_GITHUB_SECRET", GITHUB_SECRET)]);
         assert!(
-            address.ip().is_loopback(),
-            "the daemon must listen on loopback only, not {address}"
+            inner.address.ip().is_loopback(),
+            "the daemon must listen on loopback only, not {}",
+            inner.address
         );
-        Daemon {
-            child,
-            address,
-            dir,
-            logs,
-        }
+        Daemon { inner, dir }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        self.inner.url(path)
     }
 
     /// The daemon's queue, opened a second time by the test (SQLite in WAL mode shares it).
@@ -141,14 +96,7 @@ repositories:
     }
 
     fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.inner.logs()
     }
 }
 

@@ -28,7 +28,7 @@ pub fn daemon_command(dir: &Path, envs: &[(&str, &str)]) -> Command {
         .current_dir(dir)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for name in INHERITED_FROM_THE_CI {
         command.env_remove(name);

@@ -9,8 +9,14 @@
 //! themselves (which run a claim hands out, what a new run supersedes) are pure functions over
 //! the open runs (`open_runs.rs`).
 //!
+//! `accept` is group-committed (`group_commit.rs`): the deliveries that arrive while one
+//! transaction is being synced are written together in the next, one fsync for all, and each
+//! caller is answered once that transaction committed. A new run's supersession reads only the
+//! open runs of its own (repository, ref), once per batch.
+//!
 //! All SQLite work runs on tokio's blocking pool.
 
+mod group_commit;
 mod open_runs;
 mod rows;
 
@@ -28,11 +34,13 @@ use super::{
 use crate::journal::JournalError;
 use crate::journal::blocking_pool::blocking;
 use crate::journal::sqlite_store::connections::{Connections, Db};
-use open_runs::{OpenRun, next_claim, supersede};
+use group_commit::{GroupCommit, Pending};
+use open_runs::{OpenByKey, OpenRun, next_claim};
 use rows::{COLUMNS, state_text, timestamp};
 
 pub struct SqliteQueue {
     connections: Arc<Connections>,
+    accepts: Arc<GroupCommit>,
 }
 
 impl SqliteQueue {
@@ -41,6 +49,7 @@ impl SqliteQueue {
     pub fn new(database: impl Into<PathBuf>) -> Self {
         SqliteQueue {
             connections: Arc::new(Connections::new(database.into())),
+            accepts: Arc::new(GroupCommit::new(write_deliveries)),
         }
     }
 
@@ -105,16 +114,50 @@ fn open_runs(tx: &Transaction<'_>) -> Result<Vec<OpenRun>, QueueError> {
     raw.into_iter().map(rows::checked_open_run).collect()
 }
 
-/// Supersedes what `run` supersedes, then inserts it; its id.
-fn queue_run(tx: &Transaction<'_>, run: &NewRun, now: &str) -> Result<QueueId, QueueError> {
+/// The open runs of one (repository, ref), through the `queued_runs_by_key` index.
+fn open_runs_of_key(
+    tx: &Transaction<'_>,
+    repository: &str,
+    git_ref: &str,
+) -> Result<Vec<OpenRun>, QueueError> {
+    let failed = failed("read the open runs");
+    let mut statement = tx
+        .prepare_cached(
+            "SELECT id, repository, git_ref, state, lease_until FROM queued_runs
+             WHERE repository = ?1 AND git_ref = ?2 AND state IN ('queued', 'running')
+             ORDER BY id",
+        )
+        .map_err(&failed)?;
+    let raw = statement
+        .query_map(params![repository, git_ref], rows::open_run)
+        .map_err(&failed)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(&failed)?;
+    raw.into_iter().map(rows::checked_open_run).collect()
+}
+
+/// Inserts `run` and supersedes what it supersedes; its id. `open` holds the open runs of the
+/// keys this transaction queued for so far, and is loaded for `run`'s key here.
+fn queue_run(
+    tx: &Transaction<'_>,
+    open: &mut OpenByKey,
+    run: &NewRun,
+    now: &str,
+) -> Result<QueueId, QueueError> {
     let failed = failed("queue a run");
-    let plan = supersede(&open_runs(tx)?, &run.repository, &run.git_ref);
+    // Read before the insert, so that the new run is not among its own key's open runs.
+    if !open.is_loaded(&run.repository, &run.git_ref) {
+        let of_key = open_runs_of_key(tx, &run.repository, &run.git_ref)?;
+        open.load(&run.repository, &run.git_ref, of_key);
+    }
     let trigger = rows::trigger_text(&run.trigger)?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO queued_runs (repository, git_ref, sha, pipeline_file, environment, trigger,
                                   state, queued_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
-        params![
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
             run.repository,
             run.git_ref,
             run.sha,
@@ -122,10 +165,11 @@ fn queue_run(tx: &Transaction<'_>, run: &NewRun, now: &str) -> Result<QueueId, Q
             run.environment,
             trigger,
             now
-        ],
-    )
+        ])
+    })
     .map_err(&failed)?;
     let id = tx.last_insert_rowid();
+    let plan = open.queue(&run.repository, &run.git_ref, id);
     for older in plan.superseded {
         tx.execute(
             "UPDATE queued_runs SET state = 'superseded', finished_at = ?2, message = ?3
@@ -174,22 +218,25 @@ fn check_exists(conn: &rusqlite::Connection, id: QueueId) -> Result<(), QueueErr
     found.map(|_| ()).ok_or(QueueError::UnknownRun { id })
 }
 
-#[async_trait]
-impl Queue for SqliteQueue {
-    async fn accept(
-        &self,
-        delivery: NewDelivery,
-        runs: Vec<NewRun>,
-    ) -> Result<Accepted, QueueError> {
-        self.with(move |db| {
-            let failed = failed("record a delivery");
-            let tx = immediate(db, "record a delivery")?;
-            let now = timestamp(&Utc::now());
-            let inserted = tx.execute(
+/// One group commit's batch of deliveries in one immediate transaction: an answer per delivery,
+/// in order, or the error that rolled the whole batch back (then nothing of it is on disk).
+/// Duplicates are told by the primary key, against the table and against earlier deliveries
+/// of the same batch alike; runs supersede in the batch's (arrival) order.
+fn write_deliveries(db: &mut Db<'_>, batch: &[Pending]) -> Result<Vec<Accepted>, QueueError> {
+    let failed = failed("record a delivery");
+    let tx = immediate(db, "record a delivery")?;
+    let now = timestamp(&Utc::now());
+    let mut open = OpenByKey::default();
+    let mut answers = Vec::with_capacity(batch.len());
+    for Pending { delivery, runs, .. } in batch {
+        let inserted = tx
+            .prepare_cached(
                 "INSERT INTO deliveries (delivery_id, source, event, repository, git_ref, sha,
                                          ignored_because, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
                     delivery.delivery_id,
                     rows::source_text(delivery.source),
                     delivery.event,
@@ -198,32 +245,49 @@ impl Queue for SqliteQueue {
                     delivery.sha,
                     delivery.ignored_because,
                     timestamp(&delivery.received_at),
-                ],
-            );
-            match inserted {
-                Ok(_) => {}
-                // The primary key is the redelivery check, also against a concurrent one.
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == ErrorCode::ConstraintViolation =>
-                {
-                    return Ok(Accepted::Duplicate);
-                }
-                Err(e) => return Err(failed(e)),
+                ])
+            });
+        match inserted {
+            Ok(_) => {}
+            // The primary key is the redelivery check, also against a concurrent one. A
+            // refused INSERT undoes only itself; the transaction goes on with the next one.
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
+                answers.push(Accepted::Duplicate);
+                continue;
             }
-            let mut ids = Vec::with_capacity(runs.len());
-            for run in &runs {
-                ids.push(queue_run(&tx, run, &now)?);
-            }
-            tx.commit().map_err(&failed)?;
-            Ok(Accepted::Recorded { runs: ids })
-        })
-        .await
+            Err(e) => return Err(failed(e)),
+        }
+        let mut ids = Vec::with_capacity(runs.len());
+        for run in runs {
+            ids.push(queue_run(&tx, &mut open, run, &now)?);
+        }
+        answers.push(Accepted::Recorded { runs: ids });
+    }
+    tx.commit().map_err(&failed)?;
+    Ok(answers)
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn accept(
+        &self,
+        delivery: NewDelivery,
+        runs: Vec<NewRun>,
+    ) -> Result<Accepted, QueueError> {
+        self.accepts.accept(&self.connections, delivery, runs).await
     }
 
     async fn enqueue(&self, run: NewRun) -> Result<QueueId, QueueError> {
         self.with(move |db| {
             let tx = immediate(db, "queue a run")?;
-            let id = queue_run(&tx, &run, &timestamp(&Utc::now()))?;
+            let id = queue_run(
+                &tx,
+                &mut OpenByKey::default(),
+                &run,
+                &timestamp(&Utc::now()),
+            )?;
             tx.commit().map_err(failed("queue a run"))?;
             Ok(id)
         })

@@ -2,6 +2,8 @@
 //! which run a claim hands out, and which runs a newly queued one supersedes. The SQLite queue
 //! loads the open runs inside its transaction and applies what these return.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use crate::daemon::queue::{QueueId, QueueState};
@@ -72,6 +74,47 @@ pub(crate) fn supersede(open: &[OpenRun], repository: &str, git_ref: &str) -> Su
         }
     }
     plan
+}
+
+/// The open runs of the keys one write transaction queues runs for, kept up to date as it
+/// queues them: a batch of deliveries reads each key's open runs once, and a run queued early
+/// in the batch is superseded by a later one of its key exactly as if each had been its own
+/// transaction, in arrival order.
+#[derive(Debug, Default)]
+pub(crate) struct OpenByKey {
+    keys: HashMap<(String, String), Vec<OpenRun>>,
+}
+
+impl OpenByKey {
+    pub fn is_loaded(&self, repository: &str, git_ref: &str) -> bool {
+        self.keys
+            .contains_key(&(repository.to_owned(), git_ref.to_owned()))
+    }
+
+    /// The key's open runs as read from the database, before anything is queued for it.
+    pub fn load(&mut self, repository: &str, git_ref: &str, open: Vec<OpenRun>) {
+        self.keys
+            .insert((repository.to_owned(), git_ref.to_owned()), open);
+    }
+
+    /// Notes run `id` queued for its key (loaded before `id` was inserted) and says what it
+    /// supersedes; the superseded runs are no longer open, the cancelled ones still run.
+    pub fn queue(&mut self, repository: &str, git_ref: &str, id: QueueId) -> Supersession {
+        let open = self
+            .keys
+            .entry((repository.to_owned(), git_ref.to_owned()))
+            .or_default();
+        let plan = supersede(open, repository, git_ref);
+        open.retain(|run| !plan.superseded.contains(&run.id));
+        open.push(OpenRun {
+            id,
+            repository: repository.to_owned(),
+            git_ref: git_ref.to_owned(),
+            state: QueueState::Queued,
+            lease_until: None,
+        });
+        plan
+    }
 }
 
 #[cfg(test)]
@@ -170,5 +213,48 @@ mod tests {
             supersede(&open, "acme/web", "refs/heads/main"),
             Supersession::default()
         );
+    }
+
+    #[test]
+    fn runs_queued_in_one_batch_supersede_each_other_in_arrival_order() {
+        let mut open = OpenByKey::default();
+        open.load(
+            "acme/shop",
+            "refs/heads/main",
+            vec![
+                running(1, "refs/heads/main", 60),
+                queued(2, "refs/heads/main"),
+            ],
+        );
+        open.load("acme/shop", "refs/heads/dev", vec![]);
+        assert_eq!(
+            open.queue("acme/shop", "refs/heads/main", 10),
+            Supersession {
+                superseded: vec![2],
+                cancel: vec![1],
+            }
+        );
+        assert_eq!(
+            open.queue("acme/shop", "refs/heads/dev", 11),
+            Supersession::default()
+        );
+        // The run queued first in the batch is now the one superseded; the running one is
+        // asked again (it still runs until its worker sees the request).
+        assert_eq!(
+            open.queue("acme/shop", "refs/heads/main", 12),
+            Supersession {
+                superseded: vec![10],
+                cancel: vec![1],
+            }
+        );
+        assert_eq!(
+            open.queue("acme/shop", "refs/heads/dev", 13),
+            Supersession {
+                superseded: vec![11],
+                cancel: vec![],
+            }
+        );
+        assert!(open.is_loaded("acme/shop", "refs/heads/main"));
+        assert!(!open.is_loaded("acme/web", "refs/heads/main"));
     }
 }

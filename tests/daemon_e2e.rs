@@ -15,7 +15,7 @@ use shipit::daemon::webhooks::sign_hmac_sha256;
 use shipit::journal::{PostgresRunStore, RunStore, SqliteRunStore};
 use support::daemon::{Daemon, client, github_push};
 use support::demo_app::copy_demo_app;
-use support::scenario::Scenario;
+use support::scenario::{Scenario, base_image};
 use support::{Project, http_get};
 
 const SECRET: &str = "e2e-github-secret-5d1c";
@@ -195,13 +195,19 @@ async fn a_signed_push_builds_and_deploys_the_pushed_commit() {
     drop(daemon);
 }
 
-/// A pipeline that builds one small image: cheap enough to run for every delivery.
-fn small_project(name: &str) -> Project {
+/// A pipeline that builds one small image: cheap enough to run for every delivery. With
+/// `build_seconds`, its build takes that long (a `RUN sleep`), so that a run can be caught in
+/// the middle of its build; once one run built it, the others skip the unchanged build.
+fn small_project(name: &str, build_seconds: u32) -> Project {
     let project = Project::with_docker();
-    project.file(
-        "app/Dockerfile",
-        "FROM scratch\nCOPY hello.txt /hello.txt\n",
-    );
+    let dockerfile = match build_seconds {
+        0 => "FROM scratch\nCOPY hello.txt /hello.txt\n".to_owned(),
+        seconds => format!(
+            "FROM {}\nCOPY hello.txt /hello.txt\nRUN sleep {seconds}\n",
+            base_image()
+        ),
+    };
+    project.file("app/Dockerfile", dockerfile);
     project.file("app/hello.txt", "hello\n");
     project.file(
         "shipit.yaml",
@@ -214,7 +220,7 @@ fn small_project(name: &str) -> Project {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_delivery_runs_exactly_once_across_a_kill_9() {
     let scenario = Scenario::new("daemon-kill");
-    let project = small_project(scenario.name());
+    let project = small_project(scenario.name(), 3);
     let sha = head_sha(&project);
     let dir = tempfile::tempdir().unwrap();
     let clone_url = bare_clone(&project, &dir.path().join("origin.git"));
@@ -238,7 +244,8 @@ async fn every_acknowledged_delivery_runs_exactly_once_across_a_kill_9() {
     let mut daemon = Some(daemon);
     for (i, (delivery, body)) in bodies.iter().enumerate() {
         if i == DELIVERIES / 2 {
-            // Some runs are running now: wait until one is, then kill.
+            // Kill in the middle of a build: once a run has begun its journal (its run id is
+            // in the queue) and before it ends.
             let queue = SqliteQueue::new(dir.path().join("daemon.db"));
             let deadline = Instant::now() + Duration::from_secs(60);
             while !queue
@@ -246,7 +253,7 @@ async fn every_acknowledged_delivery_runs_exactly_once_across_a_kill_9() {
                 .await
                 .unwrap()
                 .iter()
-                .any(|run| run.state == QueueState::Running)
+                .any(|run| run.state == QueueState::Running && run.run_id.is_some())
             {
                 assert!(Instant::now() < deadline, "no run started within 60 s");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -355,7 +362,7 @@ impl TestDatabase {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_one_postgresql_run_each_delivery_exactly_once() {
     let scenario = Scenario::new("daemon-pg");
-    let project = small_project(scenario.name());
+    let project = small_project(scenario.name(), 0);
     let sha = head_sha(&project);
     let database = TestDatabase::create().await;
     let origin = tempfile::tempdir().unwrap();

@@ -12,7 +12,8 @@ use super::values::{base_values, pipeline_digest, preflight, with_image_placehol
 use super::{AppError, EnvVars, Stop, Workspace};
 use crate::exit;
 use crate::journal::{
-    GitSnapshot, JournalError, ListedRun, RunRecord, RunStatus, RunStore, StageRecord, new_run_id,
+    GitSnapshot, JournalError, ListedRun, RunRecord, RunStatus, RunStore, StageRecord, is_run_id,
+    new_run_id,
 };
 use crate::pipeline::interpolate::Values;
 use crate::pipeline::{LoadError, Pipeline};
@@ -28,6 +29,10 @@ pub struct RunRequest {
     pub pipeline: Pipeline,
     pub selection: Selection,
     pub env: EnvVars,
+    /// The journal id the run takes; a new one when absent. The daemon chooses it and notes it
+    /// in its queue before the run begins, so that a daemon dying at any point leaves a run
+    /// that is resumed under this id, never a second run beside it.
+    pub run_id: Option<String>,
 }
 
 /// A run that went to its end (successfully or not) or was stopped: its journal record as
@@ -140,11 +145,18 @@ async fn start_run(
         pipeline,
         selection,
         env,
+        run_id,
     } = request;
     let graph = StageGraph::from_pipeline(&pipeline);
     let participation = participation(&graph, &selection)?;
     refuse_unavailable(&workspace.executors, &pipeline, &participation)?;
-    let run_id = new_run_id(chrono::Utc::now());
+    let run_id = match run_id {
+        Some(run_id) if is_run_id(&run_id) => run_id,
+        Some(run_id) => {
+            return Err(AppError::invalid(format!("`{run_id}` is not a run id")));
+        }
+        None => new_run_id(chrono::Utc::now()),
+    };
     let (values, git) = base_values(&pipeline, &run_id, &env).map_err(AppError::invalid)?;
     preflight(&pipeline, &graph, &values)
         .map_err(|problems| AppError::invalid(LoadError::Invalid(problems)))?;

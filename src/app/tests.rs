@@ -222,6 +222,7 @@ impl Fixture {
                 "SHIPIT_APP_TEST_GREETING".to_owned(),
                 format!("hello from {name}"),
             )]),
+            run_id: None,
         }
     }
 }

@@ -102,6 +102,7 @@ async fn run(global: &GlobalArgs, select: &SelectArgs, printer: Printer) -> Resu
         pipeline,
         selection: selection(select),
         env: process_env(),
+        run_id: None,
     };
     let stop = Stop::default();
     spawn_signal_handler(stop.clone(), printer);

@@ -14,7 +14,7 @@ use crate::daemon::checkout::confine;
 use crate::daemon::config::RepositoryConfig;
 use crate::daemon::queue::{QueueError, QueuedRun};
 use crate::exit;
-use crate::journal::RunStatus;
+use crate::journal::{JournalError, RunStatus, new_run_id};
 use crate::plan::Selection;
 
 pub(super) async fn execute(context: Arc<Context>, run: QueuedRun, control: Arc<RunControl>) {
@@ -137,18 +137,51 @@ async fn attempt(
         .map(|(name, value)| (name.clone(), value.expose().to_owned()))
         .collect();
     let workspace = &context.workspace;
-    let outcome = match &run.run_id {
-        Some(run_id) => app::resume(workspace, pipeline, Some(run_id), env, log, &control.stop)
+    // A run id in the queue is a run this or another daemon began: resumed from its journal.
+    // Its journal may not exist yet (the daemon died between noting the id and creating the
+    // run): then it begins under that id.
+    let begun = match &run.run_id {
+        Some(run_id) => match workspace.store.load(run_id).await {
+            Ok(_) => Some(run_id.clone()),
+            Err(JournalError::UnknownRun { .. }) => None,
+            Err(err) => {
+                return Ran::NotStarted {
+                    message: format!("failed to read the journal of run {run_id}: {err}"),
+                    exit_code: exit::STAGE_FAILED,
+                };
+            }
+        },
+        None => None,
+    };
+    let outcome = match begun {
+        Some(run_id) => app::resume(workspace, pipeline, Some(&run_id), env, log, &control.stop)
             .await
             .map(|resumed| match resumed {
                 ResumeOutcome::Resumed(outcome) => (outcome.record.status, outcome.exit_code),
                 ResumeOutcome::AlreadySucceeded { .. } => (RunStatus::Succeeded, exit::OK),
             }),
         None => {
+            // The id goes to the queue before the journal has the run, so that no moment
+            // exists in which a daemon's death leaves a journal run the queue does not name.
+            let run_id = run
+                .run_id
+                .clone()
+                .unwrap_or_else(|| new_run_id(chrono::Utc::now()));
+            if let Err(err) = context
+                .queue
+                .set_run_id(&context.settings.daemon_id, run.id, &run_id)
+                .await
+            {
+                return Ran::NotStarted {
+                    message: format!("failed to note the run id in the queue: {err}"),
+                    exit_code: exit::STAGE_FAILED,
+                };
+            }
             let request = RunRequest {
                 pipeline,
                 selection: Selection::default(),
                 env,
+                run_id: Some(run_id),
             };
             app::run(workspace, request, log, &control.stop)
                 .await

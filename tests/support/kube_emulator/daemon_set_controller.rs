@@ -19,12 +19,7 @@ pub fn sync(world: &mut World) {
     ) else {
         return;
     };
-    let keys: Vec<_> = world
-        .objects
-        .keys()
-        .filter(|(plural, _, _)| *plural == "daemonsets")
-        .cloned()
-        .collect();
+    let keys = world.keys_of("daemonsets");
     for key in keys {
         let Some(set) = world.objects.get(&key).cloned() else {
             continue;

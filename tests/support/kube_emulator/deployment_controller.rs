@@ -110,12 +110,7 @@ fn condition(kind: &str, ok: bool, reason: &str, message: String, previous: &Val
 }
 
 pub fn sync(world: &mut World) {
-    let keys: Vec<_> = world
-        .objects
-        .keys()
-        .filter(|(plural, _, _)| *plural == "deployments")
-        .cloned()
-        .collect();
+    let keys = world.keys_of("deployments");
     for key in keys {
         reconcile(world, &key.1, &key.2);
     }

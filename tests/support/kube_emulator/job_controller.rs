@@ -34,12 +34,7 @@ pub fn sync(world: &mut World) {
     ) else {
         return;
     };
-    let keys: Vec<_> = world
-        .objects
-        .keys()
-        .filter(|(plural, _, _)| *plural == "jobs")
-        .cloned()
-        .collect();
+    let keys = world.keys_of("jobs");
     for key in keys {
         let Some(job) = world.objects.get(&key).cloned() else {
             continue;

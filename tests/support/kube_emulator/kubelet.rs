@@ -23,12 +23,7 @@ pub fn step(world: &mut World) {
     let Some(pods) = resources::by_plural("", "v1", "pods") else {
         return;
     };
-    let keys: Vec<_> = world
-        .objects
-        .keys()
-        .filter(|(plural, _, _)| *plural == "pods")
-        .cloned()
-        .collect();
+    let keys = world.keys_of("pods");
     for key in keys {
         let Some(pod) = world.objects.get(&key).cloned() else {
             continue;

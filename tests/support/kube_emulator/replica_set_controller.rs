@@ -53,12 +53,7 @@ pub fn sync(world: &mut World) {
     ) else {
         return;
     };
-    let keys: Vec<_> = world
-        .objects
-        .keys()
-        .filter(|(plural, _, _)| *plural == "replicasets")
-        .cloned()
-        .collect();
+    let keys = world.keys_of("replicasets");
     for key in keys {
         let Some(rs) = world.objects.get(&key).cloned() else {
             continue;

@@ -33,12 +33,7 @@ pub fn sync(world: &mut World) {
     ) else {
         return;
     };
-    let keys: Vec<_> = world
-        .objects
-        .keys()
-        .filter(|(plural, _, _)| *plural == "statefulsets")
-        .cloned()
-        .collect();
+    let keys = world.keys_of("statefulsets");
     for key in keys {
         let Some(set) = world.objects.get(&key).cloned() else {
             continue;

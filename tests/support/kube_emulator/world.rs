@@ -98,6 +98,16 @@ impl World {
         }
     }
 
+    /// The keys of every object of one kind, taken out of the map so that a controller can
+    /// change the world while it goes through them (and read each object again as it is).
+    pub fn keys_of(&self, plural: &str) -> Vec<Key> {
+        self.objects
+            .keys()
+            .filter(|(kind, _, _)| *kind == plural)
+            .cloned()
+            .collect()
+    }
+
     pub fn get(&self, plural: &'static str, namespace: &str, name: &str) -> Option<&Value> {
         self.objects
             .get(&(plural, namespace.to_string(), name.to_string()))

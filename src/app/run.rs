@@ -316,13 +316,31 @@ async fn continue_run(
 }
 
 async fn latest_run_id(workspace: &Workspace) -> Result<String, AppError> {
-    match workspace.store.list().await?.into_iter().last() {
+    match newest(workspace.store.list().await?) {
         Some(ListedRun::Readable(run)) => Ok(run.run_id),
         Some(ListedRun::Unreadable { error, .. }) => Err(error.into()),
         None => {
             Err(AppError::invalid("no runs recorded yet").with_hint("start one with `shipit run`"))
         }
     }
+}
+
+/// The run started last, from a list in id order. An id names the second its run started, then
+/// a random part, so of two runs started in one second the last id is the newer only half the
+/// time: among the runs of the last id's second, the latest start time wins (ties keep id
+/// order; an unreadable run, whose start time is unknown, only when no readable one shares its
+/// second).
+fn newest(listed: Vec<ListedRun>) -> Option<ListedRun> {
+    const SECOND: usize = "YYYYMMDD-HHMMSS".len();
+    let second = |run: &ListedRun| run.run_id().get(..SECOND).map(str::to_owned);
+    let last_second = second(listed.last()?);
+    listed
+        .into_iter()
+        .filter(|run| second(run) == last_second)
+        .max_by_key(|run| match run {
+            ListedRun::Readable(summary) => Some(summary.started_at),
+            ListedRun::Unreadable { .. } => None,
+        })
 }
 
 /// Everything a run needs besides its record.
@@ -358,5 +376,62 @@ impl Execution<'_> {
             aws: self.aws,
         };
         Ok(runner.execute(record, resumed).await.into())
+    }
+}
+
+#[cfg(test)]
+mod newest_tests {
+    use super::*;
+    use crate::journal::RunSummary;
+
+    fn readable(run_id: &str, started_at: &str) -> ListedRun {
+        let started_at = chrono::DateTime::parse_from_rfc3339(started_at)
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        ListedRun::Readable(RunSummary {
+            run_id: run_id.to_owned(),
+            pipeline: "p".to_owned(),
+            status: RunStatus::Succeeded,
+            started_at,
+            finished_at: None,
+            git_sha: None,
+            stages_done: 0,
+            stages_total: 0,
+            revision: 1,
+        })
+    }
+
+    #[test]
+    fn of_two_runs_in_one_second_the_later_start_is_newest_whatever_their_ids() {
+        let listed = vec![
+            readable(
+                "20261201-075145-1111111111111111",
+                "2026-12-01T07:51:45.900Z",
+            ),
+            readable(
+                "20261201-075145-ffffffffffffffff",
+                "2026-12-01T07:51:45.100Z",
+            ),
+        ];
+        let newest = newest(listed).unwrap();
+        assert_eq!(newest.run_id(), "20261201-075145-1111111111111111");
+    }
+
+    #[test]
+    fn a_run_of_a_later_second_is_newest() {
+        let listed = vec![
+            readable(
+                "20261201-075145-ffffffffffffffff",
+                "2026-12-01T07:51:45.900Z",
+            ),
+            readable(
+                "20261201-075146-0000000000000000",
+                "2026-12-01T07:51:46.000Z",
+            ),
+        ];
+        assert_eq!(
+            newest(listed).unwrap().run_id(),
+            "20261201-075146-0000000000000000"
+        );
     }
 }

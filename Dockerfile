@@ -15,6 +15,11 @@ ARG RUST_IMAGE=rust:1.95-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
+# git2's HTTPS and SSH transports (the daemon's fetches) link the system's OpenSSL: its headers,
+# and pkg-config to find them. libssh2 itself is compiled in from its crate.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends pkg-config libssl-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /build
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -30,7 +35,8 @@ RUN --mount=type=cache,id=shipit-cargo-registry,target=/usr/local/cargo/registry
 
 FROM ${RUNTIME_IMAGE} AS runtime
 # git for the jobs that run next to shipit in the same container; CA certificates for the TLS
-# of registries and AWS (shipit reads the system's trusted roots).
+# of registries, AWS and git remotes (shipit reads the system's trusted roots); OpenSSL's
+# library, which the daemon's git fetches over HTTPS and SSH use.
 #
 # safe.directory '*': the workspace is mounted from the host and owned by another user than the
 # one shipit runs as, and git (and libgit2, which shipit reads the checkout with) refuse a
@@ -40,7 +46,7 @@ FROM ${RUNTIME_IMAGE} AS runtime
 # The user is numeric (10001) so that runtimes that enforce "not root" (Kubernetes'
 # runAsNonRoot) can check it without reading /etc/passwd.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates git \
+ && apt-get install -y --no-install-recommends ca-certificates git libssl3 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && git config --system --add safe.directory '*' \

@@ -15,6 +15,7 @@ use shipit::daemon::webhooks::sign_hmac_sha256;
 use shipit::journal::{PostgresRunStore, RunStore, SqliteRunStore};
 use support::daemon::{Daemon, client, github_push};
 use support::demo_app::copy_demo_app;
+use support::git_servers::GitHttpsServer;
 use support::scenario::{Scenario, base_image};
 use support::{Project, http_get};
 
@@ -193,6 +194,64 @@ async fn a_signed_push_builds_and_deploys_the_pushed_commit() {
     let shown = api_get(&daemon, &format!("/api/runs/{id}")).await;
     assert_eq!(shown["state"], "succeeded", "{shown}");
     drop(daemon);
+}
+
+/// A private repository over HTTPS: the daemon trusts the server's private CA through
+/// `SSL_CERT_FILE` (as the README tells), sends the configured token when the server asks, and
+/// the token shows nowhere the run or the daemon writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_private_https_repository_is_fetched_with_its_token() {
+    let scenario = Scenario::new("daemon-https");
+    let project = small_project(scenario.name(), 0);
+    let sha = head_sha(&project);
+    let dir = tempfile::tempdir().unwrap();
+    let srv = dir.path().join("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    bare_clone(&project, &srv.join("small.git"));
+    const GIT_TOKEN: &str = "ghs-daemon-e2e-token-41d7";
+    let server = GitHttpsServer::start(&srv, "x-access-token", GIT_TOKEN, dir.path());
+    write_config(
+        dir.path(),
+        "acme/small",
+        &server.url("small.git"),
+        "[main]",
+        "    credentials: { token_env: E2E_GIT_TOKEN }\n",
+    );
+    let ca_file = server.ca_file.display().to_string();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("E2E_GITHUB_SECRET", SECRET),
+            ("E2E_GIT_TOKEN", GIT_TOKEN),
+            ("SSL_CERT_FILE", &ca_file),
+        ],
+    );
+
+    let body = github_push("acme/small", "refs/heads/main", &sha, "private change");
+    let (status, answer) = send_push(&daemon.url(""), "https-delivery-1", &body)
+        .await
+        .expect("the daemon answers");
+    assert_eq!(status, 202, "{answer}\n{}", daemon.logs());
+    let queue = SqliteQueue::new(dir.path().join("daemon.db"));
+    let runs = settled_runs(&queue, Duration::from_secs(120), &daemon).await;
+    let lines = queue.log_after(runs[0].id, 0, 1000).await.unwrap();
+    assert_eq!(
+        runs[0].state,
+        QueueState::Succeeded,
+        "{:?}\nlog: {lines:?}\ndaemon log:\n{}",
+        runs[0],
+        daemon.logs()
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|seen| seen.authorized && seen.path == "/small.git/git-upload-pack"),
+        "{:?}",
+        server.requests()
+    );
+    let written = format!("{lines:?}{}{:?}", daemon.logs(), runs[0]);
+    assert!(!written.contains(GIT_TOKEN), "the token leaked: {written}");
 }
 
 /// A pipeline that builds one small image: cheap enough to run for every delivery. With

@@ -11,6 +11,7 @@ pub mod demo_images;
 pub mod deploy_recorder;
 pub mod docker_build_support;
 pub mod fake_servers;
+pub mod git_servers;
 pub mod kube_emulator;
 pub mod port_lease;
 pub mod scenario;

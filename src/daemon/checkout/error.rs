@@ -7,13 +7,6 @@ use std::path::PathBuf;
 pub(crate) enum CheckoutError {
     #[error("`{sha}` is not a commit id: the daemon checks out full 40-hex-digit SHAs")]
     NotACommitId { sha: String },
-    #[error(
-        "failed to fetch {repository}: {url_kind} remotes are not supported by this shipit (built without HTTPS and SSH git transports); the daemon fetches from local paths and file:// URLs"
-    )]
-    UnsupportedRemote {
-        repository: String,
-        url_kind: &'static str,
-    },
     #[error("failed to fetch {git_ref} of {repository}: {message}")]
     Fetch {
         repository: String,

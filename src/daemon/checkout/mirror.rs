@@ -1,44 +1,20 @@
 //! The bare mirror of one repository: fetches a pushed ref, and the pushed commit itself when
-//! the ref has moved on, with the repository's credentials. Blocks: called on the blocking pool.
+//! the ref has moved on, with the repository's credentials, over a local path, HTTPS (libgit2
+//! with OpenSSL, which trusts the system's CAs and `SSL_CERT_FILE`) or SSH (libssh2, with the
+//! host key checked against the repository's known_hosts). Blocks: called on the blocking pool.
 
 use std::fs::OpenOptions;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use git2::{Cred, CredentialType, FetchOptions, RemoteCallbacks, Repository};
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, FetchOptions, RemoteCallbacks, Repository,
+};
 
 use super::CheckoutError;
+use super::known_hosts::{self, HostKeyVerdict, KnownHosts};
+use super::remote::Transport;
 use crate::daemon::config::{GitCredentials, RepositoryConfig};
-
-/// Refuses, before any network, a URL whose transport this build of git2 lacks.
-pub(super) fn check_url(url: &str) -> Result<(), CheckoutError> {
-    let kind = if url.starts_with("https://") {
-        Some("https")
-    } else if url.starts_with("ssh://") || url.starts_with("git+ssh://") {
-        Some("ssh")
-    } else if !url.contains("://") && is_scp_like(url) {
-        // `git@github.com:acme/shop.git`, git's short form of an ssh URL.
-        Some("ssh")
-    } else {
-        None
-    };
-    match kind {
-        Some(url_kind) => Err(CheckoutError::UnsupportedRemote {
-            repository: String::new(),
-            url_kind,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// `host:path` before any `/`, as git reads it (a local path with a colon after a slash is
-/// a path).
-fn is_scp_like(url: &str) -> bool {
-    match (url.find(':'), url.find('/')) {
-        (Some(colon), Some(slash)) => colon < slash,
-        (Some(_), None) => true,
-        _ => false,
-    }
-}
 
 /// Makes sure the mirror at `dir` holds commit `oid`: fetches `git_ref` (force, as pushes
 /// rewrite branches), then `oid` itself if the ref no longer leads to it.
@@ -48,21 +24,29 @@ pub(super) fn fetch(
     git_ref: &str,
     oid: git2::Oid,
 ) -> Result<(), CheckoutError> {
-    let fetch_failed = |message: String| CheckoutError::Fetch {
-        repository: repository.name.clone(),
-        git_ref: git_ref.to_owned(),
-        message: masked(message, repository),
+    // libgit2 replaces a callback's message with its own ("invalid or unknown remote ssh
+    // hostkey"): the callbacks leave theirs here, and it is the one reported.
+    let refusal = Refusal::default();
+    let fetch_failed = |error: git2::Error| {
+        let mut message = refusal.take().unwrap_or_else(|| error.message().to_owned());
+        if error.code() == git2::ErrorCode::Certificate
+            && matches!(Transport::of(&repository.clone_url), Transport::Https)
+        {
+            message.push_str(
+                "; the server's certificate is not signed by a CA this machine trusts (a private CA goes in the file SSL_CERT_FILE names, in the daemon's environment)",
+            );
+        }
+        CheckoutError::Fetch {
+            repository: repository.name.clone(),
+            git_ref: git_ref.to_owned(),
+            message: masked(message, repository),
+        }
     };
     if !git_ref.starts_with("refs/") || !git2::Reference::is_valid_name(git_ref) {
-        return Err(fetch_failed("it is not a full git ref name".to_owned()));
+        return Err(fetch_failed(git2::Error::from_str(
+            "it is not a full git ref name",
+        )));
     }
-    check_url(&repository.clone_url).map_err(|err| match err {
-        CheckoutError::UnsupportedRemote { url_kind, .. } => CheckoutError::UnsupportedRemote {
-            repository: repository.name.clone(),
-            url_kind,
-        },
-        other => other,
-    })?;
     // Several daemons on one host may share the work dir: the flock orders their fetches as
     // the in-process lock orders this daemon's runs.
     let _flock = lock_file(dir)?;
@@ -72,17 +56,21 @@ pub(super) fn fetch(
     }
     let mut remote = mirror
         .remote_anonymous(&repository.clone_url)
-        .map_err(|e| fetch_failed(e.message().to_owned()))?;
+        .map_err(fetch_failed)?;
     let refspec = format!("+{git_ref}:{git_ref}");
     remote
-        .fetch(&[refspec.as_str()], Some(&mut options(repository)), None)
-        .map_err(|e| fetch_failed(e.message().to_owned()))?;
+        .fetch(
+            &[refspec.as_str()],
+            Some(&mut options(repository, &refusal)),
+            None,
+        )
+        .map_err(fetch_failed)?;
     if mirror.find_commit(oid).is_err() {
         // The branch moved on since the push: ask for the commit itself. Servers that refuse
         // unadvertised objects fail here, which the check below reports.
         let _ = remote.fetch(
             &[oid.to_string().as_str()],
-            Some(&mut options(repository)),
+            Some(&mut options(repository, &refusal)),
             None,
         );
     }
@@ -127,43 +115,130 @@ fn lock_file(dir: &Path) -> Result<std::fs::File, CheckoutError> {
     Ok(file)
 }
 
-/// The fetch options with the repository's credentials, offered once: a refused credential
-/// fails the fetch instead of looping.
-fn options(repository: &RepositoryConfig) -> FetchOptions<'static> {
+/// Why a callback refused the remote, in its own words.
+#[derive(Clone, Default)]
+struct Refusal(Arc<Mutex<Option<String>>>);
+
+impl Refusal {
+    fn refuse(&self, message: String) -> git2::Error {
+        let error = git2::Error::from_str(&message);
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(message);
+        error
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// The fetch options: the repository's credentials, offered once (a refused credential fails
+/// the fetch instead of looping), and for SSH the host key check.
+fn options(repository: &RepositoryConfig, refusal: &Refusal) -> FetchOptions<'static> {
+    let mut callbacks = RemoteCallbacks::new();
     let credentials = repository.credentials.clone();
     let mut offered = false;
-    let mut callbacks = RemoteCallbacks::new();
+    let refused = refusal.clone();
     callbacks.credentials(move |_url, url_user, allowed| {
+        let username = match &credentials {
+            Some(
+                GitCredentials::Token { username, .. } | GitCredentials::SshKey { username, .. },
+            ) => url_user.unwrap_or(username),
+            None => url_user.unwrap_or("git"),
+        };
+        // SSH asks for the user name first when the URL has none: that offers nothing yet.
+        if allowed == CredentialType::USERNAME {
+            return Cred::username(username);
+        }
         if offered {
-            return Err(git2::Error::from_str(
-                "the configured credentials were refused",
-            ));
+            return Err(refused.refuse("the configured credentials were refused".to_owned()));
         }
         offered = true;
         match &credentials {
-            Some(GitCredentials::Token { username, token })
+            Some(GitCredentials::Token { token, .. })
                 if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
             {
                 Cred::userpass_plaintext(username, token.expose())
             }
             Some(GitCredentials::SshKey {
-                username,
                 private_key,
                 passphrase,
+                ..
             }) if allowed.contains(CredentialType::SSH_KEY) => Cred::ssh_key(
-                url_user.unwrap_or(username),
+                username,
                 None,
                 private_key,
                 passphrase.as_ref().map(|p| p.expose()),
             ),
-            _ => Err(git2::Error::from_str(
-                "the remote asks for credentials the daemon's configuration does not give",
+            _ => Err(refused.refuse(
+                "the remote asks for credentials the daemon's configuration does not give"
+                    .to_owned(),
             )),
         }
     });
+    if let Transport::Ssh { host, port } = Transport::of(&repository.clone_url) {
+        let file = repository.known_hosts.clone().or_else(default_known_hosts);
+        let refused = refusal.clone();
+        callbacks.certificate_check(move |cert, _| {
+            let Some(key) = cert.as_hostkey().and_then(|k| k.hostkey()) else {
+                return Err(refused.refuse(format!("{host}:{port} sent no SSH host key")));
+            };
+            check_host_key(file.as_deref(), &host, port, key)
+                .map(|()| CertificateCheckStatus::CertificateOk)
+                .map_err(|message| refused.refuse(message))
+        });
+    }
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks);
     options
+}
+
+/// `~/.ssh/known_hosts` of the daemon's user, where ssh and libgit2 look without a setting.
+fn default_known_hosts() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|home| !home.is_empty())
+        .map(|home| PathBuf::from(home).join(".ssh").join("known_hosts"))
+}
+
+/// Whether `key`, sent by `host` on `port`, is one the known_hosts `file` trusts; if not, what
+/// to tell the user.
+fn check_host_key(file: Option<&Path>, host: &str, port: u16, key: &[u8]) -> Result<(), String> {
+    let presented = format!(
+        "{} {}",
+        known_hosts::key_type_of(key).unwrap_or("unknown"),
+        known_hosts::fingerprint(key)
+    );
+    let scan = if port == 22 {
+        format!("ssh-keyscan {host}")
+    } else {
+        format!("ssh-keyscan -p {port} {host}")
+    };
+    let Some(file) = file else {
+        return Err(format!(
+            "cannot check the SSH host key of {host}:{port} ({presented}): no known_hosts file; set the repository's `known_hosts:` in the daemon's config"
+        ));
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    let known = KnownHosts::parse(&text).map_err(|e| format!("{}, {e}", file.display()))?;
+    match known.verdict(host, port, key) {
+        HostKeyVerdict::Trusted => Ok(()),
+        HostKeyVerdict::Unknown => Err(format!(
+            "the SSH host key of {host}:{port} ({presented}) is not in {}; check that fingerprint with the host's owner, then add the host's line (`{scan}`) to that file",
+            file.display()
+        )),
+        HostKeyVerdict::Changed { known_types } => Err(format!(
+            "the SSH host key of {host}:{port} changed: it sent {presented}, and {} knows it by another {} key; if the host's key was replaced, replace its line there (`{scan}`), otherwise someone may be in the middle",
+            file.display(),
+            known_types.join(" or ")
+        )),
+        HostKeyVerdict::Revoked => Err(format!(
+            "the SSH host key of {host}:{port} ({presented}) is revoked in {}",
+            file.display()
+        )),
+    }
 }
 
 /// `message` with the repository's token and URL replaced, should git quote either.
@@ -175,27 +250,4 @@ fn masked(message: String, repository: &RepositoryConfig) -> String {
         message = message.replace(token.expose(), "***");
     }
     message
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn https_and_ssh_remotes_are_refused_before_any_network() {
-        for url in [
-            "https://github.com/acme/shop.git",
-            "ssh://git@github.com/acme/shop.git",
-            "git@github.com:acme/shop.git",
-        ] {
-            let err = check_url(url).unwrap_err();
-            assert!(
-                matches!(err, CheckoutError::UnsupportedRemote { .. }),
-                "{url}"
-            );
-        }
-        for url in ["/srv/git/shop.git", "file:///srv/git/shop.git", "./shop"] {
-            check_url(url).unwrap();
-        }
-    }
 }

@@ -7,14 +7,16 @@
 //! alternates, as `git clone --shared` does), with the pushed branch checked out (or the tag
 //! created), so that `${{ git.* }}` and the journal see the commit, branch and tag as in CI.
 //!
-//! All git work is git2 on the blocking pool; nothing goes through a shell. This shipit's git2
-//! has no HTTPS or SSH transport (it is built without OpenSSL and libssh2), so the daemon
-//! fetches from local paths and `file://` URLs only; any other URL fails naming that limit.
+//! All git work is git2 on the blocking pool; nothing goes through a shell, so no credential
+//! is ever on a command line. Remotes are local paths, HTTPS (a token as the password) or SSH
+//! (a key file, the host key checked against known_hosts).
 
 mod confinement;
 mod error;
+pub(crate) mod known_hosts;
 mod mirror;
 mod names;
+pub(crate) mod remote;
 mod workspace;
 
 use std::collections::HashMap;
@@ -110,3 +112,6 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod remote_tests;

@@ -50,6 +50,7 @@ pub(crate) fn repository(name: &str, clone_url: &Path) -> RepositoryConfig {
         paths: vec![],
         environments: vec![],
         credentials: None,
+        known_hosts: None,
         env: vec![],
     }
 }
@@ -152,20 +153,4 @@ async fn a_leftover_workspace_is_replaced_by_a_fresh_checkout() {
         .unwrap();
     assert!(!workspace.join("stale.txt").exists());
     assert!(workspace.join("app.txt").exists());
-}
-
-#[tokio::test]
-async fn an_https_remote_fails_saying_this_build_cannot_fetch_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let checkouts = Checkouts::new(dir.path().join("work"));
-    let mut repo = repository("acme/shop", Path::new("/nowhere"));
-    repo.clone_url = "https://github.com/acme/shop.git".into();
-    let err = checkouts
-        .prepare(&repo, "refs/heads/main", &"ab".repeat(20), 1)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("https remotes are not supported"),
-        "{err}"
-    );
 }

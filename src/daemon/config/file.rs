@@ -81,6 +81,7 @@ pub(crate) struct RepositoryFile {
     #[serde(default)]
     pub environments: OrderedPairs<String>,
     pub credentials: Option<CredentialsFile>,
+    pub known_hosts: Option<PathBuf>,
     #[serde(default)]
     pub env: OrderedPairs<EnvValueFile>,
 }

@@ -15,6 +15,8 @@ use super::file::{
     CredentialsFile, DaemonFile, EnvValueFile, RepositoryFile, SecretSourceFile, StateFile,
 };
 use super::model::{DaemonConfig, GitCredentials, RepositoryConfig, Secret, Sources, StateConfig};
+use crate::daemon::checkout::known_hosts::KnownHosts;
+use crate::daemon::checkout::remote::Transport;
 use crate::pipeline::source::Diagnostic;
 use crate::pipeline::{DocPath, SourceFile, deserialize_at, yaml};
 
@@ -401,9 +403,16 @@ impl Checker<'_> {
                 self.problem(at, "the environment name must not be empty", None);
             }
         }
-        let credentials = repo
-            .credentials
-            .map(|c| self.credentials(&path.key("credentials"), c));
+        let transport = Transport::of(&repo.clone_url);
+        let credentials = repo.credentials.map(|c| {
+            let at = path.key("credentials");
+            let credentials = self.credentials(&at, c);
+            self.check_credentials_fit(&at, &credentials, &transport);
+            credentials
+        });
+        let known_hosts = repo
+            .known_hosts
+            .map(|file| self.known_hosts(&path.key("known_hosts"), &file, &transport));
         let env = repo
             .env
             .0
@@ -428,8 +437,66 @@ impl Checker<'_> {
             paths: repo.paths,
             environments: repo.environments.0,
             credentials,
+            known_hosts,
             env,
         }
+    }
+
+    /// A token goes over HTTPS only (over http:// it would travel in clear text), a key over
+    /// SSH only: a mismatch is a config mistake, better found before the first push.
+    fn check_credentials_fit(
+        &mut self,
+        path: &DocPath,
+        credentials: &GitCredentials,
+        transport: &Transport,
+    ) {
+        let problem = match (credentials, transport) {
+            (GitCredentials::Token { .. }, Transport::Plain) => Some((
+                "token_env",
+                "a token over http:// or git:// would travel in clear text",
+                "use the repository's https:// URL",
+            )),
+            (GitCredentials::Token { .. }, Transport::Ssh { .. }) => Some((
+                "token_env",
+                "a token is for https:// remotes, and `clone_url` is an ssh one",
+                "use `ssh_key` for an ssh remote, or the repository's https:// URL",
+            )),
+            (GitCredentials::SshKey { .. }, Transport::Https | Transport::Plain) => Some((
+                "ssh_key",
+                "an SSH key is for ssh remotes, and `clone_url` is not one",
+                "use `token_env` for an https:// remote, or the repository's ssh URL",
+            )),
+            _ => None,
+        };
+        if let Some((key, message, hint)) = problem {
+            self.problem(path.key(key), message, Some(hint));
+        }
+    }
+
+    /// The known_hosts file of an ssh remote, read now so that a mistake in it stops the start.
+    fn known_hosts(&mut self, path: &DocPath, file: &Path, transport: &Transport) -> PathBuf {
+        let full = self.base_dir.join(file);
+        if !matches!(transport, Transport::Ssh { .. }) {
+            self.problem(
+                path.clone(),
+                "is for ssh remotes, and `clone_url` is not one",
+                Some("HTTPS servers are checked against the system's CAs (and SSL_CERT_FILE)"),
+            );
+            return full;
+        }
+        match std::fs::read_to_string(&full) {
+            Err(e) => self.problem(
+                path.clone(),
+                format!("cannot read {}: {e}", full.display()),
+                Some("write the host's line into it: ssh-keyscan HOST > FILE, then check the fingerprint"),
+            ),
+            Ok(text) => {
+                if let Err(e) = KnownHosts::parse(&text) {
+                    self.problem(path.clone(), format!("{}, {e}", full.display()), None);
+                }
+            }
+        }
+        full
     }
 
     fn check_glob(&mut self, path: DocPath, pattern: &str, at_key: bool) {

@@ -61,6 +61,9 @@ pub struct RepositoryConfig {
     /// The pipeline environment (`--env`) per branch glob, first match wins.
     pub environments: Vec<(String, String)>,
     pub credentials: Option<GitCredentials>,
+    /// The SSH host keys trusted for an ssh remote (OpenSSH's known_hosts format), read at
+    /// each fetch so that a rotated key needs no restart; unset: `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
     /// Environment variables the run sees (`${{ env.NAME }}`), from this file only.
     pub env: Vec<(String, Secret)>,
 }

@@ -284,3 +284,67 @@ fn an_empty_file_says_what_it_needs() {
     let err = error("# nothing yet\n");
     assert!(err.contains("the daemon configuration is empty"), "{err}");
 }
+
+#[test]
+fn credentials_that_do_not_fit_the_remote_are_refused_before_any_push() {
+    let err = error(
+        "repositories:\n  - name: a/token-over-ssh\n    clone_url: git@github.com:acme/shop.git\n    credentials: { token_env: GIT_TOKEN }\n  - name: a/token-in-clear\n    clone_url: http://git.example.com/shop.git\n    credentials: { token_env: GIT_TOKEN }\n  - name: a/key-over-https\n    clone_url: https://github.com/acme/shop.git\n    credentials: { ssh_key: /etc/hostname }\n",
+    );
+    assert!(
+        err.contains("conf/daemon.yaml:4:31: repositories[0].credentials.token_env: a token is for https:// remotes, and `clone_url` is an ssh one"),
+        "{err}"
+    );
+    assert!(
+        err.contains("repositories[1].credentials.token_env: a token over http:// or git:// would travel in clear text"),
+        "{err}"
+    );
+    assert!(
+        err.contains("repositories[2].credentials.ssh_key: an SSH key is for ssh remotes, and `clone_url` is not one"),
+        "{err}"
+    );
+    assert!(err.ends_with("3 problems found"), "{err}");
+}
+
+#[test]
+fn a_known_hosts_file_is_read_at_start_and_its_bad_line_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, "# pinned\ngit.example.com ssh-ed25519\n").unwrap();
+    let text = format!(
+        "repositories:\n  - name: a/ssh\n    clone_url: ssh://git@git.example.com/shop.git\n    known_hosts: {kh}\n  - name: a/missing\n    clone_url: ssh://git@git.example.com/other.git\n    known_hosts: {dir}/nowhere\n  - name: a/https\n    clone_url: https://github.com/acme/shop.git\n    known_hosts: {kh}\n",
+        kh = known_hosts.display(),
+        dir = dir.path().display()
+    );
+    let err = error(&text);
+    assert!(
+        err.contains(&format!(
+            "repositories[0].known_hosts: {}, line 2: expected `HOSTS KEY-TYPE BASE64-KEY`",
+            known_hosts.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("repositories[1].known_hosts: cannot read")
+            && err.contains("ssh-keyscan HOST > FILE"),
+        "{err}"
+    );
+    assert!(
+        err.contains("repositories[2].known_hosts: is for ssh remotes, and `clone_url` is not one"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &known_hosts,
+        "git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGQXxpdVlfZR9vVUsVhugioSsiw3aeU742f+DU0GfDVh\n",
+    )
+    .unwrap();
+    let text = format!(
+        "repositories:\n  - name: a/ssh\n    clone_url: ssh://git@git.example.com/shop.git\n    known_hosts: {}\n",
+        known_hosts.display()
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.repositories[0].known_hosts.as_deref(),
+        Some(known_hosts.as_path())
+    );
+}

@@ -127,6 +127,7 @@ mod tests {
                 ("release/*".into(), "staging".into()),
             ],
             credentials: None,
+            known_hosts: None,
             env: vec![],
         }
     }

@@ -130,12 +130,12 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let store = open_store(&config.state)?;
     let metrics = Arc::new(Metrics::new());
     let worker_config = Arc::new(config.clone());
-    let ingest = Ingest::prepare(config, queue.clone(), metrics, shutdown.clone()).await?;
+    let ingest = Ingest::prepare(config, queue.clone(), metrics.clone(), shutdown.clone()).await?;
     if let Some(address) = ingest.local_addr() {
         tracing::info!(%address, "listening");
     }
     let worker = (worker_config.concurrency > 0)
-        .then(|| worker::start(worker_config, queue, store, shutdown));
+        .then(|| worker::start(worker_config, queue, store, metrics, shutdown));
     let served = ingest.serve().await;
     if let Some(worker) = worker {
         worker.stopped().await;

@@ -1,7 +1,8 @@
 //! The daemon's Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
 //!
-//! One registry for the whole daemon: ingest registers its own families here, and the worker
-//! adds its own (stage durations) through [`Metrics::register`].
+//! One registry for the whole daemon: ingest counts webhook outcomes and request durations,
+//! the queue's counts are read at each scrape, and the worker records each stage's duration
+//! when its run ends.
 
 use std::sync::Mutex;
 
@@ -10,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Metric, Registry};
+use prometheus_client::registry::Registry;
 
 use crate::daemon::queue::QueueState;
 
@@ -36,6 +37,18 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// A stage's series: its kind rather than its name, since stage names come from pushed
+/// pipeline files and a pusher must not be able to add series without bound.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// As configured (`owner/name`): bounded by the daemon's configuration.
+    pub repository: String,
+    /// `build`, `push`, `deploy`.
+    pub kind: String,
+    /// How the stage ended: `succeeded`, `failed`, `rolled_back`, `timed_out`, `interrupted`.
+    pub status: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -44,11 +57,17 @@ pub struct Metrics {
     requests: HistogramFamily<RequestLabels>,
     runs: Family<StateLabels, Gauge>,
     queue_depth: Gauge,
+    stages: HistogramFamily<StageLabels>,
 }
 
 fn request_buckets() -> Histogram {
     // 0.5 ms to about 16 s: a hook answer is milliseconds, an SSE log stream can last long.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn stage_buckets() -> Histogram {
+    // 0.5 s to about 68 min: a cached build takes a second, a blue/green deploy can take an hour.
+    Histogram::new(exponential_buckets(0.5, 2.0, 14))
 }
 
 impl Default for Metrics {
@@ -81,22 +100,25 @@ impl Metrics {
             "Runs queued and not yet claimed",
             queue_depth.clone(),
         );
+        let stages: HistogramFamily<StageLabels> =
+            Family::new_with_constructor(stage_buckets as fn() -> Histogram);
+        registry.register(
+            "stage_duration_seconds",
+            "Time the stages this daemon ran took, by repository, stage kind and how they ended",
+            stages.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             webhooks,
             requests,
             runs,
             queue_depth,
+            stages,
         }
     }
 
-    /// Adds a metric of another part of the daemon (the worker's stage durations) to the
-    /// registry `/metrics` serves; the name gets the `shipit_daemon_` prefix.
-    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        self.registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .register(name, help, metric);
+    pub fn stage(&self, labels: StageLabels, seconds: f64) {
+        self.stages.get_or_create(&labels).observe(seconds);
     }
 
     pub fn webhook(&self, source: &str, outcome: &str) {
@@ -172,15 +194,24 @@ mod tests {
     }
 
     #[test]
-    fn another_part_of_the_daemon_can_add_its_metrics() {
+    fn stage_durations_are_a_histogram_by_repository_kind_and_status() {
         let metrics = Metrics::new();
-        let stages = Counter::<u64>::default();
-        metrics.register("stages_finished", "Stages finished", stages.clone());
-        stages.inc();
-        assert!(
-            metrics
-                .encode()
-                .contains("shipit_daemon_stages_finished_total 1")
-        );
+        let labels = StageLabels {
+            repository: "acme/shop".into(),
+            kind: "build".into(),
+            status: "succeeded".into(),
+        };
+        metrics.stage(labels.clone(), 3.0);
+        metrics.stage(labels, 700.0);
+        let text = metrics.encode();
+        let series = r#"repository="acme/shop",kind="build",status="succeeded""#;
+        for line in [
+            format!("shipit_daemon_stage_duration_seconds_count{{{series}}} 2"),
+            format!("shipit_daemon_stage_duration_seconds_sum{{{series}}} 703.0"),
+            format!(r#"shipit_daemon_stage_duration_seconds_bucket{{le="4.0",{series}}} 1"#),
+            format!(r#"shipit_daemon_stage_duration_seconds_bucket{{le="1024.0",{series}}} 2"#),
+        ] {
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
     }
 }

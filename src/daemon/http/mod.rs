@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, StageLabels};
 pub use state::{DockerFromEnv, DockerProbe, ServerState};
 
 pub fn router(state: Arc<ServerState>) -> Router {

@@ -12,9 +12,10 @@ use super::{Context, RunControl};
 use crate::app::{self, EnvVars, ResumeOutcome, RunRequest};
 use crate::daemon::checkout::confine;
 use crate::daemon::config::RepositoryConfig;
+use crate::daemon::http::StageLabels;
 use crate::daemon::queue::{QueueError, QueuedRun};
 use crate::exit;
-use crate::journal::{JournalError, RunStatus, new_run_id};
+use crate::journal::{JournalError, RunRecord, RunStatus, StageStatus, new_run_id};
 use crate::plan::Selection;
 
 pub(super) async fn execute(context: Arc<Context>, run: QueuedRun, control: Arc<RunControl>) {
@@ -153,11 +154,26 @@ async fn attempt(
         },
         None => None,
     };
+    // Stages that ended from here on ran in this daemon: theirs are the durations it reports.
+    let since = chrono::Utc::now();
+    let observe = |record: &RunRecord| {
+        for (kind, status, seconds) in stage_durations(record, since) {
+            let labels = StageLabels {
+                repository: repository.name.clone(),
+                kind: kind.to_owned(),
+                status: status.to_owned(),
+            };
+            context.metrics.stage(labels, seconds);
+        }
+    };
     let outcome = match begun {
         Some(run_id) => app::resume(workspace, pipeline, Some(&run_id), env, log, &control.stop)
             .await
             .map(|resumed| match resumed {
-                ResumeOutcome::Resumed(outcome) => (outcome.record.status, outcome.exit_code),
+                ResumeOutcome::Resumed(outcome) => {
+                    observe(&outcome.record);
+                    (outcome.record.status, outcome.exit_code)
+                }
                 ResumeOutcome::AlreadySucceeded { .. } => (RunStatus::Succeeded, exit::OK),
             }),
         None => {
@@ -185,7 +201,10 @@ async fn attempt(
             };
             app::run(workspace, request, log, &control.stop)
                 .await
-                .map(|outcome| (outcome.record.status, outcome.exit_code))
+                .map(|outcome| {
+                    observe(&outcome.record);
+                    (outcome.record.status, outcome.exit_code)
+                })
         }
     };
     match outcome {
@@ -211,5 +230,73 @@ fn pipeline_file(root: &Path, named: &str) -> Result<std::path::PathBuf, String>
             "the pipeline file `{named}` is a symlink leading out of the checkout"
         )),
         _ => Ok(file),
+    }
+}
+
+/// The stages of `record` that ran and ended at or after `since`: their kind, how they ended
+/// and how long they ran. Skipped stages did no work and are left out.
+fn stage_durations(
+    record: &RunRecord,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<(&'static str, &'static str, f64)> {
+    record
+        .stages
+        .iter()
+        .filter(|stage| !matches!(stage.status, StageStatus::Skipped | StageStatus::Pending))
+        .filter_map(|stage| {
+            let (started, finished) = (stage.started_at?, stage.finished_at?);
+            (finished >= since).then(|| {
+                let seconds = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
+                (stage.stage.kind.as_str(), stage.status.as_str(), seconds)
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::journal::StageRecord;
+    use crate::plan::StageId;
+
+    fn stage(id: StageId, status: StageStatus, times: Option<(u32, u32)>) -> StageRecord {
+        let at = |second| Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, second).unwrap();
+        StageRecord {
+            status,
+            started_at: times.map(|(start, _)| at(start)),
+            finished_at: times.map(|(_, end)| at(end)),
+            ..StageRecord::pending(id)
+        }
+    }
+
+    #[test]
+    fn only_stages_that_ran_and_ended_here_are_timed() {
+        let record = RunRecord::for_test(
+            "20261201T090000Z-a1b2",
+            "shop",
+            vec![
+                // Ended before this daemon took the run over: another daemon timed it.
+                stage(StageId::build("api"), StageStatus::Succeeded, Some((0, 5))),
+                stage(
+                    StageId::build("web"),
+                    StageStatus::Succeeded,
+                    Some((10, 14)),
+                ),
+                stage(StageId::push("web"), StageStatus::Skipped, Some((14, 14))),
+                stage(
+                    StageId::deploy("web"),
+                    StageStatus::RolledBack,
+                    Some((15, 45)),
+                ),
+                stage(StageId::deploy("worker"), StageStatus::Pending, None),
+            ],
+        );
+        let since = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 8).unwrap();
+        assert_eq!(
+            stage_durations(&record, since),
+            vec![("build", "succeeded", 4.0), ("deploy", "rolled_back", 30.0)]
+        );
     }
 }

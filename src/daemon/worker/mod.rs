@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkout::Checkouts;
 use super::config::DaemonConfig;
+use super::http::Metrics;
 use super::queue::{Queue, QueueId, QueueState};
 use crate::app::{Stop, Workspace};
 use crate::journal::{RunStore, StopCause};
@@ -92,6 +93,8 @@ pub(crate) struct Context {
     workspace: Workspace,
     checkouts: Checkouts,
     settings: WorkerSettings,
+    /// Where the stages' durations go (`/metrics`).
+    metrics: Arc<Metrics>,
     running: Mutex<HashMap<QueueId, Arc<RunControl>>>,
     shutting_down: AtomicBool,
 }
@@ -102,11 +105,12 @@ pub fn start(
     config: Arc<DaemonConfig>,
     queue: Arc<dyn Queue>,
     store: Arc<dyn RunStore>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> WorkerHandle {
     let executors = Executors::default_set(&config.work_dir.join("state"));
     let settings = WorkerSettings::for_config(&config);
-    start_with(config, queue, store, executors, settings, shutdown)
+    start_with(config, queue, store, executors, settings, metrics, shutdown)
 }
 
 /// `start` with the executors and settings given.
@@ -116,6 +120,7 @@ pub fn start_with(
     store: Arc<dyn RunStore>,
     executors: Executors,
     settings: WorkerSettings,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> WorkerHandle {
     let context = Arc::new(Context {
@@ -124,6 +129,7 @@ pub fn start_with(
         queue,
         workspace: Workspace { store, executors },
         settings,
+        metrics,
         running: Mutex::default(),
         shutting_down: AtomicBool::new(false),
     });

@@ -35,6 +35,7 @@ struct Daemon {
     store: Arc<SqliteRunStore>,
     nonce: String,
     shutdown_grace: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Daemon {
@@ -54,6 +55,7 @@ impl Daemon {
             dir,
             nonce,
             shutdown_grace: Duration::from_secs(5),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -122,6 +124,7 @@ impl Daemon {
             self.store.clone(),
             Executors::default_set(&self.work_dir().join("state")),
             settings,
+            self.metrics.clone(),
             shutdown.clone(),
         )
     }
@@ -226,6 +229,12 @@ async fn a_queued_push_is_built_at_its_exact_commit_and_its_log_is_in_the_queue(
         "the workspace is removed after the run"
     );
     assert!(log.iter().all(|line| !line.contains("t0ken-never-shown")));
+    // The build's duration is in the daemon's metrics, under its repository and kind.
+    let metrics = daemon.metrics.encode();
+    assert!(
+        metrics.contains(r#"shipit_daemon_stage_duration_seconds_count{repository="acme/shop",kind="build",status="succeeded"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,3 +241,47 @@ fn the_daemon_deployment_example_validates_and_plans_offline() {
         assert_eq!(stage(&plan, target)["action"], "run", "{target}: {plan}");
     }
 }
+
+/// The daemons' configuration in the example's ConfigMap is one `shipit daemon --check` takes,
+/// given the secrets the Deployment fills in from its Secret.
+#[test]
+fn the_daemon_example_configuration_passes_the_daemon_s_own_check() {
+    let root = support::repo_root();
+    let manifest = std::fs::read_to_string(root.join("pipelines/daemon/k8s/config.yaml")).unwrap();
+    // The `daemon.yaml: |` block, its indentation taken off.
+    let block: Vec<&str> = manifest
+        .lines()
+        .skip_while(|line| line.trim() != "daemon.yaml: |")
+        .skip(1)
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .map(|line| line.get(4..).unwrap_or(""))
+        .collect();
+    assert!(block.len() > 10, "no daemon.yaml block in the ConfigMap");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daemon.yaml");
+    std::fs::write(&config, block.join("\n")).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shipit"));
+    command
+        .args(["daemon", "--check", "--config"])
+        .arg(&config)
+        .env(
+            "DATABASE_URL",
+            "postgres://shipit:secret@127.0.0.1:9/shipit",
+        )
+        .env("GITHUB_WEBHOOK_SECRET", "example-webhook-secret")
+        .env("GIT_TOKEN", "example-git-token");
+    let checked = command.output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // Without the token the Deployment gives, the daemon refuses to start, naming it.
+    let refused = command.env_remove("GIT_TOKEN").output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("GIT_TOKEN is not set"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -17,6 +17,7 @@ use support::daemon::{Daemon, client, github_push};
 use support::demo_app::copy_demo_app;
 use support::git_servers::GitHttpsServer;
 use support::scenario::{Scenario, base_image};
+use support::tcp_cut::TcpCut;
 use support::{Project, http_get};
 
 const SECRET: &str = "e2e-github-secret-5d1c";
@@ -418,6 +419,18 @@ impl TestDatabase {
     }
 }
 
+/// Points the configuration `write_config` wrote at the PostgreSQL database in
+/// `E2E_DATABASE_URL` instead of SQLite.
+fn use_postgres(dir: &Path) {
+    let config = std::fs::read_to_string(dir.join("daemon.yaml"))
+        .unwrap()
+        .replace(
+            "  sqlite: daemon.db",
+            "  postgres: { url_env: E2E_DATABASE_URL }",
+        );
+    std::fs::write(dir.join("daemon.yaml"), config).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_one_postgresql_run_each_delivery_exactly_once() {
     let scenario = Scenario::new("daemon-pg");
@@ -436,13 +449,7 @@ async fn two_daemons_on_one_postgresql_run_each_delivery_exactly_once() {
         .iter()
         .map(|dir| {
             write_config(dir.path(), "acme/small", &clone_url, "[\"*\"]", "");
-            let config = std::fs::read_to_string(dir.path().join("daemon.yaml"))
-                .unwrap()
-                .replace(
-                    "  sqlite: daemon.db",
-                    "  postgres: { url_env: E2E_DATABASE_URL }",
-                );
-            std::fs::write(dir.path().join("daemon.yaml"), config).unwrap();
+            use_postgres(dir.path());
             Daemon::start(dir.path(), &envs)
         })
         .collect();
@@ -505,5 +512,157 @@ async fn two_daemons_on_one_postgresql_run_each_delivery_exactly_once() {
         .unwrap();
     assert_eq!(journaled.len(), DELIVERIES);
     drop(daemons);
+    database.drop_it().await;
+}
+
+/// PostgreSQL goes away while a run builds (its connections dropped, new ones refused, for
+/// longer than the build): the run waits, nothing of it fails, and once the database is back
+/// it ends `succeeded` with its journal and log whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_run_pauses_the_run_and_loses_nothing() {
+    let scenario = Scenario::new("daemon-outage");
+    // A build of its own (the scenario's name in a file), so no cache cuts its 6 s short.
+    let project = Project::with_docker();
+    project.file(
+        "app/Dockerfile",
+        format!(
+            "FROM {}\nCOPY hello.txt /hello.txt\nRUN sleep 6\n",
+            base_image()
+        ),
+    );
+    project.file("app/hello.txt", format!("{}\n", scenario.name()));
+    project.file(
+        "shipit.yaml",
+        format!(
+            "version: 1\nname: {}\nimages:\n  app:\n    context: app\n",
+            scenario.name()
+        ),
+    );
+    project.commit();
+    let sha = head_sha(&project);
+    let database = TestDatabase::create().await;
+    // The daemon reaches PostgreSQL through a proxy the test cuts.
+    let (server, rest) = database
+        .url
+        .split_once('@')
+        .and_then(|(user, rest)| Some((user, rest.split_once('/')?)))
+        .map(|(user, (host_port, name))| {
+            (format!("{user}@"), (host_port.to_owned(), name.to_owned()))
+        })
+        .expect("SHIPIT_TEST_POSTGRES_URL is postgres://user:password@host:port/db");
+    let upstream: std::net::SocketAddr = rest.0.parse().expect("the server is host:port");
+    let proxy = TcpCut::start(upstream).await;
+    let through_proxy = format!("{server}{}/{}", proxy.addr, rest.1);
+    let dir = tempfile::tempdir().unwrap();
+    let clone_url = bare_clone(&project, &dir.path().join("origin.git"));
+    write_config(dir.path(), "acme/outage", &clone_url, "[main]", "");
+    use_postgres(dir.path());
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            ("E2E_GITHUB_SECRET", SECRET),
+            ("E2E_DATABASE_URL", through_proxy.as_str()),
+        ],
+    );
+    let body = github_push(
+        "acme/outage",
+        "refs/heads/main",
+        &sha,
+        "build through an outage",
+    );
+    let (status, answer) = send_push(&daemon.url(""), "outage-delivery-1", &body)
+        .await
+        .expect("the daemon answers");
+    assert_eq!(status, 202, "{answer}\n{}", daemon.logs());
+    let id = answer["runs"][0].as_i64().expect("a run is queued");
+
+    // The test reads the database directly, not through the proxy.
+    let queue = PostgresQueue::new(&database.url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = queue.get(id).await.unwrap();
+        if run.state == QueueState::Running && run.run_id.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !is_final(run.state),
+            "the run did not start: {run:?}\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.cut();
+    // Longer than the rest of the build: its end must be journaled while the database is away.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = queue.get(id).await.unwrap();
+    assert_eq!(
+        during.state,
+        QueueState::Running,
+        "{during:?}\n{}",
+        daemon.logs()
+    );
+    assert!(
+        proxy.refused() > 0,
+        "the daemon never tried the database while it was away"
+    );
+    proxy.restore();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let run = queue.get(id).await.unwrap();
+        if is_final(run.state) {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not end after the database came back: {run:?}\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let lines: Vec<String> = queue
+        .log_after(id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect();
+    assert_eq!(
+        run.state,
+        QueueState::Succeeded,
+        "{run:?}\nlog: {lines:#?}\ndaemon log:\n{}",
+        daemon.logs()
+    );
+    let record = PostgresRunStore::new(&database.url)
+        .unwrap()
+        .load(run.run_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(record.stages.len(), 1, "{record:?}");
+    assert_eq!(
+        record.stages[0].status,
+        shipit::journal::StageStatus::Succeeded,
+        "{record:?}"
+    );
+    // The log has the run from its start to its end, written while the database was away.
+    assert!(
+        lines.iter().any(|l| l.contains("starting run")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("build:app") && l.contains("succeeded")),
+        "{lines:#?}"
+    );
+    assert!(
+        daemon
+            .logs()
+            .contains("the database is unreachable; the run waits for it"),
+        "{}",
+        daemon.logs()
+    );
+    drop(daemon);
+    drop(proxy);
     database.drop_it().await;
 }

@@ -75,6 +75,20 @@ pub enum JournalError {
     ShuttingDown,
 }
 
+impl JournalError {
+    /// Whether the store's database could not be reached (PostgreSQL away, or its connection
+    /// broken): the same call may succeed once it is back. The daemon's runs wait such an
+    /// outage out; every other error is an answer.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            JournalError::Postgres { source, .. } => source
+                .downcast_ref::<crate::journal::postgres_store::PostgresError>()
+                .is_some_and(|e| e.is_unavailable()),
+            _ => false,
+        }
+    }
+}
+
 /// " (pid 123)" when the holder's process id is known; holders write it just after taking a
 /// lock, so a reader can come too early to see it.
 fn pid_note(pid: Option<u32>) -> String {

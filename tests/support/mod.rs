@@ -16,6 +16,7 @@ pub mod kube_emulator;
 pub mod port_lease;
 pub mod scenario;
 pub mod step_beacon;
+pub mod tcp_cut;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -138,9 +138,16 @@ pub struct Finished {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// The database could not be reached or refused the statement; the caller retries later.
+    /// The database refused the statement, or failed it.
     #[error("failed to {action}: {message}")]
     Database {
+        action: &'static str,
+        message: String,
+    },
+    /// The database could not be reached, or the connection broke: the same call may succeed
+    /// once it is back (a run waits for it rather than failing).
+    #[error("failed to {action}: {message}")]
+    Unavailable {
         action: &'static str,
         message: String,
     },
@@ -149,6 +156,13 @@ pub enum QueueError {
     /// `finish` or `set_run_id` by a daemon that no longer holds the lease.
     #[error("run {id} is no longer held by this daemon")]
     LeaseLost { id: QueueId },
+}
+
+impl QueueError {
+    /// Whether the queue's database could not be reached: worth waiting for.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, QueueError::Unavailable { .. })
+    }
 }
 
 #[async_trait]

@@ -58,9 +58,13 @@ impl PostgresQueue {
 
     fn failed(&self, action: &'static str) -> impl Fn(PostgresError) -> QueueError + use<> {
         let address = self.database.address().to_owned();
-        move |e| QueueError::Database {
-            action,
-            message: format!("{address}: {e}"),
+        move |e| {
+            let message = format!("{address}: {e}");
+            if e.is_unavailable() {
+                QueueError::Unavailable { action, message }
+            } else {
+                QueueError::Database { action, message }
+            }
         }
     }
 }

@@ -35,6 +35,7 @@ pub(super) async fn execute(context: Arc<Context>, run: QueuedRun, control: Arc<
         context.settings.daemon_id.clone(),
         id,
         masks,
+        context.patience.clone(),
     );
     if run.cancel_requested {
         control.cancelled.store(true, Ordering::SeqCst);
@@ -72,11 +73,17 @@ pub(super) async fn execute(context: Arc<Context>, run: QueuedRun, control: Arc<
     let shutting_down = context.shutting_down.load(Ordering::SeqCst);
     match ending(ran, cancel_reason, shutting_down) {
         Ending::Finish(finished) => {
-            match context
-                .queue
-                .finish(&context.settings.daemon_id, id, finished)
-                .await
-            {
+            // The end waits for an unreachable database too: a run that ended is recorded
+            // as ended, not left for another daemon to resume.
+            let recorded = context
+                .patience
+                .call("record the run's end", QueueError::is_unavailable, || {
+                    context
+                        .queue
+                        .finish(&context.settings.daemon_id, id, finished.clone())
+                })
+                .await;
+            match recorded {
                 Ok(()) => {}
                 Err(QueueError::LeaseLost { .. }) => {
                     tracing::warn!(run = id, "the run was taken over by another daemon")
@@ -183,11 +190,15 @@ async fn attempt(
                 .run_id
                 .clone()
                 .unwrap_or_else(|| new_run_id(chrono::Utc::now()));
-            if let Err(err) = context
-                .queue
-                .set_run_id(&context.settings.daemon_id, run.id, &run_id)
-                .await
-            {
+            let noted = context
+                .patience
+                .call("note the run id", QueueError::is_unavailable, || {
+                    context
+                        .queue
+                        .set_run_id(&context.settings.daemon_id, run.id, &run_id)
+                })
+                .await;
+            if let Err(err) = noted {
                 return Ran::NotStarted {
                     message: format!("failed to note the run id in the queue: {err}"),
                     exit_code: exit::STAGE_FAILED,

@@ -16,6 +16,7 @@
 
 mod ending;
 mod execution;
+mod patient_store;
 mod queue_log;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use super::queue::{Queue, QueueId, QueueState};
 use crate::app::{Stop, Workspace};
 use crate::journal::{RunStore, StopCause};
 use crate::stages::Executors;
+use patient_store::{Patience, PatientStore};
 
 /// How long a claim lasts without a heartbeat.
 const LEASE: Duration = Duration::from_secs(30);
@@ -95,6 +97,9 @@ pub(crate) struct Context {
     settings: WorkerSettings,
     /// Where the stages' durations go (`/metrics`).
     metrics: Arc<Metrics>,
+    /// How the runs wait out an unreachable database: until the shutdown grace is over.
+    patience: Patience,
+    give_up: CancellationToken,
     running: Mutex<HashMap<QueueId, Arc<RunControl>>>,
     shutting_down: AtomicBool,
 }
@@ -123,6 +128,10 @@ pub fn start_with(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> WorkerHandle {
+    let give_up = CancellationToken::new();
+    let patience = Patience::new(give_up.clone());
+    // A run's journal writes wait while the database is away, instead of failing the run.
+    let store: Arc<dyn RunStore> = Arc::new(PatientStore::new(store, patience.clone()));
     let context = Arc::new(Context {
         checkouts: Checkouts::new(&config.work_dir),
         config,
@@ -130,6 +139,8 @@ pub fn start_with(
         workspace: Workspace { store, executors },
         settings,
         metrics,
+        patience,
+        give_up,
         running: Mutex::default(),
         shutting_down: AtomicBool::new(false),
     });
@@ -206,6 +217,9 @@ async fn drain(context: &Context, runs: &mut JoinSet<()>) {
         .await
         .is_err()
     {
+        // Runs waiting for an unreachable database stop waiting: they stay resumable from
+        // what their journal holds.
+        context.give_up.cancel();
         for control in context.controls().values() {
             control.stop.request(StopCause::Terminate);
         }

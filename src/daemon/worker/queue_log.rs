@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::daemon::queue::{Queue, QueueId};
+use super::patient_store::Patience;
+use crate::daemon::queue::{Queue, QueueError, QueueId};
 use crate::report::plain::PlainReporter;
 use crate::report::{Event, Reporter, Verbosity};
 
@@ -45,11 +46,14 @@ impl LogWriter {
 }
 
 impl QueueLog {
+    /// Lines go to `queue` in the background; while its database is unreachable they wait
+    /// (in memory) for it with `patience`, so that an outage loses none.
     pub(crate) fn start(
         queue: Arc<dyn Queue>,
         daemon: String,
         id: QueueId,
         masks: Vec<String>,
+        patience: Patience,
     ) -> (Self, LogWriter) {
         let masks: Masks = Arc::new(RwLock::new(
             masks.into_iter().filter(|m| !m.is_empty()).collect(),
@@ -67,7 +71,7 @@ impl QueueLog {
             false,
             PlainReporter::wall_clock(),
         );
-        let task = tokio::spawn(deliver(queue, daemon, id, receiver));
+        let task = tokio::spawn(deliver(queue, daemon, id, receiver, patience));
         (
             QueueLog {
                 plain,
@@ -140,6 +144,7 @@ async fn deliver(
     daemon: String,
     id: QueueId,
     mut receiver: mpsc::UnboundedReceiver<Item>,
+    patience: Patience,
 ) {
     let mut items = Vec::new();
     loop {
@@ -151,14 +156,27 @@ async fn deliver(
             match item {
                 Item::Line(line) => lines.push(line),
                 Item::RunId(run_id) => {
-                    if let Err(err) = queue.set_run_id(&daemon, id, &run_id).await {
+                    let noted = patience
+                        .call(
+                            "note the journal run id",
+                            QueueError::is_unavailable,
+                            || queue.set_run_id(&daemon, id, &run_id),
+                        )
+                        .await;
+                    if let Err(err) = noted {
                         tracing::warn!(run = id, error = %err, "failed to note the journal run id");
                     }
                 }
             }
         }
+        // Lines that reached a database whose answer was lost are appended again: an outage
+        // may repeat a few lines, never drop them.
         if !lines.is_empty()
-            && let Err(err) = queue.append_log(id, &lines).await
+            && let Err(err) = patience
+                .call("append the run's log", QueueError::is_unavailable, || {
+                    queue.append_log(id, &lines)
+                })
+                .await
         {
             tracing::warn!(run = id, lines = lines.len(), error = %err, "failed to append log lines");
         }
@@ -180,7 +198,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue: Arc<dyn Queue> = Arc::new(SqliteQueue::new(dir.path().join("daemon.db")));
         let id = queue.enqueue(new_run("refs/heads/main", 1)).await.unwrap();
-        let (log, writer) = QueueLog::start(queue.clone(), "a".into(), id, vec!["t0ken".into()]);
+        let patience = Patience::new(tokio_util::sync::CancellationToken::new());
+        let (log, writer) = QueueLog::start(
+            queue.clone(),
+            "a".into(),
+            id,
+            vec!["t0ken".into()],
+            patience,
+        );
         log.register_secret("hunter2");
         log.report(&Event::Warning {
             message: "pushing with t0ken and hunter2".into(),

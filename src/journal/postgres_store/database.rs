@@ -48,6 +48,54 @@ pub(crate) enum PostgresError {
     Url(tokio_postgres::Error),
 }
 
+impl PostgresError {
+    /// Whether the server could not be reached, or the connection broke: the same call may
+    /// succeed once the server is back. A statement the server refused is not such an error.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        match self {
+            PostgresError::Statement(e) | PostgresError::Migration { source: e, .. } => {
+                connection_lost(e)
+            }
+            // Connecting: also a database closed to new connections for a while
+            // (`ALLOW_CONNECTIONS false`, SQLSTATE 55000).
+            PostgresError::Pool(deadpool_postgres::PoolError::Backend(e)) => {
+                connection_lost(e)
+                    || e.code()
+                        == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
+            }
+            PostgresError::Pool(deadpool_postgres::PoolError::Timeout(_))
+            | PostgresError::Timeout(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A closed connection, a socket error (refused, reset, timed out), or the server saying it
+/// is going away or not yet accepting connections (SQLSTATE class 08, 57P01–57P03).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if let Some(code) = e.code() {
+        return code.code().starts_with("08")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(code);
+    }
+    if e.is_closed() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(source) = cause {
+        if source.is::<std::io::Error>() {
+            return true;
+        }
+        cause = source.source();
+    }
+    false
+}
+
 /// The server's own reason for a failed statement (tokio-postgres's message alone says only
 /// "db error"), or the client's reason with its causes. The server's detail line is left out:
 /// it can quote the values of a row.

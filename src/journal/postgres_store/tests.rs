@@ -238,9 +238,12 @@ async fn a_database_that_goes_away_is_an_error_and_the_store_recovers() {
     let err = store.load(RUN).await.unwrap_err();
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(matches!(err, JournalError::Postgres { .. }), "{err}");
+    // An outage, which a daemon's run waits out, not an answer.
+    assert!(err.is_unavailable(), "{err}");
     assert!(!err.to_string().contains(password(&database)), "{err}");
     let err = store.lock_run(RUN).await.unwrap_err();
     assert!(matches!(err, JournalError::Postgres { .. }), "{err}");
+    assert!(err.is_unavailable(), "{err}");
     // Back: the same store works again without being made anew.
     database.come_back(&admin).await;
     assert_eq!(store.load(RUN).await.unwrap(), run);
@@ -265,6 +268,7 @@ async fn an_unreachable_server_fails_promptly_without_showing_the_password() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     let message = err.to_string();
     assert!(matches!(err, JournalError::Postgres { .. }), "{message}");
+    assert!(err.is_unavailable(), "{message}");
     assert!(!message.contains("s3cret-pw"), "{message}");
     assert!(
         message.contains(&format!("postgres://shipit@127.0.0.1:{port}/runs")),

@@ -198,7 +198,7 @@ async fn two_daemons_claiming_at_once_never_run_two_runs_of_one_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_that_goes_away_is_a_database_error_and_the_queue_recovers() {
+async fn a_database_that_goes_away_is_unavailable_and_the_queue_recovers() {
     let (queue, database) = queue().await;
     let id = queue
         .enqueue(run("acme/shop", "refs/heads/main"))
@@ -212,7 +212,7 @@ async fn a_database_that_goes_away_is_a_database_error_and_the_queue_recovers() 
         queue.claim("daemon-a", LEASE).await.unwrap_err(),
         queue.ping().await.unwrap_err(),
     ] {
-        assert!(matches!(err, QueueError::Database { .. }), "{err}");
+        assert!(matches!(err, QueueError::Unavailable { .. }), "{err}");
         // The server's own reason reaches the message.
         assert!(
             err.to_string()
@@ -256,7 +256,7 @@ async fn an_unreachable_database_fails_promptly_without_showing_the_password() {
     let err = queue.ping().await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10));
     let message = err.to_string();
-    assert!(matches!(err, QueueError::Database { .. }), "{message}");
+    assert!(matches!(err, QueueError::Unavailable { .. }), "{message}");
     assert!(!message.contains("s3cret-pw"), "{message}");
     assert!(
         message.contains(&format!("postgres://shipit@127.0.0.1:{port}/q")),
@@ -284,6 +284,6 @@ async fn a_server_that_accepts_but_never_answers_fails_within_the_connect_timeou
         waited >= Duration::from_secs(4) && waited < Duration::from_secs(10),
         "{waited:?}"
     );
-    assert!(matches!(err, QueueError::Database { .. }), "{err}");
+    assert!(matches!(err, QueueError::Unavailable { .. }), "{err}");
     silent.abort();
 }

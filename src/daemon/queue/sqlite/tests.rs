@@ -100,7 +100,7 @@ async fn concurrent_accepts_share_one_transaction_and_each_gets_its_own_answer()
             let (queue, id) = (queue.clone(), id.clone());
             tokio::spawn(async move {
                 let (delivery, runs) = push_to_main(&id, u8::try_from(n).unwrap() + 1);
-                (id, queue.accept(delivery, runs).await.unwrap())
+                (n, id, queue.accept(delivery, runs).await.unwrap())
             })
         })
         .collect();
@@ -119,7 +119,10 @@ async fn concurrent_accepts_share_one_transaction_and_each_gets_its_own_answer()
         ids.len()
     );
     let mut recorded = std::collections::BTreeMap::new();
-    for (id, answer) in &answers {
+    // Which call of a repeated id is recorded depends on which reached the queue first (the
+    // spawned calls race), so each recorded answer is checked against its own call.
+    let mut recording_call = std::collections::BTreeMap::new();
+    for (n, id, answer) in &answers {
         match answer {
             Accepted::Recorded { runs } => {
                 assert_eq!(runs.len(), 1);
@@ -127,6 +130,7 @@ async fn concurrent_accepts_share_one_transaction_and_each_gets_its_own_answer()
                     recorded.insert(id.clone(), runs[0]).is_none(),
                     "{id} recorded twice"
                 );
+                recording_call.insert(id.clone(), *n);
             }
             Accepted::Duplicate => {}
         }
@@ -142,7 +146,7 @@ async fn concurrent_accepts_share_one_transaction_and_each_gets_its_own_answer()
     );
     // Each caller's answer names its own run: the run holds the caller's delivery's commit.
     for (id, run) in &recorded {
-        let n = ids.iter().position(|i| i == id).unwrap();
+        let n = recording_call[id];
         assert_eq!(
             queue.get(*run).await.unwrap().run.sha,
             crate::daemon::queue::conformance::sha(u8::try_from(n).unwrap() + 1)

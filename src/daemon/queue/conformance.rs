@@ -21,7 +21,7 @@ use chrono::Utc;
 
 use super::{
     Accepted, Finished, HookSource, NewDelivery, NewRun, Queue, QueueError, QueueId, QueueState,
-    Trigger,
+    Renewal, Trigger,
 };
 
 /// Stamps out one `#[tokio::test]` per behaviour below for the queue `$make_queue().await`
@@ -180,19 +180,16 @@ pub(crate) async fn a_newer_run_asks_the_running_run_of_its_key_to_cancel(queue:
     let first = queue.enqueue(new_run("refs/heads/main", 1)).await.unwrap();
     let claimed = queue.claim("a", LEASE).await.unwrap().unwrap();
     assert_eq!(claimed.id, first);
-    assert!(
-        queue
-            .heartbeat("a", &[first], LEASE)
-            .await
-            .unwrap()
-            .is_empty()
+    assert_eq!(
+        queue.heartbeat("a", &[first], LEASE).await.unwrap(),
+        Renewal::default()
     );
     let second = queue.enqueue(new_run("refs/heads/main", 2)).await.unwrap();
     let running = queue.get(first).await.unwrap();
     assert_eq!(running.state, QueueState::Running);
     assert!(running.cancel_requested);
     assert_eq!(
-        queue.heartbeat("a", &[first], LEASE).await.unwrap(),
+        queue.heartbeat("a", &[first], LEASE).await.unwrap().cancel,
         vec![first]
     );
     assert_eq!(queue.get(second).await.unwrap().state, QueueState::Queued);
@@ -270,10 +267,18 @@ pub(crate) async fn heartbeat_renews_only_the_callers_leases(queue: Arc<dyn Queu
     queue.claim("b", SHORT_LEASE).await.unwrap().unwrap();
     for _ in 0..4 {
         tokio::time::sleep(SHORT_LEASE / 3).await;
-        queue
+        // `theirs` is not `a`'s to renew: the heartbeat says `a` does not hold it.
+        let renewal = queue
             .heartbeat("a", &[mine, theirs], SHORT_LEASE)
             .await
             .unwrap();
+        assert_eq!(
+            renewal,
+            Renewal {
+                cancel: vec![],
+                lost: vec![theirs]
+            }
+        );
     }
     // `mine` was renewed past its first lease; `theirs` was not, and is up for grabs.
     let reclaimed = queue.claim("c", LEASE).await.unwrap().unwrap();
@@ -369,12 +374,9 @@ pub(crate) async fn unknown_runs_are_reported_as_unknown(queue: Arc<dyn Queue>) 
         queue.append_log(999, &["x".into()]).await.unwrap_err()
     ));
     assert!(unknown(queue.log_after(999, 0, 10).await.unwrap_err()));
-    assert!(
-        queue
-            .heartbeat("a", &[999], LEASE)
-            .await
-            .unwrap()
-            .is_empty()
+    assert_eq!(
+        queue.heartbeat("a", &[999], LEASE).await.unwrap().lost,
+        vec![999]
     );
 }
 
@@ -396,10 +398,19 @@ pub(crate) async fn cancelling_a_running_run_reaches_its_heartbeat(queue: Arc<dy
     assert!(asked.cancel_requested);
     assert_eq!(
         queue.heartbeat("a", &[id, other], LEASE).await.unwrap(),
-        vec![id]
+        Renewal {
+            cancel: vec![id],
+            lost: vec![]
+        }
     );
     // Another daemon's heartbeat does not learn of a run it does not hold.
-    assert!(queue.heartbeat("b", &[id], LEASE).await.unwrap().is_empty());
+    assert_eq!(
+        queue.heartbeat("b", &[id], LEASE).await.unwrap(),
+        Renewal {
+            cancel: vec![],
+            lost: vec![id]
+        }
+    );
     queue
         .finish("a", id, ended(QueueState::Cancelled, 143))
         .await

@@ -128,6 +128,35 @@ pub struct QueuedRun {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// What a heartbeat tells its daemon, each in ascending id order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Renewed, and asked to cancel (a newer push, the API).
+    pub cancel: Vec<QueueId>,
+    /// Not renewed: the daemon no longer holds them, and must stop running them.
+    pub lost: Vec<QueueId>,
+}
+
+impl Renewal {
+    /// The renewal of `asked` when `renewed` came back (id, cancel requested).
+    pub(crate) fn of(asked: &[QueueId], renewed: &[(QueueId, bool)]) -> Renewal {
+        let mut cancel: Vec<QueueId> = renewed
+            .iter()
+            .filter(|(_, cancel)| *cancel)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut lost: Vec<QueueId> = asked
+            .iter()
+            .copied()
+            .filter(|id| !renewed.iter().any(|(r, _)| r == id))
+            .collect();
+        cancel.sort_unstable();
+        lost.sort_unstable();
+        lost.dedup();
+        Renewal { cancel, lost }
+    }
+}
+
 /// How a run ended, as its worker reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
@@ -177,13 +206,14 @@ pub trait Queue: Send + Sync {
     async fn enqueue(&self, run: NewRun) -> Result<QueueId, QueueError>;
     /// The oldest claimable run, now leased to `daemon` for `lease`.
     async fn claim(&self, daemon: &str, lease: Duration) -> Result<Option<QueuedRun>, QueueError>;
-    /// Renews `daemon`'s leases on `ids`; returns those of them asked to cancel.
+    /// Renews `daemon`'s leases on `ids`: which of them are asked to cancel, and which
+    /// `daemon` no longer holds (another daemon took them after their lease ran out).
     async fn heartbeat(
         &self,
         daemon: &str,
         ids: &[QueueId],
         lease: Duration,
-    ) -> Result<Vec<QueueId>, QueueError>;
+    ) -> Result<Renewal, QueueError>;
     /// Notes the journal run id once the run has one.
     async fn set_run_id(&self, daemon: &str, id: QueueId, run_id: &str) -> Result<(), QueueError>;
     async fn finish(&self, daemon: &str, id: QueueId, finished: Finished)

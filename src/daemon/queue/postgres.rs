@@ -23,7 +23,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     Accepted, Finished, HookSource, NewDelivery, NewRun, Queue, QueueError, QueueId, QueueState,
-    QueuedRun, Trigger,
+    QueuedRun, Renewal, Trigger,
 };
 use crate::journal::postgres_store::holds::lock_key;
 use crate::journal::postgres_store::{PostgresDatabase, PostgresError, bounded};
@@ -409,7 +409,7 @@ impl Queue for PostgresQueue {
         daemon: &str,
         ids: &[QueueId],
         lease: Duration,
-    ) -> Result<Vec<QueueId>, QueueError> {
+    ) -> Result<Renewal, QueueError> {
         let action = "renew leases";
         let mut client = self.client(action).await?;
         let client = &mut client;
@@ -422,14 +422,11 @@ impl Queue for PostgresQueue {
                     &[&ids, &daemon, &millis(lease)],
                 )
                 .await?;
-            let mut cancel = Vec::new();
-            for row in rows {
-                if row.try_get::<_, bool>(1)? {
-                    cancel.push(row.try_get(0)?);
-                }
-            }
-            cancel.sort_unstable();
-            Ok(cancel)
+            let renewed = rows
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<Vec<(QueueId, bool)>, tokio_postgres::Error>>()?;
+            Ok(Renewal::of(ids, &renewed))
         })
         .await;
         self.answer(action, result)

@@ -30,6 +30,7 @@ use rusqlite::{ErrorCode, OptionalExtension, Transaction, TransactionBehavior, p
 
 use super::{
     Accepted, Finished, NewDelivery, NewRun, Queue, QueueError, QueueId, QueueState, QueuedRun,
+    Renewal,
 };
 use crate::journal::JournalError;
 use crate::journal::blocking_pool::blocking;
@@ -327,14 +328,14 @@ impl Queue for SqliteQueue {
         daemon: &str,
         ids: &[QueueId],
         lease: Duration,
-    ) -> Result<Vec<QueueId>, QueueError> {
+    ) -> Result<Renewal, QueueError> {
         let (daemon, ids) = (daemon.to_owned(), ids.to_vec());
         self.with(move |db| {
             let failed = failed("renew leases");
             let tx = immediate(db, "renew leases")?;
             let until = timestamp(&lease_end(Utc::now(), lease));
-            let mut cancel = Vec::new();
-            for id in ids {
+            let mut renewed = Vec::new();
+            for &id in &ids {
                 let asked: Option<bool> = tx
                     .query_row(
                         "UPDATE queued_runs SET lease_until = ?3
@@ -345,12 +346,12 @@ impl Queue for SqliteQueue {
                     )
                     .optional()
                     .map_err(&failed)?;
-                if asked == Some(true) {
-                    cancel.push(id);
+                if let Some(cancel) = asked {
+                    renewed.push((id, cancel));
                 }
             }
             tx.commit().map_err(&failed)?;
-            Ok(cancel)
+            Ok(Renewal::of(&ids, &renewed))
         })
         .await
     }

@@ -71,6 +71,14 @@ pub(super) async fn execute(context: Arc<Context>, run: QueuedRun, control: Arc<
         None
     };
     let shutting_down = context.shutting_down.load(Ordering::SeqCst);
+    if control.lost.load(Ordering::SeqCst) {
+        // The daemon that took the run over records its end; its checkout here has served.
+        if let Err(err) = context.checkouts.remove(id).await {
+            tracing::warn!(run = id, error = %err, "failed to remove the run's checkout");
+        }
+        context.controls().remove(&id);
+        return;
+    }
     match ending(ran, cancel_reason, shutting_down) {
         Ending::Finish(finished) => {
             // The end waits for an unreachable database too: a run that ended is recorded

@@ -87,6 +87,8 @@ impl WorkerHandle {
 struct RunControl {
     stop: Stop,
     cancelled: AtomicBool,
+    /// Another daemon holds the run now: this execution stops and records nothing of its end.
+    lost: AtomicBool,
 }
 
 pub(crate) struct Context {
@@ -183,10 +185,14 @@ async fn claim_and_run(
                 .claim(&context.settings.daemon_id, context.settings.lease)
                 .await
             {
+                // This daemon's own run, still executing here, whose lease ran out while the
+                // database was away: the claim renewed it; a second execution must not start.
+                Ok(Some(run)) if context.controls().contains_key(&run.id) => {}
                 Ok(Some(run)) => {
                     let control = Arc::new(RunControl {
                         stop: Stop::default(),
                         cancelled: AtomicBool::new(false),
+                        lost: AtomicBool::new(false),
                     });
                     context.controls().insert(run.id, control.clone());
                     runs.spawn(execution::execute(context.clone(), run, control));
@@ -238,21 +244,34 @@ async fn heartbeat(context: Arc<Context>, beats: CancellationToken) {
         if ids.is_empty() {
             continue;
         }
-        let cancel = match context
+        let renewal = match context
             .queue
             .heartbeat(&context.settings.daemon_id, &ids, context.settings.lease)
             .await
         {
-            Ok(cancel) => cancel,
+            Ok(renewal) => renewal,
             Err(err) => {
                 tracing::warn!(error = %err, "failed to renew the leases");
                 continue;
             }
         };
-        for id in cancel {
+        for id in renewal.cancel {
             if let Some(control) = context.controls().get(&id) {
                 control.cancelled.store(true, Ordering::SeqCst);
                 control.stop.request_sparing_deploys(StopCause::Terminate);
+            }
+        }
+        // Another daemon took these over after their leases ran out (this one could not
+        // renew them for that long) and resumes them from their journals: this copy stops
+        // everything, deploys included, which the other re-attaches to.
+        for id in renewal.lost {
+            if let Some(control) = context.controls().get(&id) {
+                tracing::warn!(
+                    run = id,
+                    "another daemon took the run over; stopping this copy"
+                );
+                control.lost.store(true, Ordering::SeqCst);
+                control.stop.request(StopCause::Terminate);
             }
         }
     }

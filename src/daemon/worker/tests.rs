@@ -174,6 +174,19 @@ impl Daemon {
         .await
     }
 
+    /// Waits until run `run_id`'s build stage has `status` in the journal.
+    async fn build_reaches(&self, run_id: &str, status: StageStatus) {
+        let started = Instant::now();
+        loop {
+            let record = self.store.load(run_id).await.unwrap();
+            if record.stage(&StageId::build("web")).unwrap().status == status {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{record:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn log(&self, id: QueueId) -> Vec<String> {
         self.queue
             .log_after(id, 0, 10_000)
@@ -269,15 +282,7 @@ async fn cancelling_a_running_build_stops_it_and_ends_the_run_cancelled() {
         .await;
     let run_id = running.run_id.unwrap();
     // Wait for the build itself to be under way, so that it is a running stage that stops.
-    let started = Instant::now();
-    loop {
-        let record = daemon.store.load(&run_id).await.unwrap();
-        if record.stage(&StageId::build("web")).unwrap().status == StageStatus::Running {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{record:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon.build_reaches(&run_id, StageStatus::Running).await;
 
     let asked = Instant::now();
     daemon.queue.request_cancel(id).await.unwrap();
@@ -297,6 +302,43 @@ async fn cancelling_a_running_build_stops_it_and_ends_the_run_cancelled() {
         record.stage(&StageId::build("web")).unwrap().status,
         StageStatus::Interrupted
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_another_daemon_took_over_stops_here_and_is_left_to_it() {
+    let daemon = Daemon::new();
+    let sha = daemon.push_pipeline("sleep 60");
+    let id = daemon.enqueue(&sha, "shipit.yaml").await;
+    let shutdown = CancellationToken::new();
+    let worker = daemon.start("daemon-a", &shutdown);
+    let running = daemon
+        .wait_for(id, Duration::from_secs(60), |run| run.run_id.is_some())
+        .await;
+    let run_id = running.run_id.unwrap();
+    daemon.build_reaches(&run_id, StageStatus::Running).await;
+
+    // What a takeover leaves in the queue: the lease ran out (this daemon could not renew it,
+    // its database away) and daemon-b claimed the run.
+    rusqlite::Connection::open(daemon.dir.path().join("daemon.db"))
+        .unwrap()
+        .execute(
+            "UPDATE queued_runs SET claimed_by = 'daemon-b' WHERE id = ?1",
+            [id],
+        )
+        .unwrap();
+
+    // The next heartbeat tells daemon-a, which stops its copy of the run...
+    daemon
+        .build_reaches(&run_id, StageStatus::Interrupted)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    worker.stopped().await;
+    // ...and records nothing of its end: the run is daemon-b's to resume and finish.
+    let run = daemon.queue.get(id).await.unwrap();
+    assert_eq!(run.state, QueueState::Running, "{run:?}");
+    assert_eq!(run.claimed_by.as_deref(), Some("daemon-b"));
+    assert_eq!(run.finished_at, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 #[cfg(test)]
 pub(crate) mod conformance;
+mod group_commit;
 mod postgres;
 mod sqlite;
 

@@ -9,14 +9,13 @@
 //! themselves (which run a claim hands out, what a new run supersedes) are pure functions over
 //! the open runs (`open_runs.rs`).
 //!
-//! `accept` is group-committed (`group_commit.rs`): the deliveries that arrive while one
+//! `accept` is group-committed (`../group_commit.rs`): the deliveries that arrive while one
 //! transaction is being synced are written together in the next, one fsync for all, and each
 //! caller is answered once that transaction committed. A new run's supersession reads only the
 //! open runs of its own (repository, ref), once per batch.
 //!
 //! All SQLite work runs on tokio's blocking pool.
 
-mod group_commit;
 mod open_runs;
 mod rows;
 
@@ -28,6 +27,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::group_commit::{Accepting, BatchWriter, GroupCommit};
 use super::{
     Accepted, Finished, NewDelivery, NewRun, Queue, QueueError, QueueId, QueueState, QueuedRun,
     Renewal,
@@ -35,22 +35,33 @@ use super::{
 use crate::journal::JournalError;
 use crate::journal::blocking_pool::blocking;
 use crate::journal::sqlite_store::connections::{Connections, Db};
-use group_commit::{GroupCommit, Pending};
 use open_runs::{OpenByKey, OpenRun, next_claim};
 use rows::{COLUMNS, state_text, timestamp};
 
 pub struct SqliteQueue {
     connections: Arc<Connections>,
-    accepts: Arc<GroupCommit>,
+    accepts: Arc<GroupCommit<SqliteBatches>>,
+}
+
+/// The group commit's transactions, on the blocking pool.
+struct SqliteBatches(Arc<Connections>);
+
+#[async_trait]
+impl BatchWriter for SqliteBatches {
+    async fn write(&self, batch: &[Accepting]) -> Result<Vec<Accepted>, QueueError> {
+        let (connections, batch) = (self.0.clone(), batch.to_vec());
+        blocking(move || connections.with(|db| write_deliveries(db, &batch))).await
+    }
 }
 
 impl SqliteQueue {
     /// The queue in the database file at `database` (usually the journal's), created with its
     /// schema on first use. Nothing is opened here.
     pub fn new(database: impl Into<PathBuf>) -> Self {
+        let connections = Arc::new(Connections::new(database.into()));
         SqliteQueue {
-            connections: Arc::new(Connections::new(database.into())),
-            accepts: Arc::new(GroupCommit::new(write_deliveries)),
+            accepts: Arc::new(GroupCommit::new(SqliteBatches(connections.clone()))),
+            connections,
         }
     }
 
@@ -219,17 +230,15 @@ fn check_exists(conn: &rusqlite::Connection, id: QueueId) -> Result<(), QueueErr
     found.map(|_| ()).ok_or(QueueError::UnknownRun { id })
 }
 
-/// One group commit's batch of deliveries in one immediate transaction: an answer per delivery,
-/// in order, or the error that rolled the whole batch back (then nothing of it is on disk).
-/// Duplicates are told by the primary key, against the table and against earlier deliveries
-/// of the same batch alike; runs supersede in the batch's (arrival) order.
-fn write_deliveries(db: &mut Db<'_>, batch: &[Pending]) -> Result<Vec<Accepted>, QueueError> {
+/// One group commit's batch (see `BatchWriter::write`) in one immediate transaction.
+/// Duplicates are told by the primary key.
+fn write_deliveries(db: &mut Db<'_>, batch: &[Accepting]) -> Result<Vec<Accepted>, QueueError> {
     let failed = failed("record a delivery");
     let tx = immediate(db, "record a delivery")?;
     let now = timestamp(&Utc::now());
     let mut open = OpenByKey::default();
     let mut answers = Vec::with_capacity(batch.len());
-    for Pending { delivery, runs, .. } in batch {
+    for Accepting { delivery, runs } in batch {
         let inserted = tx
             .prepare_cached(
                 "INSERT INTO deliveries (delivery_id, source, event, repository, git_ref, sha,
@@ -277,7 +286,7 @@ impl Queue for SqliteQueue {
         delivery: NewDelivery,
         runs: Vec<NewRun>,
     ) -> Result<Accepted, QueueError> {
-        self.accepts.accept(&self.connections, delivery, runs).await
+        self.accepts.accept(delivery, runs).await
     }
 
     async fn enqueue(&self, run: NewRun) -> Result<QueueId, QueueError> {

@@ -1,33 +1,40 @@
-//! Group commit for `accept`: deliveries that arrive while a write transaction is being synced
-//! wait in an intake, and the next transaction takes all of them, so that N concurrent webhooks
-//! cost one fsync (`synchronous=FULL`) instead of N. Each caller still gets its own answer, and
-//! only once the transaction holding its delivery committed.
+//! Group commit for `accept`, shared by both queues: deliveries that arrive while a write
+//! transaction is being committed wait in an intake, and the next transaction takes all of
+//! them, so that N concurrent webhooks cost one commit (one fsync, one lock of their key)
+//! instead of N. Each caller still gets its own answer, and only once the transaction holding
+//! its delivery committed.
 //!
-//! There is no writer thread while nothing arrives: the accept that finds no writer running
-//! starts one on the blocking pool, and it stops when the intake is empty. A delivery never
-//! waits for a timer, only for the transaction before its own.
+//! There is no writer task while nothing arrives: the accept that finds no writer running
+//! starts one, and it stops when the intake is empty. A delivery never waits for a timer, only
+//! for the transaction before its own.
 //!
 //! `Intake` is the bookkeeping (which caller starts the writer, what the next batch is) without
-//! any I/O; `Writer` runs the batches on the database.
+//! any I/O; a `BatchWriter` is one store's transaction for a batch.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use super::super::{Accepted, NewDelivery, NewRun, QueueError};
-use crate::journal::sqlite_store::connections::{Connections, Db};
+use super::{Accepted, NewDelivery, NewRun, QueueError};
 
 /// At most this many deliveries share a transaction: the write lock is held for the whole
 /// batch, and a claim or heartbeat waiting for it should not wait for thousands of inserts.
 pub(super) const MAX_BATCH: usize = 256;
 
-/// One `accept` call waiting for its transaction.
-pub(super) struct Pending {
+/// One delivery to record, with the runs it queues.
+#[derive(Debug, Clone)]
+pub(super) struct Accepting {
     pub delivery: NewDelivery,
     pub runs: Vec<NewRun>,
-    pub reply: oneshot::Sender<Result<Accepted, QueueError>>,
+}
+
+/// One `accept` call waiting for its transaction.
+struct Pending {
+    item: Accepting,
+    reply: oneshot::Sender<Result<Accepted, QueueError>>,
 }
 
 /// The deliveries waiting, and whether a writer is running to take them.
@@ -72,23 +79,29 @@ impl<T> Intake<T> {
     }
 }
 
-/// Writes one batch in one transaction: an answer per delivery, in order, or the error that
-/// rolled all of it back.
-pub(super) type WriteBatch = fn(&mut Db<'_>, &[Pending]) -> Result<Vec<Accepted>, QueueError>;
+/// One store's transaction for a batch.
+#[async_trait]
+pub(super) trait BatchWriter: Send + Sync + 'static {
+    /// Records `batch` in one transaction: an answer per delivery, in order, or the error that
+    /// rolled all of it back (then nothing of it is written). Duplicates are told against the
+    /// table and against earlier deliveries of the same batch alike; runs supersede in the
+    /// batch's (arrival) order.
+    async fn write(&self, batch: &[Accepting]) -> Result<Vec<Accepted>, QueueError>;
+}
 
-pub(super) struct GroupCommit {
+pub(super) struct GroupCommit<W> {
     intake: Mutex<Intake<Pending>>,
-    write: WriteBatch,
+    writer: W,
     /// Write transactions committed with at least one delivery, for the tests' check that a
     /// batch is one transaction.
     commits: AtomicU64,
 }
 
-impl GroupCommit {
-    pub fn new(write: WriteBatch) -> Self {
+impl<W: BatchWriter> GroupCommit<W> {
+    pub fn new(writer: W) -> Self {
         GroupCommit {
             intake: Mutex::new(Intake::default()),
-            write,
+            writer,
             commits: AtomicU64::new(0),
         }
     }
@@ -101,27 +114,20 @@ impl GroupCommit {
     /// Queues the delivery for the next transaction and waits for its answer.
     pub async fn accept(
         self: &Arc<Self>,
-        connections: &Arc<Connections>,
         delivery: NewDelivery,
         runs: Vec<NewRun>,
     ) -> Result<Accepted, QueueError> {
         let (reply, answer) = oneshot::channel();
+        let item = Accepting { delivery, runs };
         let start = self
             .intake
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(Pending {
-                delivery,
-                runs,
-                reply,
-            });
+            .push(Pending { item, reply });
         if start {
-            let (group, connections) = (self.clone(), connections.clone());
             // Detached: the writer finishes its batch even when this caller's request is
             // dropped, because other callers' deliveries are in it too.
-            drop(tokio::task::spawn_blocking(move || {
-                group.write_all(&connections)
-            }));
+            drop(tokio::spawn(self.clone().write_all()));
         }
         // The sender is dropped unanswered only when the writer died (a panic, the runtime
         // shutting down): nothing is acknowledged then.
@@ -133,9 +139,9 @@ impl GroupCommit {
         })
     }
 
-    /// The writer: batches until the intake is empty. Blocks; runs on the blocking pool.
-    fn write_all(&self, connections: &Connections) {
-        let guard = AbandonOnUnwind(self);
+    /// The writer: batches until the intake is empty.
+    async fn write_all(self: Arc<Self>) {
+        let guard = AbandonOnUnwind(&self.intake);
         loop {
             let batch = self
                 .intake
@@ -143,44 +149,55 @@ impl GroupCommit {
                 .unwrap_or_else(PoisonError::into_inner)
                 .next_batch(MAX_BATCH);
             let Some(batch) = batch else { break };
-            self.write_batch(connections, batch);
+            self.write_batch(batch).await;
         }
         std::mem::forget(guard);
     }
 
-    fn write_batch(&self, connections: &Connections, batch: Vec<Pending>) {
-        match connections.with(|db| (self.write)(db, &batch)) {
+    async fn write_batch(&self, batch: Vec<Pending>) {
+        let (items, replies): (Vec<Accepting>, Vec<_>) =
+            batch.into_iter().map(|p| (p.item, p.reply)).unzip();
+        match self.writer.write(&items).await {
             Ok(answers) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
-                for (pending, answer) in batch.into_iter().zip(answers) {
+                for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that went away (its request dropped) needs no answer.
-                    let _ = pending.reply.send(Ok(answer));
+                    let _ = reply.send(Ok(answer));
                 }
             }
-            Err(err) if batch.len() == 1 => {
-                let _ = batch.into_iter().next().map(|p| p.reply.send(Err(err)));
+            // The whole batch rolled back, so none of it is written. One delivery may be the
+            // cause (a value the database refuses): each is tried again in its own
+            // transaction, so the others are still recorded and only the failing ones fail.
+            Err(err) if items.len() == 1 => {
+                let _ = replies.into_iter().next().map(|reply| reply.send(Err(err)));
             }
-            // The whole batch rolled back, so none of it is on disk. One delivery may be the
-            // cause (a value the database refuses): each is retried in its own transaction, so
-            // the others are still recorded and only the failing ones fail.
             Err(_) => {
-                for pending in batch {
-                    self.write_batch(connections, vec![pending]);
+                for (item, reply) in items.into_iter().zip(replies) {
+                    let answer = self.writer.write(std::slice::from_ref(&item)).await;
+                    if answer.is_ok() {
+                        self.commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = reply.send(answer.and_then(|mut answers| {
+                        answers.pop().ok_or_else(|| QueueError::Database {
+                            action: "record a delivery",
+                            message: "the transaction gave no answer".to_owned(),
+                        })
+                    }));
                 }
             }
         }
     }
 }
 
-/// Answers every waiting caller with an error if the writer panics, and lets the next accept
-/// start a new writer; without it they would wait forever for a writer that is gone.
-struct AbandonOnUnwind<'a>(&'a GroupCommit);
+/// Answers every waiting caller with an error if the writer panics (or its task is dropped
+/// with the runtime), and lets the next accept start a new writer; without it they would wait
+/// forever for a writer that is gone.
+struct AbandonOnUnwind<'a>(&'a Mutex<Intake<Pending>>);
 
 impl Drop for AbandonOnUnwind<'_> {
     fn drop(&mut self) {
         let abandoned = self
             .0
-            .intake
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .abandon();

@@ -2,8 +2,10 @@
 //! number of daemons. The tables are migration 2 of the daemon database
 //! (`journal/migrations.rs`), beside the PostgreSQL run store's.
 //!
-//! - `accept` is one transaction: the delivery's `INSERT … ON CONFLICT DO NOTHING` tells a
-//!   redelivery by its row count (and rolls back), then the supersession and the new runs.
+//! - `accept` is group-committed (`../group_commit.rs`): the deliveries that arrive while one
+//!   transaction commits go together into the next, written in a fixed number of statements
+//!   whatever their count (`runs_in_bulk.rs`): one `INSERT … ON CONFLICT DO NOTHING` of the
+//!   deliveries tells the redeliveries, one INSERT queues the new runs, two UPDATEs supersede.
 //! - `claim` picks candidates `FOR UPDATE SKIP LOCKED`, so daemons never wait for each other's
 //!   rows, then takes a transaction advisory lock on the candidate's (repository, git ref) and
 //!   checks again under it that no other run of that key is running: two daemons claiming runs
@@ -11,9 +13,10 @@
 //! - Leases and timestamps use the database's clock, which every daemon shares.
 //!
 //! Every call is bounded (connect and statement timeouts, `journal::postgres_store`), so a
-//! database that went away is `QueueError::Database` at once and the pool reconnects once it is
-//! back. Messages name the database by its address without the password.
+//! database that went away is `QueueError::Unavailable` at once and the pool reconnects once it
+//! is back. Messages name the database by its address without the password.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,12 +24,14 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::group_commit::GroupCommit;
 use super::{
     Accepted, Finished, HookSource, NewDelivery, NewRun, Queue, QueueError, QueueId, QueueState,
     QueuedRun, Renewal, Trigger,
 };
 use crate::journal::postgres_store::holds::lock_key;
 use crate::journal::postgres_store::{PostgresDatabase, PostgresError, bounded};
+use runs_in_bulk::{PostgresBatches, queue_runs};
 
 /// How many claimable runs one claim looks at before it gives up for now: candidates are
 /// skipped only when another daemon is claiming a run of the same key at that moment.
@@ -37,7 +42,8 @@ const RUN_COLUMNS: &str = "id, repository, git_ref, sha, pipeline_file, environm
      started_at, finished_at";
 
 pub struct PostgresQueue {
-    database: PostgresDatabase,
+    database: Arc<PostgresDatabase>,
+    accepts: Arc<GroupCommit<PostgresBatches>>,
 }
 
 impl PostgresQueue {
@@ -48,24 +54,59 @@ impl PostgresQueue {
             action: "read the queue database's connection string",
             message: e.to_string(),
         })?;
-        Ok(PostgresQueue { database })
+        let database = Arc::new(database);
+        Ok(PostgresQueue {
+            accepts: Arc::new(GroupCommit::new(PostgresBatches(database.clone()))),
+            database,
+        })
     }
 
     /// The database's address, without the password.
     pub fn address(&self) -> &str {
         self.database.address()
     }
+}
 
-    fn failed(&self, action: &'static str) -> impl Fn(PostgresError) -> QueueError + use<> {
-        let address = self.database.address().to_owned();
-        move |e| {
-            let message = format!("{address}: {e}");
-            if e.is_unavailable() {
-                QueueError::Unavailable { action, message }
-            } else {
-                QueueError::Database { action, message }
-            }
+/// What a failed statement of a call that does `action` becomes: `Unavailable` when the
+/// database could not be reached, else `Database`; both name the database without its
+/// password.
+fn failed(
+    database: &PostgresDatabase,
+    action: &'static str,
+) -> impl Fn(PostgresError) -> QueueError + use<> {
+    let address = database.address().to_owned();
+    move |e| {
+        let message = format!("{address}: {e}");
+        if e.is_unavailable() {
+            QueueError::Unavailable { action, message }
+        } else {
+            QueueError::Database { action, message }
         }
+    }
+}
+
+/// A pooled connection for a call that does `action`.
+async fn connection(
+    database: &PostgresDatabase,
+    action: &'static str,
+) -> Result<deadpool_postgres::Object, QueueError> {
+    database
+        .connection()
+        .await
+        .map_err(failed(database, action))
+}
+
+/// A call's answer from its bounded statements: database failures and the timeout become a
+/// `QueueError` saying `action`.
+fn answer<T>(
+    database: &PostgresDatabase,
+    action: &'static str,
+    result: Result<Result<T, Failure>, PostgresError>,
+) -> Result<T, QueueError> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(Failure::Queue(e))) => Err(e),
+        Ok(Err(Failure::Database(e))) | Err(e) => Err(failed(database, action)(e)),
     }
 }
 
@@ -84,30 +125,6 @@ impl From<PostgresError> for Failure {
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Self {
         Failure::Database(e.into())
-    }
-}
-
-impl PostgresQueue {
-    /// A pooled connection for a call that does `action`.
-    async fn client(&self, action: &'static str) -> Result<deadpool_postgres::Object, QueueError> {
-        self.database
-            .connection()
-            .await
-            .map_err(self.failed(action))
-    }
-
-    /// A call's answer from its bounded statements: database failures and the timeout become
-    /// `QueueError::Database` saying `action`.
-    fn answer<T>(
-        &self,
-        action: &'static str,
-        result: Result<Result<T, Failure>, PostgresError>,
-    ) -> Result<T, QueueError> {
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(Failure::Queue(e))) => Err(e),
-            Ok(Err(Failure::Database(e))) | Err(e) => Err(self.failed(action)(e)),
-        }
     }
 }
 
@@ -200,63 +217,6 @@ fn key_lock(repository: &str, git_ref: &str) -> i64 {
     lock_key(&["queue key", repository, git_ref])
 }
 
-/// Queues each of `runs` in turn, each superseding the older runs of its (repository, git ref):
-/// queued ones end `Superseded`, running ones are asked to cancel. In the caller's transaction,
-/// under the key's lock, so that two deliveries for one key supersede in order.
-async fn queue_runs(
-    tx: &deadpool_postgres::Transaction<'_>,
-    runs: &[NewRun],
-) -> Result<Vec<QueueId>, Failure> {
-    // Every key's lock first, in one order for all callers, so that two deliveries naming the
-    // same keys never wait for each other in a circle.
-    let mut keys: Vec<i64> = runs
-        .iter()
-        .map(|run| key_lock(&run.repository, &run.git_ref))
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    for key in keys {
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-            .await?;
-    }
-    let mut ids = Vec::with_capacity(runs.len());
-    for run in runs {
-        let id: QueueId = tx
-            .query_one(
-                "INSERT INTO queued_runs (repository, git_ref, sha, pipeline_file, environment,
-                                          trigger, state, queued_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', now())
-                 RETURNING id",
-                &[
-                    &run.repository,
-                    &run.git_ref,
-                    &run.sha,
-                    &run.pipeline_file,
-                    &run.environment,
-                    &trigger_json(&run.trigger),
-                ],
-            )
-            .await?
-            .try_get(0)?;
-        let message = format!("superseded by run {id}");
-        tx.execute(
-            "UPDATE queued_runs SET state = 'superseded', finished_at = now(), message = $4
-             WHERE repository = $1 AND git_ref = $2 AND id < $3 AND state = 'queued'",
-            &[&run.repository, &run.git_ref, &id, &message],
-        )
-        .await?;
-        // A separate statement, so that it sees a run a concurrent claim has just started.
-        tx.execute(
-            "UPDATE queued_runs SET cancel_requested = true, message = $4
-             WHERE repository = $1 AND git_ref = $2 AND id < $3 AND state = 'running'",
-            &[&run.repository, &run.git_ref, &id, &message],
-        )
-        .await?;
-        ids.push(id);
-    }
-    Ok(ids)
-}
-
 /// `UnknownRun` if no run `id` exists, else `LeaseLost`: what an update that matched no row
 /// held by `daemon` means.
 async fn missing_or_lost(
@@ -281,48 +241,16 @@ impl Queue for PostgresQueue {
         delivery: NewDelivery,
         runs: Vec<NewRun>,
     ) -> Result<Accepted, QueueError> {
-        let action = "record a delivery";
-        let mut client = self.client(action).await?;
-        let client = &mut client;
-        let result = bounded(async {
-            let tx = client.transaction().await?;
-            let recorded = tx
-                .execute(
-                    "INSERT INTO deliveries (delivery_id, source, event, repository, git_ref,
-                                             sha, ignored_because, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (delivery_id) DO NOTHING",
-                    &[
-                        &delivery.delivery_id,
-                        &source_name(delivery.source),
-                        &delivery.event,
-                        &delivery.repository,
-                        &delivery.git_ref,
-                        &delivery.sha,
-                        &delivery.ignored_because,
-                        &delivery.received_at,
-                    ],
-                )
-                .await?;
-            if recorded == 0 {
-                // Dropping the transaction rolls it back: a redelivery records nothing.
-                return Ok(Accepted::Duplicate);
-            }
-            let ids = queue_runs(&tx, &runs).await?;
-            tx.commit().await?;
-            Ok(Accepted::Recorded { runs: ids })
-        })
-        .await;
-        self.answer(action, result)
+        self.accepts.accept(delivery, runs).await
     }
 
     async fn enqueue(&self, run: NewRun) -> Result<QueueId, QueueError> {
         let action = "queue a run";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let tx = client.transaction().await?;
-            let ids = queue_runs(&tx, std::slice::from_ref(&run)).await?;
+            let ids = queue_runs(&tx, &[&run]).await?;
             tx.commit().await?;
             ids.first().copied().ok_or_else(|| {
                 Failure::Queue(QueueError::Database {
@@ -332,12 +260,12 @@ impl Queue for PostgresQueue {
             })
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn claim(&self, daemon: &str, lease: Duration) -> Result<Option<QueuedRun>, QueueError> {
         let action = "claim a run";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let tx = client.transaction().await?;
@@ -401,7 +329,7 @@ impl Queue for PostgresQueue {
             Ok(None)
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn heartbeat(
@@ -411,7 +339,7 @@ impl Queue for PostgresQueue {
         lease: Duration,
     ) -> Result<Renewal, QueueError> {
         let action = "renew leases";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let rows = client
@@ -429,12 +357,12 @@ impl Queue for PostgresQueue {
             Ok(Renewal::of(ids, &renewed))
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn set_run_id(&self, daemon: &str, id: QueueId, run_id: &str) -> Result<(), QueueError> {
         let action = "note a run's journal id";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let changed = client
@@ -450,7 +378,7 @@ impl Queue for PostgresQueue {
             Ok(())
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn finish(
@@ -466,7 +394,7 @@ impl Queue for PostgresQueue {
             });
         }
         let action = "finish a run";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let changed = client
@@ -490,12 +418,12 @@ impl Queue for PostgresQueue {
             Ok(())
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn request_cancel(&self, id: QueueId) -> Result<QueuedRun, QueueError> {
         let action = "cancel a run";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             // One statement per state, each a no-op for the others: a queued run ends at once,
@@ -518,12 +446,12 @@ impl Queue for PostgresQueue {
             }
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn get(&self, id: QueueId) -> Result<QueuedRun, QueueError> {
         let action = "read a queued run";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let statement = format!("SELECT {RUN_COLUMNS} FROM queued_runs WHERE id = $1");
@@ -533,13 +461,13 @@ impl Queue for PostgresQueue {
             }
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<QueuedRun>, QueueError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let action = "list the queued runs";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let statement =
@@ -548,12 +476,12 @@ impl Queue for PostgresQueue {
             rows.iter().map(queued_run).collect()
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn count_by_state(&self) -> Result<Vec<(QueueState, u64)>, QueueError> {
         let action = "count the queued runs";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let rows = client
@@ -578,12 +506,12 @@ impl Queue for PostgresQueue {
             Ok(counts)
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn append_log(&self, id: QueueId, lines: &[String]) -> Result<(), QueueError> {
         let action = "append to a run's log";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let tx = client.transaction().await?;
@@ -608,7 +536,7 @@ impl Queue for PostgresQueue {
             Ok(())
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn log_after(
@@ -620,7 +548,7 @@ impl Queue for PostgresQueue {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let action = "read a run's log";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             let rows = client
@@ -646,12 +574,12 @@ impl Queue for PostgresQueue {
             Ok(lines)
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
         let action = "reach the queue database";
-        let mut client = self.client(action).await?;
+        let mut client = connection(&self.database, action).await?;
         let client = &mut client;
         let result = bounded(async {
             // A standby answers reads but refuses writes: not ready.
@@ -668,9 +596,10 @@ impl Queue for PostgresQueue {
             Ok(())
         })
         .await;
-        self.answer(action, result)
+        answer(&self.database, action, result)
     }
 }
 
+mod runs_in_bulk;
 #[cfg(test)]
 mod tests;

@@ -287,3 +287,171 @@ async fn a_server_that_accepts_but_never_answers_fails_within_the_connect_timeou
     assert!(matches!(err, QueueError::Unavailable { .. }), "{err}");
     silent.abort();
 }
+
+/// Deliveries arriving while a transaction waits for their key share the next transaction,
+/// each answered with its own runs; the runs supersede as if queued one after the other: a
+/// queued run by the first newer run, a running one asked to cancel by the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_accepts_share_one_transaction_and_supersede_in_arrival_order() {
+    use crate::daemon::queue::conformance::{delivery, new_run, sha};
+    let (queue, database) = queue().await;
+    let queue = Arc::new(queue);
+    let push = |id: &str, n: u8| (delivery(id), vec![new_run("refs/heads/main", n)]);
+    let (first, runs) = push("seen-before", 0);
+    let Accepted::Recorded { runs: older } = queue.accept(first, runs).await.unwrap() else {
+        panic!("a first delivery taken for a duplicate");
+    };
+    // The older run is running: the newest of the batch asks it to cancel.
+    assert_eq!(
+        queue.claim("daemon-a", LEASE).await.unwrap().unwrap().id,
+        older[0]
+    );
+    let commits_before = queue.accepts.commits();
+
+    // Another session holds main's key: the first transaction waits for it, and every delivery
+    // arriving meanwhile waits in the intake for the next one.
+    let (blocker, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let key = key_lock("acme/shop", "refs/heads/main");
+    blocker
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = (0..30).map(|n| format!("d{n}")).collect();
+    ids.extend((0..10).map(|n| format!("d{n}")));
+    ids.push("seen-before".to_owned());
+    let calls: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let (queue, id) = (queue.clone(), id.clone());
+            let (delivery, runs) = push(&id, u8::try_from(n).unwrap() + 1);
+            tokio::spawn(async move { (n, id, queue.accept(delivery, runs).await.unwrap()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+
+    let commits = queue.accepts.commits() - commits_before;
+    assert!(
+        commits <= 2,
+        "{commits} transactions for {} accepts",
+        ids.len()
+    );
+    // Each new id recorded once, by whichever of its calls came first, with that call's run.
+    let mut recorded: HashMap<String, QueueId> = HashMap::new();
+    for (n, id, answer) in &answers {
+        if let Accepted::Recorded { runs } = answer {
+            assert_eq!(runs.len(), 1);
+            assert!(recorded.insert(id.clone(), runs[0]).is_none(), "{id} twice");
+            assert_eq!(
+                queue.get(runs[0]).await.unwrap().run.sha,
+                sha(u8::try_from(*n).unwrap() + 1)
+            );
+        }
+    }
+    let expected: HashSet<String> = (0..30).map(|n| format!("d{n}")).collect();
+    assert_eq!(recorded.keys().cloned().collect::<HashSet<_>>(), expected);
+    let mut new_ids: Vec<QueueId> = recorded.values().copied().collect();
+    new_ids.sort_unstable();
+    for pair in new_ids.windows(2) {
+        let superseded = queue.get(pair[0]).await.unwrap();
+        assert_eq!(superseded.state, QueueState::Superseded, "{superseded:?}");
+        assert_eq!(
+            superseded.message,
+            Some(format!("superseded by run {}", pair[1]))
+        );
+    }
+    let newest = *new_ids.last().unwrap();
+    assert_eq!(queue.get(newest).await.unwrap().state, QueueState::Queued);
+    let running = queue.get(older[0]).await.unwrap();
+    assert_eq!(running.state, QueueState::Running);
+    assert!(running.cancel_requested);
+    assert_eq!(running.message, Some(format!("superseded by run {newest}")));
+}
+
+/// A batch whose runs the database refuses commits nothing of it, though its COMMIT was sent
+/// behind the failing statement; each delivery is then tried alone, and only the refused one
+/// fails. The refused one is not on disk, so its redelivery is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_fails_only_the_deliveries_that_were_not_written() {
+    use crate::daemon::queue::conformance::{delivery, new_run, sha};
+    let (queue, database) = queue().await;
+    let queue = Arc::new(queue);
+    queue.ping().await.unwrap();
+    let (admin, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let refused = sha(66);
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$
+             BEGIN RAISE EXCEPTION 'refused for the test'; END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER refuse BEFORE INSERT ON queued_runs
+             FOR EACH ROW WHEN (NEW.sha = '{refused}') EXECUTE FUNCTION refuse();"
+        ))
+        .await
+        .unwrap();
+    // Main's key held, so that the four arrive while the first transaction waits.
+    let key = key_lock("acme/shop", "refs/heads/main");
+    admin
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .await
+        .unwrap();
+    let calls: Vec<_> = [("good-1", 1), ("bad", 66), ("good-2", 2), ("good-3", 3)]
+        .into_iter()
+        .map(|(id, n)| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let runs = vec![new_run("refs/heads/main", n)];
+                (id, queue.accept(delivery(id), runs).await)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    admin
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .unwrap();
+    for call in calls {
+        let (id, answer) = call.await.unwrap();
+        match (id, answer) {
+            ("bad", Err(err)) => assert!(err.to_string().contains("refused for the test"), "{err}"),
+            ("bad", Ok(answer)) => panic!("a delivery that was not written answered {answer:?}"),
+            (_, answer) => assert!(
+                matches!(answer, Ok(Accepted::Recorded { .. })),
+                "{id}: {answer:?}"
+            ),
+        }
+    }
+    let stored: Vec<String> = admin
+        .query(
+            "SELECT delivery_id FROM deliveries ORDER BY delivery_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stored, ["good-1", "good-2", "good-3"]);
+    admin
+        .batch_execute("DROP TRIGGER refuse ON queued_runs")
+        .await
+        .unwrap();
+    let runs = vec![new_run("refs/heads/main", 66)];
+    assert!(matches!(
+        queue.accept(delivery("bad"), runs).await.unwrap(),
+        Accepted::Recorded { .. }
+    ));
+}

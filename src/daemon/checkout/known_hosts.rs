@@ -235,36 +235,36 @@ mod tests {
         BASE64.decode(key).unwrap()
     }
 
+    use HostKeyVerdict::{Revoked, Trusted, Unknown};
+
+    /// Checks `verdict` for each (host, port, key, expected).
+    fn assert_verdicts(hosts: &KnownHosts, cases: &[(&str, u16, &str, HostKeyVerdict)]) {
+        for (host, port, key, expected) in cases {
+            assert_eq!(
+                &hosts.verdict(host, *port, &blob(key)),
+                expected,
+                "{host}:{port}"
+            );
+        }
+    }
+
     #[test]
     fn a_listed_key_is_trusted_for_its_host_and_port_only() {
         let hosts = KnownHosts::parse(&format!(
             "# the git host\ngit.example.com,10.0.0.7 ssh-ed25519 {KEY_A} comment\n[127.0.0.1]:2222 ssh-ed25519 {KEY_B}\n"
         ))
         .unwrap();
-        assert_eq!(
-            hosts.verdict("git.example.com", 22, &blob(KEY_A)),
-            HostKeyVerdict::Trusted
-        );
-        assert_eq!(
-            hosts.verdict("GIT.example.com", 22, &blob(KEY_A)),
-            HostKeyVerdict::Trusted
-        );
-        assert_eq!(
-            hosts.verdict("10.0.0.7", 22, &blob(KEY_A)),
-            HostKeyVerdict::Trusted
-        );
-        assert_eq!(
-            hosts.verdict("127.0.0.1", 2222, &blob(KEY_B)),
-            HostKeyVerdict::Trusted
-        );
-        // The port is part of the name: port 22 of that address is another host.
-        assert_eq!(
-            hosts.verdict("127.0.0.1", 22, &blob(KEY_B)),
-            HostKeyVerdict::Unknown
-        );
-        assert_eq!(
-            hosts.verdict("other.example.com", 22, &blob(KEY_A)),
-            HostKeyVerdict::Unknown
+        assert_verdicts(
+            &hosts,
+            &[
+                ("git.example.com", 22, KEY_A, Trusted),
+                ("GIT.example.com", 22, KEY_A, Trusted),
+                ("10.0.0.7", 22, KEY_A, Trusted),
+                ("127.0.0.1", 2222, KEY_B, Trusted),
+                // The port is part of the name: port 22 of that address is another host.
+                ("127.0.0.1", 22, KEY_B, Unknown),
+                ("other.example.com", 22, KEY_A, Unknown),
+            ],
         );
     }
 
@@ -274,12 +274,10 @@ mod tests {
             "git.example.com ssh-ed25519 {KEY_A}\ngit.example.com ssh-rsa {KEY_RSA}\n"
         ))
         .unwrap();
-        assert_eq!(
-            hosts.verdict("git.example.com", 22, &blob(KEY_B)),
-            HostKeyVerdict::Changed {
-                known_types: vec!["ssh-ed25519".into(), "ssh-rsa".into()]
-            }
-        );
+        let changed = HostKeyVerdict::Changed {
+            known_types: vec!["ssh-ed25519".into(), "ssh-rsa".into()],
+        };
+        assert_verdicts(&hosts, &[("git.example.com", 22, KEY_B, changed)]);
     }
 
     #[test]
@@ -288,30 +286,16 @@ mod tests {
             "*.example.com,!evil.example.com,git?.internal ssh-ed25519 {KEY_A}\n"
         ))
         .unwrap();
-        let key = blob(KEY_A);
-        assert_eq!(
-            hosts.verdict("git.example.com", 22, &key),
-            HostKeyVerdict::Trusted
-        );
-        assert_eq!(
-            hosts.verdict("a.b.example.com", 22, &key),
-            HostKeyVerdict::Trusted
-        );
-        assert_eq!(
-            hosts.verdict("git1.internal", 22, &key),
-            HostKeyVerdict::Trusted
-        );
-        assert_eq!(
-            hosts.verdict("evil.example.com", 22, &key),
-            HostKeyVerdict::Unknown
-        );
-        assert_eq!(
-            hosts.verdict("git12.internal", 22, &key),
-            HostKeyVerdict::Unknown
-        );
-        assert_eq!(
-            hosts.verdict("example.com", 22, &key),
-            HostKeyVerdict::Unknown
+        assert_verdicts(
+            &hosts,
+            &[
+                ("git.example.com", 22, KEY_A, Trusted),
+                ("a.b.example.com", 22, KEY_A, Trusted),
+                ("git1.internal", 22, KEY_A, Trusted),
+                ("evil.example.com", 22, KEY_A, Unknown),
+                ("git12.internal", 22, KEY_A, Unknown),
+                ("example.com", 22, KEY_A, Unknown),
+            ],
         );
     }
 
@@ -328,13 +312,12 @@ mod tests {
             BASE64.encode(hash)
         );
         let hosts = KnownHosts::parse(&line).unwrap();
-        assert_eq!(
-            hosts.verdict("127.0.0.1", 2222, &blob(KEY_A)),
-            HostKeyVerdict::Trusted
-        );
-        assert_eq!(
-            hosts.verdict("127.0.0.1", 2223, &blob(KEY_A)),
-            HostKeyVerdict::Unknown
+        assert_verdicts(
+            &hosts,
+            &[
+                ("127.0.0.1", 2222, KEY_A, Trusted),
+                ("127.0.0.1", 2223, KEY_A, Unknown),
+            ],
         );
     }
 
@@ -344,14 +327,14 @@ mod tests {
             "git.example.com ssh-ed25519 {KEY_A}\n@revoked * ssh-ed25519 {KEY_A}\n@cert-authority *.example.com ssh-ed25519 {KEY_B}\n"
         ))
         .unwrap();
-        assert_eq!(
-            hosts.verdict("git.example.com", 22, &blob(KEY_A)),
-            HostKeyVerdict::Revoked
-        );
-        // A CA line vouches for certificates, which libgit2 never hands over: not for the key.
-        assert_eq!(
-            hosts.verdict("ci.example.com", 22, &blob(KEY_B)),
-            HostKeyVerdict::Unknown
+        assert_verdicts(
+            &hosts,
+            &[
+                ("git.example.com", 22, KEY_A, Revoked),
+                // A CA line vouches for certificates, which libgit2 never hands over: not for
+                // the key itself.
+                ("ci.example.com", 22, KEY_B, Unknown),
+            ],
         );
     }
 

@@ -2,7 +2,7 @@
 //! TLS and Basic auth, and OpenSSH's sshd. The credentials and the host key check are the
 //! daemon's own code paths; the servers are nobody's here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::Repository;
 
@@ -47,27 +47,59 @@ fn token(value: &str) -> Option<GitCredentials> {
     })
 }
 
+/// Run 1's checkout of main at `sha` under `dir`: its workspace, or the error's message.
+async fn fetch(dir: &Path, repo: &RepositoryConfig, sha: &str) -> Result<PathBuf, String> {
+    Checkouts::new(dir.join("work"))
+        .prepare(repo, "refs/heads/main", sha, 1)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The served repository behind the HTTPS server, which asks for `TOKEN`, configured with
+/// `credentials`; its CA trusted by libgit2 or not.
+struct OverHttps {
+    dir: tempfile::TempDir,
+    server: GitHttpsServer,
+    sha: String,
+    repo: RepositoryConfig,
+}
+
+impl OverHttps {
+    fn start(credentials: Option<GitCredentials>, trusted: bool) -> OverHttps {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, sha) = served_repository(dir.path());
+        let server =
+            GitHttpsServer::start(&dir.path().join("srv"), "x-access-token", TOKEN, dir.path());
+        if trusted {
+            trust(&server.ca_file);
+        }
+        let mut repo = repository("acme/shop", Path::new("/unused"));
+        repo.clone_url = server.url("shop.git");
+        repo.credentials = credentials;
+        OverHttps {
+            dir,
+            server,
+            sha,
+            repo,
+        }
+    }
+
+    async fn fetch(&self) -> Result<PathBuf, String> {
+        fetch(self.dir.path(), &self.repo, &self.sha).await
+    }
+}
+
 #[tokio::test]
 async fn an_https_remote_is_fetched_with_the_token_it_asks_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, sha) = served_repository(dir.path());
-    let server =
-        GitHttpsServer::start(&dir.path().join("srv"), "x-access-token", TOKEN, dir.path());
-    trust(&server.ca_file);
-    let mut repo = repository("acme/shop", Path::new("/unused"));
-    repo.clone_url = server.url("shop.git");
-    repo.credentials = token(TOKEN);
+    let https = OverHttps::start(token(TOKEN), true);
 
-    let workspace = Checkouts::new(dir.path().join("work"))
-        .prepare(&repo, "refs/heads/main", &sha, 1)
-        .await
-        .unwrap();
+    let workspace = https.fetch().await.unwrap();
 
     assert_eq!(
         std::fs::read_to_string(workspace.join("app.txt")).unwrap(),
         "over the network"
     );
-    let seen = server.requests();
+    let seen = https.server.requests();
     // libgit2 asks anonymously first, is told 401, then answers the challenge with the token.
     assert!(!seen[0].authorized, "{seen:?}");
     assert!(
@@ -79,46 +111,24 @@ async fn an_https_remote_is_fetched_with_the_token_it_asks_for() {
 
 #[tokio::test]
 async fn a_refused_token_fails_the_fetch_without_the_token_in_the_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, sha) = served_repository(dir.path());
-    let server =
-        GitHttpsServer::start(&dir.path().join("srv"), "x-access-token", TOKEN, dir.path());
-    trust(&server.ca_file);
-    let wrong = "glpat-expired-0000";
-    let mut repo = repository("acme/shop", Path::new("/unused"));
-    repo.clone_url = server.url("shop.git");
-    repo.credentials = token(wrong);
+    let https = OverHttps::start(token("glpat-expired-0000"), true);
 
-    let err = Checkouts::new(dir.path().join("work"))
-        .prepare(&repo, "refs/heads/main", &sha, 1)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = https.fetch().await.unwrap_err();
 
     assert_eq!(
         err,
         "failed to fetch refs/heads/main of acme/shop: the configured credentials were refused"
     );
     // Offered once, not in a loop until the server gives up.
-    let authorized_tries = server.requests().len();
-    assert!(authorized_tries <= 3, "{authorized_tries} requests");
+    let tries = https.server.requests().len();
+    assert!(tries <= 3, "{tries} requests");
 }
 
 #[tokio::test]
 async fn an_https_remote_asking_for_credentials_none_are_configured_for_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, sha) = served_repository(dir.path());
-    let server =
-        GitHttpsServer::start(&dir.path().join("srv"), "x-access-token", TOKEN, dir.path());
-    trust(&server.ca_file);
-    let mut repo = repository("acme/shop", Path::new("/unused"));
-    repo.clone_url = server.url("shop.git");
+    let https = OverHttps::start(None, true);
 
-    let err = Checkouts::new(dir.path().join("work"))
-        .prepare(&repo, "refs/heads/main", &sha, 1)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = https.fetch().await.unwrap_err();
 
     assert!(
         err.ends_with("the remote asks for credentials the daemon's configuration does not give"),
@@ -128,27 +138,16 @@ async fn an_https_remote_asking_for_credentials_none_are_configured_for_says_so(
 
 #[tokio::test]
 async fn an_https_server_whose_certificate_no_trusted_ca_signed_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, sha) = served_repository(dir.path());
-    // Its CA is never trusted.
-    let server =
-        GitHttpsServer::start(&dir.path().join("srv"), "x-access-token", TOKEN, dir.path());
-    let mut repo = repository("acme/shop", Path::new("/unused"));
-    repo.clone_url = server.url("shop.git");
-    repo.credentials = token(TOKEN);
+    let https = OverHttps::start(token(TOKEN), false);
 
-    let err = Checkouts::new(dir.path().join("work"))
-        .prepare(&repo, "refs/heads/main", &sha, 1)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = https.fetch().await.unwrap_err();
 
     assert_eq!(
         err,
         "failed to fetch refs/heads/main of acme/shop: the SSL certificate is invalid; the server's certificate is not signed by a CA this machine trusts (a private CA goes in the file SSL_CERT_FILE names, in the daemon's environment)"
     );
     assert!(
-        server.requests().is_empty(),
+        https.server.requests().is_empty(),
         "the token went to an untrusted server"
     );
 }
@@ -174,15 +173,8 @@ async fn an_ssh_remote_is_fetched_with_the_key_once_its_host_key_is_known() {
     let known_hosts = dir.path().join("known_hosts");
     std::fs::write(&known_hosts, format!("{}\n", sshd.known_hosts_line)).unwrap();
 
-    let workspace = Checkouts::new(dir.path().join("work"))
-        .prepare(
-            &over_ssh(&sshd, &bare, &known_hosts),
-            "refs/heads/main",
-            &sha,
-            1,
-        )
-        .await
-        .unwrap();
+    let repo = over_ssh(&sshd, &bare, &known_hosts);
+    let workspace = fetch(dir.path(), &repo, &sha).await.unwrap();
 
     assert_eq!(
         std::fs::read_to_string(workspace.join("app.txt")).unwrap(),
@@ -203,16 +195,8 @@ async fn an_ssh_host_missing_from_known_hosts_is_refused_with_its_fingerprint() 
     let other = other.replacen(&format!(":{}", sshd.port), "", 1);
     std::fs::write(&known_hosts, format!("{other}\n")).unwrap();
 
-    let err = Checkouts::new(dir.path().join("work"))
-        .prepare(
-            &over_ssh(&sshd, &bare, &known_hosts),
-            "refs/heads/main",
-            &sha,
-            1,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let repo = over_ssh(&sshd, &bare, &known_hosts);
+    let err = fetch(dir.path(), &repo, &sha).await.unwrap_err();
 
     let port = sshd.port;
     assert!(
@@ -243,16 +227,8 @@ async fn a_changed_ssh_host_key_is_refused_as_a_possible_man_in_the_middle() {
     )
     .unwrap();
 
-    let err = Checkouts::new(dir.path().join("work"))
-        .prepare(
-            &over_ssh(&sshd, &bare, &known_hosts),
-            "refs/heads/main",
-            &sha,
-            1,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let repo = over_ssh(&sshd, &bare, &known_hosts);
+    let err = fetch(dir.path(), &repo, &sha).await.unwrap_err();
 
     assert!(
         err.contains(&format!(
@@ -280,11 +256,7 @@ async fn an_ssh_key_the_server_does_not_accept_is_reported_as_refused() {
         passphrase: None,
     });
 
-    let err = Checkouts::new(dir.path().join("work"))
-        .prepare(&repo, "refs/heads/main", &sha, 1)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = fetch(dir.path(), &repo, &sha).await.unwrap_err();
 
     assert_eq!(
         err,

@@ -118,54 +118,66 @@ fn same_record(stored: &RunRecord, written: &RunRecord) -> bool {
     json(stored).is_some() && json(stored) == json(written)
 }
 
-#[async_trait]
-impl RunStore for PatientStore {
-    async fn create(&self, run: &mut RunRecord) -> Result<(), JournalError> {
+/// The two writes of the store.
+#[derive(Clone, Copy)]
+enum Write {
+    Create,
+    Save,
+}
+
+impl PatientStore {
+    /// `write` of `run`, tried until the database answers. A retry that finds the record
+    /// already written (`RunExists`, `Conflict`) met the try whose answer was lost, if what is
+    /// stored is what this call wrote: then it is done.
+    async fn write(&self, write: Write, run: &mut RunRecord) -> Result<(), JournalError> {
+        let action = match write {
+            Write::Create => "record a new run",
+            Write::Save => "save a run",
+        };
         let mut attempts = 0;
         let result = self
-            .patiently("record a new run", || {
+            .patiently(action, || {
                 attempts += 1;
                 let mut copy = run.clone();
-                async move { self.inner.create(&mut copy).await.map(|()| copy) }
+                async move {
+                    match write {
+                        Write::Create => self.inner.create(&mut copy).await,
+                        Write::Save => self.inner.save(&mut copy).await,
+                    }
+                    .map(|()| copy)
+                }
             })
             .await;
         match result {
-            Ok(created) => {
-                *run = created;
+            Ok(written) => {
+                *run = written;
                 Ok(())
             }
-            Err(JournalError::RunExists { .. }) if attempts > 1 && self.stored_is(run).await => {
-                run.revision = 1;
+            Err(err @ (JournalError::RunExists { .. } | JournalError::Conflict { .. }))
+                if attempts > 1 =>
+            {
+                if !self.stored_is(run).await {
+                    return Err(err);
+                }
+                run.revision = match write {
+                    Write::Create => 1,
+                    Write::Save => run.revision + 1,
+                };
                 Ok(())
             }
             Err(err) => Err(err),
         }
     }
+}
+
+#[async_trait]
+impl RunStore for PatientStore {
+    async fn create(&self, run: &mut RunRecord) -> Result<(), JournalError> {
+        self.write(Write::Create, run).await
+    }
 
     async fn save(&self, run: &mut RunRecord) -> Result<(), JournalError> {
-        let mut attempts = 0;
-        let result = self
-            .patiently("save a run", || {
-                attempts += 1;
-                let mut copy = run.clone();
-                async move { self.inner.save(&mut copy).await.map(|()| copy) }
-            })
-            .await;
-        match result {
-            Ok(saved) => {
-                *run = saved;
-                Ok(())
-            }
-            Err(err @ JournalError::Conflict { .. }) if attempts > 1 => {
-                if self.stored_is(run).await {
-                    run.revision += 1;
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-            Err(err) => Err(err),
-        }
+        self.write(Write::Save, run).await
     }
 
     async fn load(&self, run_id: &str) -> Result<RunRecord, JournalError> {

@@ -174,6 +174,23 @@ impl Daemon {
         .await
     }
 
+    /// A run of a 60-second build, started by a worker of "daemon-a" and waited for until its
+    /// build stage is running: its queue id, its journal id and the worker.
+    async fn long_build_under_way(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> (QueueId, String, WorkerHandle) {
+        let sha = self.push_pipeline("sleep 60");
+        let id = self.enqueue(&sha, "shipit.yaml").await;
+        let worker = self.start("daemon-a", shutdown);
+        let running = self
+            .wait_for(id, Duration::from_secs(60), |run| run.run_id.is_some())
+            .await;
+        let run_id = running.run_id.unwrap();
+        self.build_reaches(&run_id, StageStatus::Running).await;
+        (id, run_id, worker)
+    }
+
     /// Waits until run `run_id`'s build stage has `status` in the journal.
     async fn build_reaches(&self, run_id: &str, status: StageStatus) {
         let started = Instant::now();
@@ -273,16 +290,8 @@ async fn a_newer_push_supersedes_a_queued_run_and_only_the_newer_one_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_build_stops_it_and_ends_the_run_cancelled() {
     let daemon = Daemon::new();
-    let sha = daemon.push_pipeline("sleep 60");
-    let id = daemon.enqueue(&sha, "shipit.yaml").await;
     let shutdown = CancellationToken::new();
-    let worker = daemon.start("daemon-a", &shutdown);
-    let running = daemon
-        .wait_for(id, Duration::from_secs(60), |run| run.run_id.is_some())
-        .await;
-    let run_id = running.run_id.unwrap();
-    // Wait for the build itself to be under way, so that it is a running stage that stops.
-    daemon.build_reaches(&run_id, StageStatus::Running).await;
+    let (id, run_id, worker) = daemon.long_build_under_way(&shutdown).await;
 
     let asked = Instant::now();
     daemon.queue.request_cancel(id).await.unwrap();
@@ -307,15 +316,8 @@ async fn cancelling_a_running_build_stops_it_and_ends_the_run_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_another_daemon_took_over_stops_here_and_is_left_to_it() {
     let daemon = Daemon::new();
-    let sha = daemon.push_pipeline("sleep 60");
-    let id = daemon.enqueue(&sha, "shipit.yaml").await;
     let shutdown = CancellationToken::new();
-    let worker = daemon.start("daemon-a", &shutdown);
-    let running = daemon
-        .wait_for(id, Duration::from_secs(60), |run| run.run_id.is_some())
-        .await;
-    let run_id = running.run_id.unwrap();
-    daemon.build_reaches(&run_id, StageStatus::Running).await;
+    let (id, run_id, worker) = daemon.long_build_under_way(&shutdown).await;
 
     // What a takeover leaves in the queue: the lease ran out (this daemon could not renew it,
     // its database away) and daemon-b claimed the run.

@@ -94,7 +94,16 @@ pub(super) async fn execute(context: Arc<Context>, run: QueuedRun, control: Arc<
             match recorded {
                 Ok(()) => {}
                 Err(QueueError::LeaseLost { .. }) => {
-                    tracing::warn!(run = id, "the run was taken over by another daemon")
+                    // A try whose answer was lost with the connection may have recorded the
+                    // end already: then the run is ended, not taken over.
+                    let ended_here = context.queue.get(id).await.is_ok_and(|stored| {
+                        stored.finished_at.is_some()
+                            && stored.claimed_by.as_deref()
+                                == Some(context.settings.daemon_id.as_str())
+                    });
+                    if !ended_here {
+                        tracing::warn!(run = id, "the run was taken over by another daemon")
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(run = id, error = %err, "failed to record the run's end")

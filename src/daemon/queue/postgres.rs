@@ -56,7 +56,7 @@ impl PostgresQueue {
         })?;
         let database = Arc::new(database);
         Ok(PostgresQueue {
-            accepts: Arc::new(GroupCommit::new(PostgresBatches(database.clone()))),
+            accepts: Arc::new(GroupCommit::new(PostgresBatches::new(database.clone()))),
             database,
         })
     }

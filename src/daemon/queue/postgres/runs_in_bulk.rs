@@ -17,19 +17,64 @@ use crate::daemon::queue::{Accepted, NewRun, QueueError, QueueId};
 use crate::journal::postgres_store::{PostgresDatabase, bounded};
 
 /// The group commit's transactions.
-pub(in crate::daemon::queue) struct PostgresBatches(pub Arc<PostgresDatabase>);
+pub(in crate::daemon::queue) struct PostgresBatches {
+    database: Arc<PostgresDatabase>,
+    /// The connection the last batch committed on, kept for the next: the pool checks a
+    /// connection with a round trip each time it hands one out, a fourth round trip per batch.
+    /// Only one batch is written at a time, so the lock is never contended. A kept connection
+    /// the server has closed meanwhile fails its batch, and the group commit then writes each
+    /// delivery alone, on connections from the pool.
+    kept: tokio::sync::Mutex<Option<deadpool_postgres::Object>>,
+}
+
+impl PostgresBatches {
+    pub(in crate::daemon::queue) fn new(database: Arc<PostgresDatabase>) -> Self {
+        PostgresBatches {
+            database,
+            kept: tokio::sync::Mutex::new(None),
+        }
+    }
+}
 
 #[async_trait]
 impl BatchWriter for PostgresBatches {
     async fn write(&self, batch: &[Accepting]) -> Result<Vec<Accepted>, QueueError> {
-        let action = "record a delivery";
-        let mut session = Discarded(Some(connection(&self.0, action).await?));
-        let client = session.0.as_ref().expect("set just above");
-        let result = bounded(write_batch(client, batch)).await;
-        let answers = answer(&self.0, action, result)?;
-        // Committed: the connection goes back to the pool.
-        session.0.take();
+        let mut kept = self.kept.lock().await;
+        if let Some(client) = kept.take() {
+            match self.write_on(client, batch).await {
+                Ok((answers, client)) => {
+                    *kept = Some(client);
+                    return Ok(answers);
+                }
+                // The server closed the kept connection (a restart, an idle timeout): once
+                // more on a connection the pool checks. Deliveries a lost COMMIT did record
+                // are told as duplicates then, and their runs are queued once.
+                Err(err) if err.is_unavailable() => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let client = connection(&self.database, "record a delivery").await?;
+        let (answers, client) = self.write_on(client, batch).await?;
+        *kept = Some(client);
         Ok(answers)
+    }
+}
+
+impl PostgresBatches {
+    /// The batch on `client`; the connection back once committed, fit to serve again.
+    async fn write_on(
+        &self,
+        client: deadpool_postgres::Object,
+        batch: &[Accepting],
+    ) -> Result<(Vec<Accepted>, deadpool_postgres::Object), QueueError> {
+        let session = Discarded(Some(client));
+        let result = bounded(write_batch(
+            session.0.as_ref().expect("set just above"),
+            batch,
+        ))
+        .await;
+        let answers = answer(&self.database, "record a delivery", result)?;
+        Ok((answers, session.keep()))
     }
 }
 
@@ -37,6 +82,15 @@ impl BatchWriter for PostgresBatches {
 /// left open (an error, the call's timeout) must not serve another call. Closing it ends the
 /// transaction, which the server rolls back.
 struct Discarded(Option<deadpool_postgres::Object>);
+
+impl Discarded {
+    /// The connection, which is fit to serve again.
+    fn keep(mut self) -> deadpool_postgres::Object {
+        self.0
+            .take()
+            .expect("a session holds its connection until kept or dropped")
+    }
+}
 
 impl Drop for Discarded {
     fn drop(&mut self) {

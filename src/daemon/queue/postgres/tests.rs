@@ -455,3 +455,26 @@ async fn a_failed_batch_fails_only_the_deliveries_that_were_not_written() {
         Accepted::Recorded { .. }
     ));
 }
+
+/// The group commit keeps its connection between batches; one the server closed meanwhile is
+/// replaced without failing the delivery that found it closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_writer_connection_the_server_closed_is_replaced_without_failing_a_delivery() {
+    use crate::daemon::queue::conformance::{delivery, new_run};
+    let (queue, database) = queue().await;
+    let admin = database.admin().await;
+    for (n, id) in ["before-the-restart", "after-the-restart", "once-more"]
+        .into_iter()
+        .enumerate()
+    {
+        if n > 0 {
+            database.end_sessions(&admin).await;
+        }
+        let runs = vec![new_run("refs/heads/main", u8::try_from(n).unwrap() + 1)];
+        let answer = queue.accept(delivery(id), runs).await.unwrap();
+        assert!(
+            matches!(answer, Accepted::Recorded { .. }),
+            "{id}: {answer:?}"
+        );
+    }
+}

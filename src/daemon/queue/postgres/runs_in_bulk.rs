@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use tokio_postgres::Statement;
 
 use super::{Failure, answer, connection, key_lock, source_name, trigger_json};
 use crate::daemon::queue::group_commit::{Accepting, BatchWriter};
@@ -21,9 +22,8 @@ pub(in crate::daemon::queue) struct PostgresBatches {
     database: Arc<PostgresDatabase>,
     /// The connection the last batch committed on, kept for the next: the pool checks a
     /// connection with a round trip each time it hands one out, a fourth round trip per batch.
-    /// Only one batch is written at a time, so the lock is never contended. A kept connection
-    /// the server has closed meanwhile fails its batch, and the group commit then writes each
-    /// delivery alone, on connections from the pool.
+    /// Only one batch is written at a time, so the lock is never contended. A batch that finds
+    /// the kept connection closed by the server is written again on one the pool checks.
     kept: tokio::sync::Mutex<Option<deadpool_postgres::Object>>,
 }
 
@@ -122,7 +122,10 @@ async fn write_batch(
         .flat_map(|(item, _)| &item.runs)
         .collect();
     let ids = insert_runs(client, &runs).await?;
-    tokio::try_join!(supersede(client, &runs, &ids), async {
+    // Prepared first (once per connection), so that sending them waits for nothing and the
+    // COMMIT behind them is sent last.
+    let statements = supersession(client).await?;
+    tokio::try_join!(supersede(client, &statements, &runs, &ids), async {
         client.batch_execute("COMMIT").await.map_err(Failure::from)
     })?;
     // Each recorded delivery takes as many ids, in order, as it queued runs.
@@ -201,7 +204,8 @@ pub(super) async fn queue_runs(
 ) -> Result<Vec<QueueId>, Failure> {
     lock_keys(tx, runs).await?;
     let ids = insert_runs(tx, runs).await?;
-    supersede(tx, runs, &ids).await?;
+    let statements = supersession(tx).await?;
+    supersede(tx, &statements, runs, &ids).await?;
     Ok(ids)
 }
 
@@ -270,19 +274,13 @@ async fn insert_runs(tx: &impl GenericClient, runs: &[&NewRun]) -> Result<Vec<Qu
     Ok(ids)
 }
 
-/// Each of `runs` (queued as `ids`) supersedes the older runs of its (repository, git ref), as
-/// if they were queued one after the other: a queued one ends `Superseded` by the first newer
-/// run, a running one is asked to cancel by the newest.
-async fn supersede(
-    tx: &impl GenericClient,
-    runs: &[&NewRun],
-    ids: &[QueueId],
-) -> Result<(), Failure> {
-    if runs.is_empty() {
-        return Ok(());
-    }
-    let repositories: Vec<&str> = runs.iter().map(|r| r.repository.as_str()).collect();
-    let git_refs: Vec<&str> = runs.iter().map(|r| r.git_ref.as_str()).collect();
+/// The two supersession statements (see `supersede`), prepared on `tx`'s connection.
+struct Supersession {
+    queued: Statement,
+    running: Statement,
+}
+
+async fn supersession(tx: &impl GenericClient) -> Result<Supersession, Failure> {
     // For each older run of a key, the newer runs of the same key: the first supersedes a
     // queued one, the last asks a running one to cancel, as if queued one after the other.
     let newer = |state: &str, pick: &str| {
@@ -297,8 +295,7 @@ async fn supersede(
                AND (o.repository, o.git_ref) IN (SELECT * FROM unnest($2::text[], $3::text[]))"
         )
     };
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&ids, &repositories, &git_refs];
-    let supersede = tx
+    let queued = tx
         .prepare_cached(&format!(
             "UPDATE queued_runs q
              SET state = 'superseded', finished_at = now(), message = 'superseded by run ' || s.by
@@ -307,9 +304,7 @@ async fn supersede(
             newer("queued", "min")
         ))
         .await?;
-    // A statement of its own, so that it sees a run a concurrent claim has just started; sent
-    // right behind the first, which the server still runs first.
-    let cancel = tx
+    let running = tx
         .prepare_cached(&format!(
             "UPDATE queued_runs q
              SET cancel_requested = true, message = 'superseded by run ' || s.by
@@ -318,9 +313,28 @@ async fn supersede(
             newer("running", "max")
         ))
         .await?;
+    Ok(Supersession { queued, running })
+}
+
+/// Each of `runs` (queued as `ids`) supersedes the older runs of its (repository, git ref), as
+/// if they were queued one after the other: a queued one ends `Superseded` by the first newer
+/// run, a running one is asked to cancel by the newest. Both statements are sent at once; the
+/// second on its own, so that it sees a run a concurrent claim has just started.
+async fn supersede(
+    tx: &impl GenericClient,
+    statements: &Supersession,
+    runs: &[&NewRun],
+    ids: &[QueueId],
+) -> Result<(), Failure> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let repositories: Vec<&str> = runs.iter().map(|r| r.repository.as_str()).collect();
+    let git_refs: Vec<&str> = runs.iter().map(|r| r.git_ref.as_str()).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&ids, &repositories, &git_refs];
     tokio::try_join!(
-        tx.execute(&supersede, &params),
-        tx.execute(&cancel, &params)
+        tx.execute(&statements.queued, &params),
+        tx.execute(&statements.running, &params)
     )?;
     Ok(())
 }

@@ -478,3 +478,60 @@ async fn a_kept_writer_connection_the_server_closed_is_replaced_without_failing_
         );
     }
 }
+
+/// COMMIT is sent behind the supersession even on a connection whose statements are not
+/// prepared yet: a batch whose supersession the database refuses records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_supersession_fails_is_not_recorded() {
+    use crate::daemon::queue::conformance::{delivery, new_run};
+    let (queue, database) = queue().await;
+    queue.ping().await.unwrap();
+    let (admin, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // The older run is written here, not through the queue, whose pooled connection would
+    // then have the supersession prepared already.
+    let older: i64 = admin
+        .query_one(
+            "INSERT INTO queued_runs (repository, git_ref, sha, pipeline_file, trigger, state,
+                                      queued_at)
+             VALUES ('acme/shop', 'refs/heads/main', $1, 'shipit.yaml',
+                     '{\"kind\":\"api\",\"token\":\"test\"}', 'queued', now())
+             RETURNING id",
+            &[&"01".repeat(20)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$
+             BEGIN RAISE EXCEPTION 'refused for the test'; END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER refuse BEFORE UPDATE ON queued_runs
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+
+    // The writer's first batch: the supersession is not prepared on its connection yet.
+    let err = queue
+        .accept(delivery("d1"), vec![new_run("refs/heads/main", 2)])
+        .await
+        .unwrap_err();
+
+    assert!(err.to_string().contains("refused for the test"), "{err}");
+    let count = |table: &str| format!("SELECT count(*) FROM {table}");
+    let deliveries: i64 = admin
+        .query_one(&count("deliveries"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let runs: i64 = admin
+        .query_one(&count("queued_runs"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((deliveries, runs), (0, 1));
+    assert_eq!(queue.get(older).await.unwrap().state, QueueState::Queued);
+}

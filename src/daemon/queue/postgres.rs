@@ -67,6 +67,20 @@ impl PostgresQueue {
     }
 }
 
+impl PostgresQueue {
+    /// One call that does `action`: `work` on a pooled connection within the call's time
+    /// bound, its failures turned into the `QueueError` that says `action`.
+    async fn call<T>(
+        &self,
+        action: &'static str,
+        work: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, Failure>,
+    ) -> Result<T, QueueError> {
+        let mut client = connection(&self.database, action).await?;
+        let result = bounded(work(&mut client)).await;
+        answer(&self.database, action, result)
+    }
+}
+
 /// What a failed statement of a call that does `action` becomes: `Unavailable` when the
 /// database could not be reached, else `Database`; both name the database without its
 /// password.
@@ -245,10 +259,7 @@ impl Queue for PostgresQueue {
     }
 
     async fn enqueue(&self, run: NewRun) -> Result<QueueId, QueueError> {
-        let action = "queue a run";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("queue a run", async |client| {
             let tx = client.transaction().await?;
             let ids = queue_runs(&tx, &[&run]).await?;
             tx.commit().await?;
@@ -259,15 +270,11 @@ impl Queue for PostgresQueue {
                 })
             })
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn claim(&self, daemon: &str, lease: Duration) -> Result<Option<QueuedRun>, QueueError> {
-        let action = "claim a run";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("claim a run", async |client| {
             let tx = client.transaction().await?;
             // Running runs whose lease ran out (their daemon died) first, keeping their journal
             // run id; then the oldest queued runs whose key has no running run.
@@ -328,8 +335,7 @@ impl Queue for PostgresQueue {
             }
             Ok(None)
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn heartbeat(
@@ -338,10 +344,7 @@ impl Queue for PostgresQueue {
         ids: &[QueueId],
         lease: Duration,
     ) -> Result<Renewal, QueueError> {
-        let action = "renew leases";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("renew leases", async |client| {
             let rows = client
                 .query(
                     "UPDATE queued_runs SET lease_until = now() + $3 * interval '1 millisecond'
@@ -356,15 +359,11 @@ impl Queue for PostgresQueue {
                 .collect::<Result<Vec<(QueueId, bool)>, tokio_postgres::Error>>()?;
             Ok(Renewal::of(ids, &renewed))
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn set_run_id(&self, daemon: &str, id: QueueId, run_id: &str) -> Result<(), QueueError> {
-        let action = "note a run's journal id";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("note a run's journal id", async |client| {
             let changed = client
                 .execute(
                     "UPDATE queued_runs SET run_id = $3
@@ -377,8 +376,7 @@ impl Queue for PostgresQueue {
             }
             Ok(())
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn finish(
@@ -393,10 +391,7 @@ impl Queue for PostgresQueue {
                 message: format!("`{}` is not how a run ends", state_name(finished.state)),
             });
         }
-        let action = "finish a run";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("finish a run", async |client| {
             let changed = client
                 .execute(
                     "UPDATE queued_runs
@@ -417,15 +412,11 @@ impl Queue for PostgresQueue {
             }
             Ok(())
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn request_cancel(&self, id: QueueId) -> Result<QueuedRun, QueueError> {
-        let action = "cancel a run";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("cancel a run", async |client| {
             // One statement per state, each a no-op for the others: a queued run ends at once,
             // a running one is asked to stop, a finished one stays as it ended.
             let statement = format!(
@@ -445,45 +436,33 @@ impl Queue for PostgresQueue {
                 None => Err(Failure::Queue(QueueError::UnknownRun { id })),
             }
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn get(&self, id: QueueId) -> Result<QueuedRun, QueueError> {
-        let action = "read a queued run";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("read a queued run", async |client| {
             let statement = format!("SELECT {RUN_COLUMNS} FROM queued_runs WHERE id = $1");
             match client.query_opt(&statement, &[&id]).await? {
                 Some(row) => queued_run(&row),
                 None => Err(Failure::Queue(QueueError::UnknownRun { id })),
             }
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<QueuedRun>, QueueError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let action = "list the queued runs";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("list the queued runs", async |client| {
             let statement =
                 format!("SELECT {RUN_COLUMNS} FROM queued_runs ORDER BY id DESC LIMIT $1");
             let rows = client.query(&statement, &[&limit]).await?;
             rows.iter().map(queued_run).collect()
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn count_by_state(&self) -> Result<Vec<(QueueState, u64)>, QueueError> {
-        let action = "count the queued runs";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("count the queued runs", async |client| {
             let rows = client
                 .query(
                     "SELECT state, count(*) FROM queued_runs GROUP BY state ORDER BY state",
@@ -505,15 +484,11 @@ impl Queue for PostgresQueue {
             }
             Ok(counts)
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn append_log(&self, id: QueueId, lines: &[String]) -> Result<(), QueueError> {
-        let action = "append to a run's log";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("append to a run's log", async |client| {
             let tx = client.transaction().await?;
             // The run's row lock orders concurrent appends to one log.
             let exists = tx
@@ -535,8 +510,7 @@ impl Queue for PostgresQueue {
             tx.commit().await?;
             Ok(())
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn log_after(
@@ -547,10 +521,7 @@ impl Queue for PostgresQueue {
     ) -> Result<Vec<(u64, String)>, QueueError> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let action = "read a run's log";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("read a run's log", async |client| {
             let rows = client
                 .query(
                     "SELECT seq, line FROM run_log WHERE queue_id = $1 AND seq > $2
@@ -573,15 +544,11 @@ impl Queue for PostgresQueue {
             }
             Ok(lines)
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        let action = "reach the queue database";
-        let mut client = connection(&self.database, action).await?;
-        let client = &mut client;
-        let result = bounded(async {
+        self.call("reach the queue database", async |client| {
             // A standby answers reads but refuses writes: not ready.
             let read_only: bool = client
                 .query_one("SELECT pg_is_in_recovery()", &[])
@@ -595,8 +562,7 @@ impl Queue for PostgresQueue {
             }
             Ok(())
         })
-        .await;
-        answer(&self.database, action, result)
+        .await
     }
 }
 

@@ -110,7 +110,10 @@ async fn write_batch(
 ) -> Result<Vec<Accepted>, Failure> {
     // The keys of every run the batch names (a redelivery's too: locking them is harmless).
     let every_run: Vec<&NewRun> = batch.iter().flat_map(|item| &item.runs).collect();
+    // `biased`: polled in this order, so sent in this order, and the first statement's error
+    // is the one reported (those behind it only say the transaction is aborted).
     let ((), recorded, ()) = tokio::try_join!(
+        biased;
         async { client.batch_execute("BEGIN").await.map_err(Failure::from) },
         insert_deliveries(client, batch),
         lock_keys(client, &every_run)
@@ -125,7 +128,7 @@ async fn write_batch(
     // Prepared first (once per connection), so that sending them waits for nothing and the
     // COMMIT behind them is sent last.
     let statements = supersession(client).await?;
-    tokio::try_join!(supersede(client, &statements, &runs, &ids), async {
+    tokio::try_join!(biased; supersede(client, &statements, &runs, &ids), async {
         client.batch_execute("COMMIT").await.map_err(Failure::from)
     })?;
     // Each recorded delivery takes as many ids, in order, as it queued runs.
@@ -333,6 +336,7 @@ async fn supersede(
     let git_refs: Vec<&str> = runs.iter().map(|r| r.git_ref.as_str()).collect();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&ids, &repositories, &git_refs];
     tokio::try_join!(
+        biased;
         tx.execute(&statements.queued, &params),
         tx.execute(&statements.running, &params)
     )?;

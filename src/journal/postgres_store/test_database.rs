@@ -56,12 +56,14 @@ impl TestDatabase {
         connect(&self.server).await
     }
 
-    /// Ends every session on this database, as a server restart would.
+    /// Ends every session of the tests' role on this database, as a server restart would.
+    /// Only those: an autovacuum worker on the database is the superuser's, and ending it is
+    /// refused to the tests' role (which made this fail now and then).
     pub async fn end_sessions(&self, admin: &tokio_postgres::Client) {
         admin
             .execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                 WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()",
                 &[&self.name],
             )
             .await
